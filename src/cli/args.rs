@@ -1,0 +1,170 @@
+//! `kubedisco agent` flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::duration::parse_duration;
+use crate::logging::LogFormat;
+use crate::source::kubernetes::ListStrategy;
+use crate::source::manifest::ManifestOrigin;
+
+/// Where the agent's Services and EndpointSlices come from.
+#[derive(Clone, Debug)]
+pub enum SourceArg {
+    /// The API server (in-cluster config, else the kubeconfig).
+    Kubernetes,
+    Manifests(ManifestOrigin),
+}
+
+fn parse_source(text: &str) -> Result<SourceArg, String> {
+    match text {
+        "" => Err("empty source: use kubernetes, demo, or a path".into()),
+        "kubernetes" => Ok(SourceArg::Kubernetes),
+        "demo" => Ok(SourceArg::Manifests(ManifestOrigin::Demo)),
+        path => Ok(SourceArg::Manifests(ManifestOrigin::Path(PathBuf::from(
+            path,
+        )))),
+    }
+}
+
+fn parse_domain(text: &str) -> Result<String, String> {
+    let domain = text.trim_end_matches('.').to_ascii_lowercase();
+    let valid = !domain.is_empty()
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if valid {
+        Ok(domain)
+    } else {
+        Err(format!("{text:?} is not a DNS domain (e.g. cluster.local)"))
+    }
+}
+
+fn parse_namespace(text: &str) -> Result<String, String> {
+    crate::http::query::validate_name("namespace", text)
+        .map(|()| text.to_string())
+        .map_err(|e| e.message)
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct AgentArgs {
+    /// `kubernetes` (in-cluster config or kubeconfig), `demo` (the built-in
+    /// demo manifests), or a file/directory of Service and EndpointSlice YAML
+    /// (re-read when it changes).
+    #[arg(long, env = "KUBEDISCO_SOURCE", default_value = "kubernetes", value_parser = parse_source)]
+    pub source: SourceArg,
+
+    /// DNS listen address (UDP and TCP).
+    #[arg(long, env = "KUBEDISCO_DNS_ADDR", default_value = "127.0.0.1:1053")]
+    pub dns_addr: SocketAddr,
+
+    /// HTTP API listen address.
+    #[arg(long, env = "KUBEDISCO_HTTP_ADDR", default_value = "127.0.0.1:8053")]
+    pub http_addr: SocketAddr,
+
+    /// The cluster's DNS domain.
+    #[arg(long, env = "KUBEDISCO_CLUSTER_DOMAIN", default_value = "cluster.local", value_parser = parse_domain)]
+    pub cluster_domain: String,
+
+    /// TTL of DNS answers (e.g. 5s; 0 allowed).
+    #[arg(long, env = "KUBEDISCO_TTL", default_value = "5s", value_parser = parse_duration)]
+    pub ttl: Duration,
+
+    /// Watch only these namespaces (comma-separated); all when empty.
+    #[arg(long, env = "KUBEDISCO_NAMESPACES", value_delimiter = ',', value_parser = parse_namespace)]
+    pub namespaces: Vec<String>,
+
+    /// This node's name (from the downward API), for topology-aware balancing.
+    #[arg(long, env = "KUBEDISCO_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// This node's zone, for topology-aware balancing.
+    #[arg(long, env = "KUBEDISCO_ZONE")]
+    pub zone: Option<String>,
+
+    /// Upstream DNS servers for names the agent does not serve
+    /// (comma-separated ip[:port]); default: the nameservers of /etc/resolv.conf.
+    #[arg(long, env = "KUBEDISCO_UPSTREAM", value_delimiter = ',')]
+    pub upstream: Vec<String>,
+
+    /// How the Kubernetes watchers fetch their initial state.
+    #[arg(
+        long,
+        env = "KUBEDISCO_LIST_STRATEGY",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub list_strategy: ListStrategy,
+
+    /// How often a manifest source is checked for changes.
+    #[arg(long, env = "KUBEDISCO_MANIFEST_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub manifest_poll_interval: Duration,
+
+    /// How long in-flight requests may take to finish on SIGTERM.
+    #[arg(long, env = "KUBEDISCO_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Log format.
+    #[arg(long, env = "KUBEDISCO_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Log level or env-filter directives (RUST_LOG wins when set).
+    #[arg(long, env = "KUBEDISCO_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn agent(args: &[&str]) -> Result<AgentArgs, clap::Error> {
+        let mut argv = vec!["kubedisco", "agent"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Agent(args) => Ok(*args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_local_and_documented() {
+        let args = agent(&[]).unwrap();
+        assert!(matches!(args.source, SourceArg::Kubernetes));
+        assert_eq!(args.http_addr.to_string(), "127.0.0.1:8053");
+        assert_eq!(args.cluster_domain, "cluster.local");
+        assert_eq!(args.ttl, Duration::from_secs(5));
+        assert!(args.namespaces.is_empty());
+    }
+
+    #[test]
+    fn flags_parse_and_bad_values_name_the_flag() {
+        let args = agent(&["--namespaces", "a,b", "--ttl", "0", "--source", "demo"]).unwrap();
+        assert_eq!(args.namespaces, ["a", "b"]);
+        assert_eq!(args.ttl, Duration::ZERO);
+        assert!(matches!(
+            args.source,
+            SourceArg::Manifests(ManifestOrigin::Demo)
+        ));
+        for (flag, value) in [
+            ("--http-addr", "localhost"),
+            ("--ttl", "5 parsecs"),
+            ("--cluster-domain", "bad..domain"),
+            ("--namespaces", "Shop"),
+            ("--log-format", "xml"),
+        ] {
+            let error = agent(&[flag, value]).unwrap_err();
+            assert_eq!(error.exit_code(), 2);
+            assert!(error.to_string().contains(flag), "{flag}: {error}");
+        }
+    }
+}

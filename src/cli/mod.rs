@@ -1,0 +1,70 @@
+//! The command line: `kubedisco agent`, `kubedisco dump`, `kubedisco version`.
+//!
+//! Every flag can also come from the environment as `KUBEDISCO_<FLAG>`
+//! (e.g. `--http-addr` ↔ `KUBEDISCO_HTTP_ADDR`); a flag on the command line
+//! wins. Invalid values exit with status 2 and a message naming the flag.
+
+pub mod args;
+pub mod dump;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use args::AgentArgs;
+pub use dump::DumpArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kubedisco",
+    version,
+    about = "Node-local service discovery for Kubernetes: headless Service endpoints over local DNS and HTTP"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: watch the source, serve DNS and HTTP.
+    Agent(Box<AgentArgs>),
+    /// Print the cache of a running agent.
+    Dump(DumpArgs),
+    /// Print the version.
+    Version,
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Version => {
+            println!("kubedisco {}", crate::VERSION);
+            ExitCode::SUCCESS
+        }
+        Command::Dump(args) => dump::run(&args),
+        Command::Agent(args) => {
+            if let Err(message) = crate::logging::init(args.log_format, &args.log_level) {
+                eprintln!("kubedisco: {message}");
+                return ExitCode::from(2);
+            }
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("kubedisco: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(crate::agent::run(*args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("kubedisco: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! The HTTP front end: JSON API, watch streams, picks, health and metrics.
+//!
+//! - [`services`]: `/v1/services`, `/v1/services/{ns}/{name}` (blocking
+//!   queries with `?index=&wait=`).
+//! - [`watch`]: `/v1/watch/{ns}/{name}`, NDJSON or SSE.
+//! - [`pick`]: `/v1/pick/{ns}/{name}` (one endpoint).
+//! - [`ops`]: `/healthz`, `/readyz`, `/metrics`, `/debug/endpoints`.
+//! - [`view`]: the JSON shapes, shared by the routes above.
+//! - [`error`]: the one JSON error shape every route uses.
+//!
+//! Handlers only read [`Index`] snapshots; nothing here talks to Kubernetes.
+
+pub mod error;
+pub mod ops;
+pub mod pick;
+pub mod query;
+pub mod services;
+pub mod view;
+pub mod watch;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::balance::Pickers;
+use crate::index::Index;
+use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+use crate::source::status::SourceStatus;
+pub use error::ApiError;
+
+/// Tunables of the HTTP front end.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// The longest a blocking query may wait (longer `?wait=` is capped).
+    pub max_wait: Duration,
+    /// The wait of a blocking query that gives `index` but no `wait`.
+    pub default_wait: Duration,
+    /// How often an idle watch stream sends a heartbeat.
+    pub heartbeat: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_wait: Duration::from_secs(600),
+            default_wait: Duration::from_secs(300),
+            heartbeat: Duration::from_secs(15),
+        }
+    }
+}
+
+/// What every handler gets.
+#[derive(Clone)]
+pub struct AppState {
+    pub index: Arc<Index>,
+    pub metrics: Arc<Metrics>,
+    pub status: Arc<SourceStatus>,
+    pub pickers: Arc<Pickers>,
+    pub config: Arc<HttpConfig>,
+    /// Fires on shutdown: blocking queries answer at once, streams end.
+    pub shutdown: CancellationToken,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/services", get(services::list))
+        .route("/v1/services/{namespace}/{name}", get(services::get_one))
+        .route("/v1/watch/{namespace}/{name}", get(watch::watch))
+        .route("/v1/pick/{namespace}/{name}", get(pick::pick))
+        .route("/debug/endpoints", get(ops::debug_endpoints))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_request,
+        ))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` fires, then finishes in-flight requests.
+pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
+    let shutdown = state.shutdown.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no such route: {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::method_not_allowed(format!(
+        "{method} is not allowed on {}; use GET",
+        uri.path()
+    ))
+}
+
+/// Counts every request by route and code; times the ones that do not wait
+/// on purpose (blocking queries and streams would drown the histogram).
+async fn record_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let waits = route.starts_with("/v1/watch")
+        || request
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("index=")));
+    let started = Instant::now();
+    let response = next.run(request).await.into_response();
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&RequestLabels {
+            route: route.clone(),
+            code: response.status().as_u16(),
+        })
+        .inc();
+    if !waits {
+        state
+            .metrics
+            .http_duration
+            .get_or_create(&RouteLabels { route })
+            .observe(started.elapsed().as_secs_f64());
+    }
+    response
+}

@@ -1,0 +1,65 @@
+//! Health, readiness, metrics and the debug dump.
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::view::DebugService;
+use super::{ApiError, AppState, query};
+
+/// Liveness: the process answers. Never depends on the API server, so an
+/// outage does not get the agent restarted (and its cache thrown away).
+pub async fn healthz() -> Response {
+    Json(serde_json::json!({ "status": "ok", "version": crate::VERSION })).into_response()
+}
+
+/// Readiness: the first full sync is done. Staying ready through a later
+/// outage is deliberate: a slightly stale answer beats none.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let snapshot = state.index.load();
+    let failures = state.status.failures();
+    let body = serde_json::json!({
+        "ready": snapshot.synced,
+        "stale": !failures.is_empty(),
+        "failures": failures,
+    });
+    let status = if snapshot.synced {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let mut response = state.metrics.encode().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
+/// Everything in the index, served or not; what `kubedisco dump` prints.
+pub async fn debug_endpoints(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    query::parse(raw.as_deref(), &[])?;
+    let snapshot = state.index.load();
+    let services: Vec<DebugService<'_>> = snapshot
+        .sorted()
+        .into_iter()
+        .map(|s| DebugService::from(&**s))
+        .collect();
+    let failures = state.status.failures();
+    Ok(Json(serde_json::json!({
+        "synced": snapshot.synced,
+        "stale": !failures.is_empty(),
+        "failures": failures,
+        "generation": snapshot.generation,
+        "services": services,
+    }))
+    .into_response())
+}

@@ -1,0 +1,144 @@
+//! `GET /v1/pick/{namespace}/{name}?port=NAME[&key=K]`: one endpoint.
+//!
+//! Without `key`, smooth weighted round-robin; with it, weighted rendezvous
+//! hashing (the same key keeps landing on the same endpoint). `port` may be
+//! left out when the Service has only one port.
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::{ApiError, AppState, query};
+use crate::balance::{Candidate, pick_by_key};
+use crate::index::{Endpoint, ServiceKey};
+
+#[derive(Serialize)]
+struct Picked<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    revision: u64,
+    /// `ip:port`, with brackets for IPv6: ready for a dialer.
+    address: String,
+    ip: std::net::IpAddr,
+    port: Option<u16>,
+    #[serde(rename = "portName")]
+    port_name: &'a str,
+    endpoint: &'a Endpoint,
+}
+
+pub async fn pick(
+    State(state): State<AppState>,
+    Path((namespace, name)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    query::validate_name("namespace", &namespace)?;
+    query::validate_name("service name", &name)?;
+    let params = query::parse(raw.as_deref(), &["port", "key"])?;
+    let snapshot = state.index.load();
+    let key = ServiceKey::new(&namespace, &name);
+    let Some(service) = snapshot.services.get(&key) else {
+        if !snapshot.synced {
+            return Err(ApiError::not_synced());
+        }
+        return Err(ApiError::not_found(format!("service {key} is not served")));
+    };
+
+    let port_names: Vec<&str> = {
+        let mut names: Vec<&str> = service.ports.iter().map(|p| &*p.name).collect();
+        for endpoint in &service.endpoints {
+            names.extend(endpoint.ports.iter().map(|p| &*p.name));
+        }
+        names.sort_unstable();
+        names.dedup();
+        names
+    };
+    let port_name: &str = match params.get("port") {
+        Some(name) => {
+            if !port_names.contains(&name.as_str()) {
+                return Err(ApiError::bad_request(format!(
+                    "service {key} has no port named {name:?} (ports: {})",
+                    describe_ports(&port_names)
+                )));
+            }
+            port_names
+                .iter()
+                .find(|n| **n == name.as_str())
+                .copied()
+                .unwrap_or_default()
+        }
+        None if port_names.len() <= 1 => port_names.first().copied().unwrap_or(""),
+        None => {
+            return Err(ApiError::bad_request(format!(
+                "service {key} has several ports; choose one with ?port= ({})",
+                describe_ports(&port_names)
+            )));
+        }
+    };
+
+    // Candidates: usable endpoints that have the port (all of them when the
+    // Service has no ports at all).
+    let chosen: Vec<(&Endpoint, Option<u16>, String)> = service
+        .endpoints
+        .iter()
+        .filter_map(|endpoint| {
+            let port = endpoint.port(port_name, None).map(|p| p.port);
+            if port.is_none() && !port_names.is_empty() {
+                return None;
+            }
+            let address = match (endpoint.ip, port) {
+                (ip @ std::net::IpAddr::V6(_), Some(port)) => format!("[{ip}]:{port}"),
+                (ip, Some(port)) => format!("{ip}:{port}"),
+                (ip, None) => ip.to_string(),
+            };
+            Some((endpoint, port, address))
+        })
+        .collect();
+    let candidates: Vec<Candidate<'_>> = chosen
+        .iter()
+        .map(|(endpoint, _, address)| Candidate {
+            id: address,
+            weight: endpoint.weight,
+        })
+        .collect();
+    let picked = match params.get("key") {
+        Some(hash_key) => pick_by_key(&candidates, hash_key),
+        None => state
+            .pickers
+            .round_robin(&key, port_name, service.revision, &candidates),
+    };
+    let Some(i) = picked else {
+        return Err(ApiError::unavailable(format!(
+            "service {key} has no usable endpoint for port {port_name:?}"
+        )));
+    };
+    let (endpoint, port, address) = &chosen[i];
+    Ok(Json(Picked {
+        namespace: &key.namespace,
+        name: &key.name,
+        revision: service.revision,
+        address: address.clone(),
+        ip: endpoint.ip,
+        port: *port,
+        port_name,
+        endpoint,
+    })
+    .into_response())
+}
+
+fn describe_ports(names: &[&str]) -> String {
+    if names.is_empty() {
+        return "none".into();
+    }
+    names
+        .iter()
+        .map(|n| {
+            if n.is_empty() {
+                "\"\" (unnamed)".to_string()
+            } else {
+                n.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,80 @@
+//! Strict parsing of paths and query strings: unknown or repeated
+//! parameters and malformed names are a 400 that says what was wrong, not a
+//! silently ignored typo.
+
+use std::collections::BTreeMap;
+
+use super::ApiError;
+
+/// Parses `raw` and rejects parameters outside `allowed` or given twice.
+pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<BTreeMap<String, String>, ApiError> {
+    let mut params = BTreeMap::new();
+    let Some(raw) = raw else {
+        return Ok(params);
+    };
+    for (key, value) in form_urlencoded::parse(raw.as_bytes()) {
+        if !allowed.contains(&key.as_ref()) {
+            return Err(ApiError::bad_request(if allowed.is_empty() {
+                format!("unknown query parameter {key:?}: this route takes none")
+            } else {
+                format!(
+                    "unknown query parameter {key:?}; this route takes: {}",
+                    allowed.join(", ")
+                )
+            }));
+        }
+        if params.insert(key.to_string(), value.to_string()).is_some() {
+            return Err(ApiError::bad_request(format!(
+                "query parameter {key:?} is given more than once"
+            )));
+        }
+    }
+    Ok(params)
+}
+
+/// Namespaces and Service names are DNS labels (RFC 1123): a bad one can
+/// never match, so say so instead of answering "not found".
+pub fn validate_name(what: &str, name: &str) -> Result<(), ApiError> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid {what} {name:?}: expected a DNS label (lowercase letters, digits and '-', at most 63)"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_and_repeated_parameters_are_rejected() {
+        assert!(parse(Some("index=1&wait=5s"), &["index", "wait"]).is_ok());
+        let error = parse(Some("indx=1"), &["index", "wait"]).unwrap_err();
+        assert!(error.message.contains("indx"), "{}", error.message);
+        let error = parse(Some("index=1&index=2"), &["index"]).unwrap_err();
+        assert!(error.message.contains("more than once"));
+        assert!(
+            parse(Some("x"), &[])
+                .unwrap_err()
+                .message
+                .contains("takes none")
+        );
+    }
+
+    #[test]
+    fn names_must_be_dns_labels() {
+        assert!(validate_name("namespace", "shop-1").is_ok());
+        for bad in ["", "Shop", "a_b", "-a", "a-", &"a".repeat(64), "a.b"] {
+            assert!(validate_name("namespace", bad).is_err(), "{bad:?}");
+        }
+    }
+}

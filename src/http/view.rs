@@ -1,0 +1,127 @@
+//! The JSON shapes of the API. They borrow from snapshots, so answering does
+//! not copy endpoint lists.
+
+use serde::Serialize;
+
+use crate::index::objects::ServicePort;
+use crate::index::{Endpoint, ServedService, Snapshot};
+
+/// `GET /v1/services/{namespace}/{name}`, and each state of a watch stream.
+#[derive(Serialize)]
+pub struct ServiceView<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub exists: bool,
+    pub revision: u64,
+    pub headless: bool,
+    pub ports: &'a [ServicePort],
+    pub endpoints: &'a [Endpoint],
+    /// True when no endpoint is ready and terminating ones are served.
+    #[serde(rename = "terminatingFallback")]
+    pub terminating_fallback: bool,
+    /// True while a source cannot reach what it reads (answers are the last
+    /// known state).
+    pub stale: bool,
+}
+
+impl<'a> ServiceView<'a> {
+    pub fn found(service: &'a ServedService, stale: bool) -> Self {
+        Self {
+            namespace: &service.key.namespace,
+            name: &service.key.name,
+            exists: true,
+            revision: service.revision,
+            headless: service.headless,
+            ports: &service.ports,
+            endpoints: &service.endpoints,
+            terminating_fallback: service.terminating_fallback,
+            stale,
+        }
+    }
+
+    pub fn missing(namespace: &'a str, name: &'a str, revision: u64, stale: bool) -> Self {
+        Self {
+            namespace,
+            name,
+            exists: false,
+            revision,
+            headless: false,
+            ports: &[],
+            endpoints: &[],
+            terminating_fallback: false,
+            stale,
+        }
+    }
+}
+
+/// One row of `GET /v1/services`.
+#[derive(Serialize)]
+pub struct ServiceSummary<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub revision: u64,
+    pub headless: bool,
+    /// Usable endpoints.
+    pub endpoints: usize,
+    /// Endpoints listed but not served (not ready).
+    pub unusable: usize,
+}
+
+#[derive(Serialize)]
+pub struct ServiceList<'a> {
+    pub synced: bool,
+    pub stale: bool,
+    pub generation: u64,
+    pub services: Vec<ServiceSummary<'a>>,
+}
+
+impl<'a> ServiceList<'a> {
+    pub fn new(snapshot: &'a Snapshot, stale: bool) -> Self {
+        Self {
+            synced: snapshot.synced,
+            stale,
+            generation: snapshot.generation,
+            services: snapshot
+                .sorted()
+                .into_iter()
+                .map(|s| ServiceSummary {
+                    namespace: &s.key.namespace,
+                    name: &s.key.name,
+                    revision: s.revision,
+                    headless: s.headless,
+                    endpoints: s.endpoints.len(),
+                    unusable: s.unusable.len(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One Service in `GET /debug/endpoints`: everything, served or not.
+#[derive(Serialize)]
+pub struct DebugService<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub revision: u64,
+    pub headless: bool,
+    #[serde(rename = "terminatingFallback")]
+    pub terminating_fallback: bool,
+    pub ports: &'a [ServicePort],
+    pub endpoints: &'a [Endpoint],
+    pub unusable: &'a [Endpoint],
+}
+
+impl<'a> From<&'a ServedService> for DebugService<'a> {
+    fn from(s: &'a ServedService) -> Self {
+        Self {
+            namespace: &s.key.namespace,
+            name: &s.key.name,
+            revision: s.revision,
+            headless: s.headless,
+            terminating_fallback: s.terminating_fallback,
+            ports: &s.ports,
+            endpoints: &s.endpoints,
+            unusable: &s.unusable,
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! `GET /v1/watch/{namespace}/{name}`: the Service's full state first, then
+//! its full state again after every change, until the client goes away.
+//!
+//! NDJSON by default (`{"type":"state","service":{...}}` per line); SSE when
+//! the client sends `Accept: text/event-stream` or `?format=sse`. An idle
+//! stream carries a heartbeat every 15 s so that proxies and clients can
+//! tell a quiet Service from a dead connection. Every state is complete, so
+//! a client never has to apply diffs, and one that misses a state (slow
+//! reader) simply gets the newest.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use futures::stream;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::watch;
+
+use super::view::ServiceView;
+use super::{ApiError, AppState, query};
+use crate::index::ServiceKey;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    NdJson,
+    Sse,
+}
+
+/// Keeps the open-streams gauge honest however the stream ends.
+struct StreamGuard(Gauge);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+struct WatchState {
+    app: AppState,
+    key: ServiceKey,
+    changes: watch::Receiver<u64>,
+    /// The revision of the last state sent; None before the first.
+    sent: Option<(u64, bool)>,
+    format: Format,
+    _guard: StreamGuard,
+}
+
+pub async fn watch(
+    State(app): State<AppState>,
+    Path((namespace, name)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    query::validate_name("namespace", &namespace)?;
+    query::validate_name("service name", &name)?;
+    let params = query::parse(raw.as_deref(), &["format"])?;
+    let format = match params.get("format").map(String::as_str) {
+        Some("sse") => Format::Sse,
+        Some("ndjson") => Format::NdJson,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid format {other:?}: use ndjson or sse"
+            )));
+        }
+        None => {
+            let wants_sse = headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("text/event-stream"));
+            if wants_sse {
+                Format::Sse
+            } else {
+                Format::NdJson
+            }
+        }
+    };
+    let key = ServiceKey::new(&namespace, &name);
+    let changes = app.index.notifier().subscribe(&key);
+    app.metrics.watch_streams.inc();
+    let state = WatchState {
+        _guard: StreamGuard(app.metrics.watch_streams.clone()),
+        app,
+        key,
+        changes,
+        sent: None,
+        format,
+    };
+    let body = Body::from_stream(stream::unfold(state, next_frame));
+    let content_type = match format {
+        Format::NdJson => "application/x-ndjson",
+        Format::Sse => "text/event-stream",
+    };
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tell nginx-style proxies not to buffer the stream.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// Produces the next frame: a state when something changed, else a
+/// heartbeat; None ends the stream (agent shutting down).
+async fn next_frame(
+    mut state: WatchState,
+) -> Option<(Result<Bytes, std::convert::Infallible>, WatchState)> {
+    if state.sent.is_none() {
+        // Full state first, but only a true one: wait for the first sync.
+        tokio::select! {
+            _ = state.app.index.wait_synced() => {}
+            _ = state.app.shutdown.cancelled() => return None,
+        }
+    }
+    let heartbeat = state.app.config.heartbeat;
+    loop {
+        let snapshot = state.app.index.load();
+        let stale = state.app.status.is_stale();
+        let revision = snapshot.revision_of(&state.key);
+        if state.sent != Some((revision, stale)) {
+            state.sent = Some((revision, stale));
+            let view = match snapshot.services.get(&state.key) {
+                Some(service) => ServiceView::found(service, stale),
+                None => {
+                    ServiceView::missing(&state.key.namespace, &state.key.name, revision, stale)
+                }
+            };
+            let frame = encode_state(state.format, &view);
+            return Some((Ok(frame), state));
+        }
+        tokio::select! {
+            changed = state.changes.changed() => {
+                if changed.is_err() {
+                    return None;
+                }
+            }
+            _ = tokio::time::sleep(heartbeat) => {
+                let frame = match state.format {
+                    Format::NdJson => Bytes::from_static(b"{\"type\":\"heartbeat\"}\n"),
+                    Format::Sse => Bytes::from_static(b": heartbeat\n\n"),
+                };
+                return Some((Ok(frame), state));
+            }
+            _ = state.app.shutdown.cancelled() => return None,
+        }
+    }
+}
+
+fn encode_state(format: Format, view: &ServiceView<'_>) -> Bytes {
+    let event = serde_json::json!({ "type": "state", "service": view });
+    let json = event.to_string();
+    match format {
+        Format::NdJson => Bytes::from(format!("{json}\n")),
+        Format::Sse => Bytes::from(format!(
+            "event: state\nid: {}\ndata: {json}\n\n",
+            view.revision
+        )),
+    }
+}

@@ -1,0 +1,348 @@
+//! How one Service's EndpointSlices become the endpoints the agent serves.
+//!
+//! The rules follow kube-proxy's endpointslicecache, the reference consumer:
+//!
+//! - every slice labelled with the Service's name counts, never just one;
+//! - an endpoint is its first address; the same address may sit in two
+//!   slices while the controller moves it, so addresses are merged and each
+//!   (port name, protocol) is kept once; when the copies disagree, the one in
+//!   the better state (ready, then serving) wins, so a move never makes an
+//!   endpoint flap to not-ready;
+//! - ready endpoints are served; only when none is ready are the serving and
+//!   terminating ones served instead (KEP-1669);
+//! - `publishNotReadyAddresses` makes every endpoint usable.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::objects::{
+    Protocol, ServiceKey, ServiceObject, ServicePort, SliceEndpoint, SliceObject, TargetRef,
+};
+
+/// The weight of an endpoint nobody gave one, as in Envoy and Consul.
+pub const DEFAULT_WEIGHT: u32 = 100;
+
+/// A port of a served endpoint: the number its Pod listens on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EndpointPort {
+    pub name: Arc<str>,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+/// One endpoint (one address) of a served Service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    pub ip: IpAddr,
+    pub ports: Vec<EndpointPort>,
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+    pub zone: Option<Arc<str>>,
+    pub node: Option<Arc<str>>,
+    pub hostname: Option<Arc<str>>,
+    #[serde(rename = "targetRef")]
+    pub target_ref: Option<TargetRef>,
+    pub weight: u32,
+    /// Topology tier: 0 is preferred, higher numbers are fallbacks.
+    pub priority: u32,
+}
+
+impl Endpoint {
+    pub fn port(&self, name: &str, protocol: Option<Protocol>) -> Option<&EndpointPort> {
+        self.ports
+            .iter()
+            .find(|port| &*port.name == name && protocol.is_none_or(|p| p == port.protocol))
+    }
+}
+
+/// A Service as the front ends see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServedService {
+    pub key: ServiceKey,
+    /// Changes exactly when the served state (everything but `unusable`)
+    /// changes; taken from one counter shared by all Services, so it also
+    /// grows across a delete and re-create.
+    pub revision: u64,
+    pub headless: bool,
+    pub ports: Vec<ServicePort>,
+    /// The endpoints clients should use, ordered by address.
+    pub endpoints: Vec<Endpoint>,
+    /// Endpoints listed in slices but not served (not ready, or terminating
+    /// while ready ones exist); kept for `/debug/endpoints` and `dump` only.
+    pub unusable: Vec<Endpoint>,
+    /// True when no endpoint is ready and serving-terminating ones are used.
+    pub terminating_fallback: bool,
+}
+
+impl ServedService {
+    /// Equality of what clients are served, ignoring revision and debug data.
+    pub fn same_served_state(&self, other: &ServedService) -> bool {
+        self.headless == other.headless
+            && self.ports == other.ports
+            && self.endpoints == other.endpoints
+            && self.terminating_fallback == other.terminating_fallback
+    }
+}
+
+/// Ranks copies of one address found in several slices.
+fn condition_rank(endpoint: &SliceEndpoint) -> u8 {
+    match (endpoint.ready, endpoint.serving) {
+        (true, _) => 2,
+        (false, true) => 1,
+        (false, false) => 0,
+    }
+}
+
+struct Accumulated<'a> {
+    endpoint: &'a SliceEndpoint,
+    rank: u8,
+    weight: u32,
+    ports: BTreeMap<(Arc<str>, Protocol), (u16, u8)>,
+}
+
+/// Merges `slices` (all slices of the Service, in any order) into the served
+/// view. `revision` is stamped on the result.
+pub fn merge<'a>(
+    service: &ServiceObject,
+    slices: impl IntoIterator<Item = &'a SliceObject>,
+    revision: u64,
+) -> ServedService {
+    let mut slices: Vec<&SliceObject> = slices.into_iter().collect();
+    // Deterministic tie-breaks whatever order the slices arrived in.
+    slices.sort_by(|a, b| a.key.name.cmp(&b.key.name));
+    let default_weight = service.default_weight.unwrap_or(DEFAULT_WEIGHT);
+
+    let mut by_address: BTreeMap<IpAddr, Accumulated<'_>> = BTreeMap::new();
+    for slice in &slices {
+        let weight = slice.weight.unwrap_or(default_weight);
+        for endpoint in &slice.endpoints {
+            let rank = condition_rank(endpoint);
+            let entry = by_address
+                .entry(endpoint.address)
+                .or_insert_with(|| Accumulated {
+                    endpoint,
+                    rank,
+                    weight,
+                    ports: BTreeMap::new(),
+                });
+            if rank > entry.rank {
+                entry.endpoint = endpoint;
+                entry.rank = rank;
+                entry.weight = weight;
+            }
+            for port in &slice.ports {
+                let Some(number) = port.port else { continue };
+                let key = (port.name.clone(), port.protocol);
+                match entry.ports.get(&key) {
+                    Some(&(_, existing_rank)) if existing_rank >= rank => {}
+                    _ => {
+                        entry.ports.insert(key, (number, rank));
+                    }
+                }
+            }
+        }
+    }
+
+    let all: Vec<Endpoint> = by_address
+        .into_iter()
+        .map(|(ip, acc)| Endpoint {
+            ip,
+            ports: acc
+                .ports
+                .into_iter()
+                .map(|((name, protocol), (port, _))| EndpointPort {
+                    name,
+                    port,
+                    protocol,
+                })
+                .collect(),
+            ready: acc.endpoint.ready,
+            serving: acc.endpoint.serving,
+            terminating: acc.endpoint.terminating,
+            zone: acc.endpoint.zone.clone(),
+            node: acc.endpoint.node.clone(),
+            hostname: acc.endpoint.hostname.clone(),
+            target_ref: acc.endpoint.target_ref.clone(),
+            weight: acc.weight,
+            priority: 0,
+        })
+        .collect();
+
+    let any_ready = all.iter().any(|e| e.ready);
+    let usable = |e: &Endpoint| {
+        if service.publish_not_ready {
+            true
+        } else if any_ready {
+            e.ready
+        } else {
+            e.serving && e.terminating
+        }
+    };
+    let (endpoints, unusable): (Vec<Endpoint>, Vec<Endpoint>) = all.into_iter().partition(usable);
+    let terminating_fallback = !service.publish_not_ready && !any_ready && !endpoints.is_empty();
+
+    ServedService {
+        key: service.key.clone(),
+        revision,
+        headless: service.headless,
+        ports: service.ports.clone(),
+        endpoints,
+        unusable,
+        terminating_fallback,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::index::objects::{SliceKey, SlicePort};
+
+    pub fn service(name: &str) -> ServiceObject {
+        ServiceObject {
+            key: ServiceKey::new("ns", name),
+            headless: true,
+            exposed: false,
+            publish_not_ready: false,
+            ports: vec![],
+            default_weight: None,
+            traffic_distribution: None,
+        }
+    }
+
+    pub fn endpoint(ip: &str) -> SliceEndpoint {
+        SliceEndpoint {
+            address: ip.parse().unwrap(),
+            ready: true,
+            serving: true,
+            terminating: false,
+            hostname: None,
+            node: None,
+            zone: None,
+            target_ref: None,
+            hint_zones: vec![],
+            hint_nodes: vec![],
+        }
+    }
+
+    pub fn slice(
+        name: &str,
+        service: &str,
+        port: u16,
+        endpoints: Vec<SliceEndpoint>,
+    ) -> SliceObject {
+        SliceObject {
+            key: SliceKey {
+                namespace: "ns".into(),
+                name: name.into(),
+            },
+            service: Some(service.into()),
+            ports: vec![SlicePort {
+                name: "http".into(),
+                port: Some(port),
+                protocol: Protocol::Tcp,
+            }],
+            endpoints,
+            weight: None,
+        }
+    }
+
+    fn ips(served: &[Endpoint]) -> Vec<String> {
+        served.iter().map(|e| e.ip.to_string()).collect()
+    }
+
+    #[test]
+    fn merges_every_slice_of_a_service() {
+        let a = slice(
+            "a",
+            "web",
+            80,
+            vec![endpoint("10.0.0.1"), endpoint("10.0.0.2")],
+        );
+        let b = slice("b", "web", 80, vec![endpoint("10.0.0.3")]);
+        let served = merge(&service("web"), [&a, &b], 1);
+        assert_eq!(ips(&served.endpoints), ["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+    }
+
+    #[test]
+    fn an_endpoint_in_two_slices_is_served_once_and_ready_wins() {
+        let mut not_ready = endpoint("10.0.0.1");
+        not_ready.ready = false;
+        let a = slice("a", "web", 80, vec![not_ready, endpoint("10.0.0.2")]);
+        let b = slice("b", "web", 80, vec![endpoint("10.0.0.1")]);
+        let served = merge(&service("web"), [&a, &b], 1);
+        assert_eq!(ips(&served.endpoints), ["10.0.0.1", "10.0.0.2"]);
+        assert!(served.endpoints[0].ready);
+        assert_eq!(served.endpoints[0].ports.len(), 1);
+    }
+
+    #[test]
+    fn ports_differing_per_endpoint_are_kept_per_endpoint() {
+        let a = slice("a", "web", 8080, vec![endpoint("10.0.0.1")]);
+        let b = slice("b", "web", 9090, vec![endpoint("10.0.0.2")]);
+        let served = merge(&service("web"), [&a, &b], 1);
+        assert_eq!(served.endpoints[0].ports[0].port, 8080);
+        assert_eq!(served.endpoints[1].ports[0].port, 9090);
+    }
+
+    #[test]
+    fn missing_conditions_default_like_kubernetes_and_terminating_is_a_fallback() {
+        let mut terminating = endpoint("10.0.0.1");
+        terminating.ready = false;
+        terminating.terminating = true;
+        let mut gone = endpoint("10.0.0.2");
+        gone.ready = false;
+        gone.serving = false;
+        gone.terminating = true;
+        let a = slice("a", "web", 80, vec![terminating.clone(), gone]);
+        let served = merge(&service("web"), [&a], 1);
+        assert!(served.terminating_fallback);
+        assert_eq!(ips(&served.endpoints), ["10.0.0.1"]);
+        assert_eq!(ips(&served.unusable), ["10.0.0.2"]);
+
+        let b = slice("b", "web", 80, vec![endpoint("10.0.0.3")]);
+        let served = merge(&service("web"), [&a, &b], 2);
+        assert!(!served.terminating_fallback);
+        assert_eq!(ips(&served.endpoints), ["10.0.0.3"]);
+    }
+
+    #[test]
+    fn publish_not_ready_addresses_serves_everything() {
+        let mut not_ready = endpoint("10.0.0.1");
+        not_ready.ready = false;
+        not_ready.serving = false;
+        let mut svc = service("web");
+        svc.publish_not_ready = true;
+        let served = merge(&svc, [&slice("a", "web", 80, vec![not_ready])], 1);
+        assert_eq!(ips(&served.endpoints), ["10.0.0.1"]);
+    }
+
+    #[test]
+    fn weights_come_from_the_slice_then_the_service_then_the_default() {
+        let mut svc = service("web");
+        let plain = slice("a", "web", 80, vec![endpoint("10.0.0.1")]);
+        let mut weighted = slice("b", "web", 80, vec![endpoint("10.0.0.2")]);
+        weighted.weight = Some(7);
+        let served = merge(&svc, [&plain, &weighted], 1);
+        assert_eq!(served.endpoints[0].weight, DEFAULT_WEIGHT);
+        assert_eq!(served.endpoints[1].weight, 7);
+        svc.default_weight = Some(3);
+        let served = merge(&svc, [&plain, &weighted], 1);
+        assert_eq!(served.endpoints[0].weight, 3);
+    }
+
+    #[test]
+    fn same_served_state_ignores_revision_and_debug_data() {
+        let a = slice("a", "web", 80, vec![endpoint("10.0.0.1")]);
+        let one = merge(&service("web"), [&a], 1);
+        let mut two = merge(&service("web"), [&a], 2);
+        assert!(one.same_served_state(&two));
+        two.unusable.push(one.endpoints[0].clone());
+        assert!(one.same_served_state(&two));
+        two.endpoints.clear();
+        assert!(!one.same_served_state(&two));
+    }
+}

@@ -1,0 +1,15 @@
+//! The in-memory index: compact objects in, immutable snapshots out.
+//!
+//! - [`objects`]: the compact Service and EndpointSlice forms sources produce.
+//! - [`merge`]: the rules that turn one Service's slices into served endpoints.
+//! - [`store`]: the writer side, the published [`Snapshot`], revisions.
+//! - [`notify`]: per-Service wake-ups for blocking queries and watch streams.
+
+pub mod merge;
+pub mod notify;
+pub mod objects;
+pub mod store;
+
+pub use merge::{DEFAULT_WEIGHT, Endpoint, EndpointPort, ServedService};
+pub use objects::{ServiceKey, ServiceObject, SliceKey, SliceObject};
+pub use store::{Change, Index, IndexGauges, Scope, Snapshot};

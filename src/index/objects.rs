@@ -1,0 +1,165 @@
+//! The compact form of the Kubernetes objects the index is built from.
+//!
+//! Sources convert API objects into these as soon as they arrive, so nothing
+//! the agent keeps carries `managedFields`, annotations it does not read, or
+//! any other part of the object it never serves.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+/// A Service's identity. Cheap to clone: both parts are shared strings.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
+}
+
+impl ServiceKey {
+    pub fn new(namespace: &str, name: &str) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// An EndpointSlice's identity.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SliceKey {
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Protocol {
+    #[serde(rename = "TCP")]
+    Tcp,
+    #[serde(rename = "UDP")]
+    Udp,
+    #[serde(rename = "SCTP")]
+    Sctp,
+}
+
+impl Protocol {
+    /// Kubernetes spells protocols in capitals and defaults them to TCP.
+    pub fn parse(text: Option<&str>) -> Option<Self> {
+        match text.unwrap_or("TCP") {
+            "TCP" => Some(Self::Tcp),
+            "UDP" => Some(Self::Udp),
+            "SCTP" => Some(Self::Sctp),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "TCP",
+            Self::Udp => "UDP",
+            Self::Sctp => "SCTP",
+        }
+    }
+}
+
+/// A port of a Service spec.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServicePort {
+    /// Empty for the single unnamed port a Service may have.
+    pub name: Arc<str>,
+    pub port: u16,
+    pub protocol: Protocol,
+    /// The target port as written in the spec (a number or a Pod port name).
+    #[serde(rename = "targetPort", skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<Arc<str>>,
+}
+
+/// What the index needs of a Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceObject {
+    pub key: ServiceKey,
+    /// `spec.clusterIP: None`.
+    pub headless: bool,
+    /// Annotation `kubedisco.io/expose: "true"`: serve a ClusterIP Service too.
+    pub exposed: bool,
+    /// `spec.publishNotReadyAddresses`: every endpoint counts as usable.
+    pub publish_not_ready: bool,
+    pub ports: Vec<ServicePort>,
+    /// Annotation `kubedisco.io/default-weight`, already validated.
+    pub default_weight: Option<u32>,
+    /// `spec.trafficDistribution`, kept for topology-aware balancing.
+    pub traffic_distribution: Option<Arc<str>>,
+}
+
+impl ServiceObject {
+    /// Only headless Services are served, unless the owner opted in.
+    pub fn is_served(&self) -> bool {
+        self.headless || self.exposed
+    }
+}
+
+/// A port of an EndpointSlice; `port` is absent when the slice says "all ports".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlicePort {
+    pub name: Arc<str>,
+    pub port: Option<u16>,
+    pub protocol: Protocol,
+}
+
+/// A reference to the object behind an endpoint (normally a Pod).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct TargetRef {
+    pub kind: Arc<str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<Arc<str>>,
+    pub name: Arc<str>,
+}
+
+/// One endpoint of an EndpointSlice, reduced to its first address, as
+/// kube-proxy does: the addresses of one endpoint are fungible.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SliceEndpoint {
+    pub address: IpAddr,
+    /// `conditions.ready`, missing meaning true.
+    pub ready: bool,
+    /// `conditions.serving`, missing meaning true.
+    pub serving: bool,
+    /// `conditions.terminating`, missing meaning false.
+    pub terminating: bool,
+    pub hostname: Option<Arc<str>>,
+    pub node: Option<Arc<str>>,
+    pub zone: Option<Arc<str>>,
+    pub target_ref: Option<TargetRef>,
+    /// `hints.forZones`, kept for topology-aware balancing.
+    pub hint_zones: Vec<Arc<str>>,
+    /// `hints.forNodes`, kept for topology-aware balancing.
+    pub hint_nodes: Vec<Arc<str>>,
+}
+
+/// What the index needs of an EndpointSlice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SliceObject {
+    pub key: SliceKey,
+    /// Label `kubernetes.io/service-name`; a slice without it belongs to no Service.
+    pub service: Option<Arc<str>>,
+    pub ports: Vec<SlicePort>,
+    pub endpoints: Vec<SliceEndpoint>,
+    /// Annotation `kubedisco.io/weight`, already validated.
+    pub weight: Option<u32>,
+}
+
+impl SliceObject {
+    pub fn service_key(&self) -> Option<ServiceKey> {
+        self.service.as_ref().map(|service| ServiceKey {
+            namespace: self.key.namespace.clone(),
+            name: service.clone(),
+        })
+    }
+}

@@ -1,0 +1,542 @@
+//! The writer side of the index and the snapshots it publishes.
+//!
+//! Sources call [`Index::apply`] and [`Index::replace`]; both run under one
+//! writer lock that readers never take. Every call ends by publishing a new
+//! [`Snapshot`] through an [`ArcSwap`]: readers load the current one without
+//! locking, and a snapshot never changes once published. The map inside is a
+//! persistent hash map ([`imbl`]), so publishing costs O(changed Services),
+//! not O(all Services).
+//!
+//! A re-list arrives as one [`Index::replace`] with everything the API server
+//! listed; the new state is computed aside and swapped in whole, so readers
+//! never see a half-listed index.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::watch;
+
+use super::merge::{ServedService, merge};
+use super::notify::Notifier;
+use super::objects::{ServiceKey, ServiceObject, SliceKey, SliceObject};
+
+/// Deleted Services remembered for blocking queries; see [`Snapshot::tombstones`].
+const MAX_TOMBSTONES: usize = 65_536;
+
+/// What readers see: every served Service, as of one instant.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub services: imbl::HashMap<ServiceKey, Arc<ServedService>>,
+    /// True once every source part has listed its objects at least once.
+    /// Before that, absence of a Service means "not known yet".
+    pub synced: bool,
+    /// The latest revision handed out to any Service.
+    pub generation: u64,
+    /// Usable endpoints over all Services.
+    pub endpoint_count: usize,
+    /// The revision at which each recently deleted Service went away, so a
+    /// blocking query from before the deletion returns at once.
+    pub tombstones: imbl::HashMap<ServiceKey, u64>,
+}
+
+impl Snapshot {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<&Arc<ServedService>> {
+        self.services.get(&ServiceKey::new(namespace, name))
+    }
+
+    /// The revision of a Service's current state, served or not: its
+    /// revision, else the revision that deleted it, else 0.
+    pub fn revision_of(&self, key: &ServiceKey) -> u64 {
+        match self.services.get(key) {
+            Some(service) => service.revision,
+            None => self.tombstones.get(key).copied().unwrap_or(0),
+        }
+    }
+
+    /// Services ordered by namespace, then name.
+    pub fn sorted(&self) -> Vec<&Arc<ServedService>> {
+        let mut services: Vec<_> = self.services.values().collect();
+        services.sort_by(|a, b| a.key.cmp(&b.key));
+        services
+    }
+}
+
+/// One incremental change from a source.
+#[derive(Clone, Debug)]
+pub enum Change {
+    ApplyService(ServiceObject),
+    DeleteService(ServiceKey),
+    ApplySlice(SliceObject),
+    DeleteSlice(SliceKey),
+}
+
+/// Which objects a [`Index::replace`] covers: everything a source owns, or
+/// one namespace when the agent watches namespaces one by one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Namespace(Arc<str>),
+}
+
+impl Scope {
+    fn covers(&self, namespace: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Namespace(ns) => &**ns == namespace,
+        }
+    }
+}
+
+/// Gauges and counters the index keeps current. Cloning shares them.
+#[derive(Clone, Debug, Default)]
+pub struct IndexGauges {
+    pub services: Gauge,
+    pub endpoints: Gauge,
+    pub synced: Gauge,
+    pub revisions: Counter,
+    pub last_sync_timestamp: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+#[derive(Default)]
+struct Writer {
+    services: HashMap<ServiceKey, ServiceObject>,
+    slices: HashMap<SliceKey, SliceObject>,
+    slices_by_service: HashMap<ServiceKey, BTreeSet<Arc<str>>>,
+    /// Source parts (e.g. "services", "endpointslices/shop") that have not
+    /// completed their first list yet.
+    unsynced_parts: HashSet<String>,
+    any_part_registered: bool,
+    revision_counter: u64,
+}
+
+impl Writer {
+    fn insert_service(&mut self, service: ServiceObject, touched: &mut BTreeSet<ServiceKey>) {
+        touched.insert(service.key.clone());
+        self.services.insert(service.key.clone(), service);
+    }
+
+    fn remove_service(&mut self, key: &ServiceKey, touched: &mut BTreeSet<ServiceKey>) {
+        if self.services.remove(key).is_some() {
+            touched.insert(key.clone());
+        }
+    }
+
+    fn insert_slice(&mut self, slice: SliceObject, touched: &mut BTreeSet<ServiceKey>) {
+        self.remove_slice(&slice.key, touched);
+        if let Some(service) = slice.service_key() {
+            self.slices_by_service
+                .entry(service.clone())
+                .or_default()
+                .insert(slice.key.name.clone());
+            touched.insert(service);
+        }
+        self.slices.insert(slice.key.clone(), slice);
+    }
+
+    fn remove_slice(&mut self, key: &SliceKey, touched: &mut BTreeSet<ServiceKey>) {
+        let Some(old) = self.slices.remove(key) else {
+            return;
+        };
+        if let Some(service) = old.service_key() {
+            if let Some(names) = self.slices_by_service.get_mut(&service) {
+                names.remove(&key.name);
+                if names.is_empty() {
+                    self.slices_by_service.remove(&service);
+                }
+            }
+            touched.insert(service);
+        }
+    }
+
+    /// The served view of one Service, or None when it is not served.
+    fn build(&self, key: &ServiceKey) -> Option<ServedService> {
+        let service = self.services.get(key).filter(|s| s.is_served())?;
+        let names = self.slices_by_service.get(key);
+        let slices = names.into_iter().flatten().filter_map(|name| {
+            self.slices.get(&SliceKey {
+                namespace: key.namespace.clone(),
+                name: name.clone(),
+            })
+        });
+        Some(merge(service, slices, 0))
+    }
+}
+
+/// The shared index handle: sources write, front ends read.
+pub struct Index {
+    snapshot: ArcSwap<Snapshot>,
+    writer: Mutex<Writer>,
+    notifier: Notifier,
+    gauges: IndexGauges,
+    /// Flips to true once; lets `/readyz` and startup code wait for sync.
+    synced_tx: watch::Sender<bool>,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Self::new(IndexGauges::default())
+    }
+}
+
+impl Index {
+    pub fn new(gauges: IndexGauges) -> Self {
+        Self {
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            writer: Mutex::new(Writer::default()),
+            notifier: Notifier::default(),
+            gauges,
+            synced_tx: watch::channel(false).0,
+        }
+    }
+
+    /// The current snapshot. Lock-free; hold it only as long as one answer.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
+    /// Resolves once the index has completed its first full sync.
+    pub async fn wait_synced(&self) {
+        let mut rx = self.synced_tx.subscribe();
+        // The sender lives in self, so this cannot fail while we are borrowed.
+        let _ = rx.wait_for(|synced| *synced).await;
+    }
+
+    /// Declares source parts that must each list once before the index is
+    /// synced. Call before the sources start.
+    pub fn expect_parts<I, S>(&self, parts: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut writer = self.lock_writer();
+        writer.any_part_registered = true;
+        writer
+            .unsynced_parts
+            .extend(parts.into_iter().map(Into::into));
+    }
+
+    /// Applies incremental changes and publishes one snapshot.
+    pub fn apply(&self, changes: impl IntoIterator<Item = Change>) {
+        let mut writer = self.lock_writer();
+        let mut touched = BTreeSet::new();
+        for change in changes {
+            match change {
+                Change::ApplyService(service) => writer.insert_service(service, &mut touched),
+                Change::DeleteService(key) => writer.remove_service(&key, &mut touched),
+                Change::ApplySlice(slice) => writer.insert_slice(slice, &mut touched),
+                Change::DeleteSlice(key) => writer.remove_slice(&key, &mut touched),
+            }
+        }
+        self.publish(&mut writer, touched);
+    }
+
+    /// Replaces every Service and/or slice in `scope` with the given lists (a
+    /// re-list or a manifest reload) and marks `part` as synced. `None` leaves
+    /// that kind untouched.
+    pub fn replace(
+        &self,
+        scope: &Scope,
+        services: Option<Vec<ServiceObject>>,
+        slices: Option<Vec<SliceObject>>,
+        part: &str,
+    ) {
+        let mut writer = self.lock_writer();
+        let mut touched = BTreeSet::new();
+        if let Some(services) = services {
+            let stale: Vec<ServiceKey> = writer
+                .services
+                .keys()
+                .filter(|key| scope.covers(&key.namespace))
+                .cloned()
+                .collect();
+            for key in &stale {
+                writer.remove_service(key, &mut touched);
+            }
+            for service in services {
+                writer.insert_service(service, &mut touched);
+            }
+        }
+        if let Some(slices) = slices {
+            let stale: Vec<SliceKey> = writer
+                .slices
+                .keys()
+                .filter(|key| scope.covers(&key.namespace))
+                .cloned()
+                .collect();
+            for key in &stale {
+                writer.remove_slice(key, &mut touched);
+            }
+            for slice in slices {
+                writer.insert_slice(slice, &mut touched);
+            }
+        }
+        writer.unsynced_parts.remove(part);
+        self.gauges.last_sync_timestamp.set(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64(),
+        );
+        self.publish(&mut writer, touched);
+    }
+
+    fn lock_writer(&self) -> std::sync::MutexGuard<'_, Writer> {
+        // A panic while writing cannot leave a half-published snapshot (the
+        // swap is the last step), so the writer state is still usable.
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish(&self, writer: &mut Writer, touched: BTreeSet<ServiceKey>) {
+        let current = self.snapshot.load();
+        let mut services = current.services.clone();
+        let mut endpoint_count = current.endpoint_count;
+        let mut tombstones = current.tombstones.clone();
+        let mut changed: Vec<(ServiceKey, u64)> = Vec::new();
+        // Debug-only data (unusable endpoints) changed without a revision.
+        let mut quietly_modified = false;
+        for key in touched {
+            let old = services.get(&key).cloned();
+            match (old, writer.build(&key)) {
+                (Some(old), Some(mut new)) => {
+                    if old.same_served_state(&new) {
+                        if old.unusable != new.unusable {
+                            new.revision = old.revision;
+                            services.insert(key, Arc::new(new));
+                            quietly_modified = true;
+                        }
+                        continue;
+                    }
+                    writer.revision_counter += 1;
+                    new.revision = writer.revision_counter;
+                    endpoint_count = endpoint_count - old.endpoints.len() + new.endpoints.len();
+                    changed.push((key.clone(), new.revision));
+                    services.insert(key, Arc::new(new));
+                }
+                (None, Some(mut new)) => {
+                    tombstones.remove(&key);
+                    writer.revision_counter += 1;
+                    new.revision = writer.revision_counter;
+                    endpoint_count += new.endpoints.len();
+                    changed.push((key.clone(), new.revision));
+                    services.insert(key, Arc::new(new));
+                }
+                (Some(old), None) => {
+                    writer.revision_counter += 1;
+                    endpoint_count -= old.endpoints.len();
+                    changed.push((key.clone(), writer.revision_counter));
+                    services.remove(&key);
+                    if tombstones.len() >= MAX_TOMBSTONES {
+                        // Forgetting only makes an old waiter wait its full
+                        // `wait` instead of returning early: bounded memory
+                        // is worth more.
+                        tombstones.clear();
+                    }
+                    tombstones.insert(key, writer.revision_counter);
+                }
+                (None, None) => {}
+            }
+        }
+        let synced = writer.any_part_registered && writer.unsynced_parts.is_empty();
+        if changed.is_empty() && !quietly_modified && synced == current.synced {
+            return;
+        }
+        self.gauges.services.set(services.len() as i64);
+        self.gauges.endpoints.set(endpoint_count as i64);
+        self.gauges.synced.set(i64::from(synced));
+        self.gauges.revisions.inc_by(changed.len() as u64);
+        self.snapshot.store(Arc::new(Snapshot {
+            services,
+            synced,
+            generation: writer.revision_counter,
+            endpoint_count,
+            tombstones,
+        }));
+        self.notifier
+            .notify(changed.iter().map(|(key, revision)| (key, *revision)));
+        if synced {
+            self.synced_tx
+                .send_if_modified(|s| !std::mem::replace(s, true));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::merge::tests::{endpoint, service, slice};
+
+    fn key(name: &str) -> ServiceKey {
+        ServiceKey::new("ns", name)
+    }
+
+    fn ips(index: &Index, name: &str) -> Vec<String> {
+        index
+            .load()
+            .get("ns", name)
+            .map(|s| s.endpoints.iter().map(|e| e.ip.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn revision_changes_exactly_when_served_state_changes() {
+        let index = Index::default();
+        index.apply([
+            Change::ApplyService(service("web")),
+            Change::ApplySlice(slice("a", "web", 80, vec![endpoint("10.0.0.1")])),
+        ]);
+        let first = index.load().get("ns", "web").unwrap().revision;
+        // The same slice again: nothing served changed.
+        index.apply([Change::ApplySlice(slice(
+            "a",
+            "web",
+            80,
+            vec![endpoint("10.0.0.1")],
+        ))]);
+        assert_eq!(index.load().get("ns", "web").unwrap().revision, first);
+        // A not-ready endpoint is not served: still the same revision.
+        let mut not_ready = endpoint("10.0.0.9");
+        not_ready.ready = false;
+        index.apply([Change::ApplySlice(slice(
+            "a",
+            "web",
+            80,
+            vec![endpoint("10.0.0.1"), not_ready],
+        ))]);
+        let snapshot = index.load();
+        let web = snapshot.get("ns", "web").unwrap();
+        assert_eq!(web.revision, first);
+        assert_eq!(web.unusable.len(), 1);
+        // A new ready endpoint is.
+        index.apply([Change::ApplySlice(slice(
+            "a",
+            "web",
+            80,
+            vec![endpoint("10.0.0.1"), endpoint("10.0.0.2")],
+        ))]);
+        assert!(index.load().get("ns", "web").unwrap().revision > first);
+    }
+
+    #[test]
+    fn revisions_grow_across_delete_and_recreate() {
+        let index = Index::default();
+        index.apply([Change::ApplyService(service("web"))]);
+        let first = index.load().get("ns", "web").unwrap().revision;
+        index.apply([Change::DeleteService(key("web"))]);
+        let snapshot = index.load();
+        assert!(snapshot.get("ns", "web").is_none());
+        let deleted_at = snapshot.revision_of(&key("web"));
+        assert!(deleted_at > first);
+        index.apply([Change::ApplyService(service("web"))]);
+        assert!(index.load().get("ns", "web").unwrap().revision > deleted_at);
+        assert!(index.load().get("ns", "web").unwrap().revision > first);
+    }
+
+    #[test]
+    fn an_endpoint_moving_between_slices_stays_served() {
+        let index = Index::default();
+        index.apply([
+            Change::ApplyService(service("web")),
+            Change::ApplySlice(slice("a", "web", 80, vec![endpoint("10.0.0.1")])),
+        ]);
+        // The controller adds it to b before removing it from a.
+        index.apply([Change::ApplySlice(slice(
+            "b",
+            "web",
+            80,
+            vec![endpoint("10.0.0.1")],
+        ))]);
+        assert_eq!(ips(&index, "web"), ["10.0.0.1"]);
+        index.apply([Change::DeleteSlice(SliceKey {
+            namespace: "ns".into(),
+            name: "a".into(),
+        })]);
+        assert_eq!(ips(&index, "web"), ["10.0.0.1"]);
+    }
+
+    #[test]
+    fn only_headless_or_exposed_services_are_served() {
+        let index = Index::default();
+        let mut cluster_ip = service("plain");
+        cluster_ip.headless = false;
+        let mut exposed = service("exposed");
+        exposed.headless = false;
+        exposed.exposed = true;
+        index.apply([
+            Change::ApplyService(cluster_ip),
+            Change::ApplyService(exposed),
+        ]);
+        assert!(index.load().get("ns", "plain").is_none());
+        assert!(index.load().get("ns", "exposed").is_some());
+    }
+
+    #[test]
+    fn replace_swaps_in_the_new_state_at_once_and_marks_sync() {
+        let index = Index::default();
+        index.expect_parts(["services", "slices"]);
+        index.replace(&Scope::All, Some(vec![service("web")]), None, "services");
+        assert!(!index.load().synced);
+        index.replace(
+            &Scope::All,
+            None,
+            Some(vec![slice("a", "web", 80, vec![endpoint("10.0.0.1")])]),
+            "slices",
+        );
+        assert!(index.load().synced);
+        let before = index.load().get("ns", "web").unwrap().revision;
+        // A re-list with the same content changes nothing readers can see.
+        index.replace(
+            &Scope::All,
+            None,
+            Some(vec![slice("a", "web", 80, vec![endpoint("10.0.0.1")])]),
+            "slices",
+        );
+        assert_eq!(index.load().get("ns", "web").unwrap().revision, before);
+        // A re-list that lost a slice removes its endpoints.
+        index.replace(&Scope::All, None, Some(vec![]), "slices");
+        assert!(ips(&index, "web").is_empty());
+    }
+
+    #[test]
+    fn replace_in_one_namespace_leaves_others_alone() {
+        let index = Index::default();
+        let mut other = service("web");
+        other.key = ServiceKey::new("other", "web");
+        index.apply([
+            Change::ApplyService(service("web")),
+            Change::ApplyService(other),
+        ]);
+        index.replace(
+            &Scope::Namespace("ns".into()),
+            Some(vec![]),
+            None,
+            "services/ns",
+        );
+        assert!(index.load().get("ns", "web").is_none());
+        assert!(index.load().get("other", "web").is_some());
+    }
+
+    #[test]
+    fn endpoint_count_tracks_usable_endpoints() {
+        let index = Index::default();
+        index.apply([
+            Change::ApplyService(service("web")),
+            Change::ApplySlice(slice(
+                "a",
+                "web",
+                80,
+                vec![endpoint("10.0.0.1"), endpoint("10.0.0.2")],
+            )),
+        ]);
+        assert_eq!(index.load().endpoint_count, 2);
+        index.apply([Change::DeleteService(key("web"))]);
+        assert_eq!(index.load().endpoint_count, 0);
+    }
+}

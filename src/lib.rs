@@ -1,0 +1,35 @@
+//! kubedisco: node-local service discovery for Kubernetes.
+//!
+//! Data flows one way, and the module layout follows it:
+//!
+//! ```text
+//!  source/  ──►  index/  ──►  balance/  ──►  http/ (and dns/ later)
+//!  watchers      merge rules,  pickers       front ends; read snapshots,
+//!  + manifest    snapshots,                  never talk to the API server
+//!  files         revisions
+//! ```
+//!
+//! - [`source`] turns Kubernetes objects (from the API server or from manifest
+//!   files) into compact [`index::objects`] and hands them to the index writer.
+//! - [`index`] keeps the raw compact objects on the writer side, merges every
+//!   Service's EndpointSlices into a [`index::ServedService`], and publishes an
+//!   immutable [`index::Snapshot`] that readers load without locking. Each
+//!   Service carries a revision that changes exactly when its served state does,
+//!   and waiters are woken per Service.
+//! - [`balance`] picks endpoints for `/v1/pick`.
+//! - [`http`] is the JSON API, the watch stream, health and metrics.
+//! - [`cli`] holds the command-line interface: the agent, `dump`, `version`.
+//! - [`metrics`] is the Prometheus registry shared by all of the above.
+
+pub mod agent;
+pub mod balance;
+pub mod cli;
+pub mod duration;
+pub mod http;
+pub mod index;
+pub mod logging;
+pub mod metrics;
+pub mod source;
+
+/// The version printed by `kubedisco version` and reported in `/healthz`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

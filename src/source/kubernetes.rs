@@ -1,0 +1,365 @@
+//! The Kubernetes source: kube-runtime watchers on Services and EndpointSlices.
+//!
+//! One watcher per kind and per watched namespace (or one cluster-wide pair).
+//! A watcher's initial list, and every re-list after a 410 Gone or a broken
+//! connection, is buffered and handed to the index as one
+//! [`Index::replace`], so readers never see a half-listed state. Errors are
+//! retried with kube-runtime's default backoff and logged once per distinct
+//! cause, so an outage does not flood the log.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::convert::{service_object, slice_object};
+use super::status::SourceStatus;
+use crate::index::objects::{ServiceKey, SliceKey};
+use crate::index::{Change, Index, Scope, ServiceObject, SliceObject};
+use crate::metrics::Metrics;
+
+/// How the watchers fetch their initial state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListStrategy {
+    /// Streaming lists when the API server serves them, else list+watch.
+    Auto,
+    /// Always `watch?sendInitialEvents=true` (Kubernetes WatchList).
+    Streaming,
+    /// Always paginated list, then watch.
+    List,
+}
+
+/// A kind the agent watches, and how its objects reach the index.
+trait Watched:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+    type Compact: Send + 'static;
+    /// The plural resource name, for logs, metrics and sync parts.
+    const RESOURCE: &'static str;
+    fn compact(&self) -> Option<Self::Compact>;
+    fn applied(compact: Self::Compact) -> Change;
+    fn deleted(&self) -> Change;
+    fn replace(index: &Index, scope: &Scope, items: Vec<Self::Compact>, part: &str);
+}
+
+impl Watched for Service {
+    type Compact = ServiceObject;
+    const RESOURCE: &'static str = "services";
+    fn compact(&self) -> Option<ServiceObject> {
+        Some(service_object(self))
+    }
+    fn applied(compact: ServiceObject) -> Change {
+        Change::ApplyService(compact)
+    }
+    fn deleted(&self) -> Change {
+        Change::DeleteService(ServiceKey::new(
+            self.namespace().as_deref().unwrap_or("default"),
+            &self.name_any(),
+        ))
+    }
+    fn replace(index: &Index, scope: &Scope, items: Vec<ServiceObject>, part: &str) {
+        index.replace(scope, Some(items), None, part);
+    }
+}
+
+impl Watched for EndpointSlice {
+    type Compact = SliceObject;
+    const RESOURCE: &'static str = "endpointslices";
+    fn compact(&self) -> Option<SliceObject> {
+        slice_object(self)
+    }
+    fn applied(compact: SliceObject) -> Change {
+        Change::ApplySlice(compact)
+    }
+    fn deleted(&self) -> Change {
+        Change::DeleteSlice(SliceKey {
+            namespace: self.namespace().as_deref().unwrap_or("default").into(),
+            name: self.name_any().into(),
+        })
+    }
+    fn replace(index: &Index, scope: &Scope, items: Vec<SliceObject>, part: &str) {
+        index.replace(scope, None, Some(items), part);
+    }
+}
+
+/// Everything a watcher task needs; cloned into each task.
+#[derive(Clone)]
+pub struct KubernetesSource {
+    pub client: Client,
+    /// Empty means all namespaces.
+    pub namespaces: Vec<String>,
+    pub list_strategy: ListStrategy,
+    pub index: Arc<Index>,
+    pub metrics: Arc<Metrics>,
+    pub status: Arc<SourceStatus>,
+}
+
+impl KubernetesSource {
+    /// Builds a client from in-cluster config or the kubeconfig.
+    pub async fn client() -> Result<Client, super::SourceError> {
+        let config = kube::Config::infer().await?;
+        Client::try_from(config).map_err(super::SourceError::Client)
+    }
+
+    /// The sync parts this source reports, declared to the index up front.
+    pub fn parts(&self) -> Vec<String> {
+        let mut parts = Vec::new();
+        for resource in [Service::RESOURCE, EndpointSlice::RESOURCE] {
+            if self.namespaces.is_empty() {
+                parts.push(resource.to_string());
+            } else {
+                parts.extend(self.namespaces.iter().map(|ns| format!("{resource}/{ns}")));
+            }
+        }
+        parts
+    }
+
+    /// Runs every watcher until `shutdown` fires.
+    pub async fn run(self, shutdown: CancellationToken) {
+        self.index.expect_parts(self.parts());
+        let streaming = match self.list_strategy {
+            ListStrategy::Streaming => true,
+            ListStrategy::List => false,
+            ListStrategy::Auto => self.streaming_lists_supported().await,
+        };
+        info!(
+            streaming_lists = streaming,
+            namespaces = ?self.namespaces,
+            "watching Services and EndpointSlices"
+        );
+        let mut tasks = tokio::task::JoinSet::new();
+        let scopes: Vec<Option<String>> = if self.namespaces.is_empty() {
+            vec![None]
+        } else {
+            self.namespaces.iter().cloned().map(Some).collect()
+        };
+        for namespace in scopes {
+            tasks.spawn(self.clone().watch::<Service>(namespace.clone(), streaming));
+            tasks.spawn(self.clone().watch::<EndpointSlice>(namespace, streaming));
+        }
+        shutdown.cancelled().await;
+        tasks.abort_all();
+    }
+
+    /// Streaming lists save the API server a full list per agent start, but
+    /// a server without the WatchList feature either rejects them or silently
+    /// never ends the initial stream; a watch that matches nothing tells us
+    /// which, cheaply.
+    async fn streaming_lists_supported(&self) -> bool {
+        let api: Api<EndpointSlice> = match self.namespaces.first() {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        };
+        let config = watcher::Config::default()
+            .streaming_lists()
+            .labels("kubedisco.io/probe-matches-nothing=1");
+        let mut stream = watcher::watcher(api, config).boxed();
+        let probe = async {
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(Event::InitDone) => return true,
+                    Ok(_) => continue,
+                    Err(error) => {
+                        debug!("streaming list probe failed: {error}");
+                        return false;
+                    }
+                }
+            }
+            false
+        };
+        tokio::time::timeout(Duration::from_secs(5), probe)
+            .await
+            .unwrap_or(false)
+    }
+
+    async fn watch<K: Watched>(self, namespace: Option<String>, streaming: bool) {
+        let api: Api<K> = match &namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        };
+        let (scope, part) = match &namespace {
+            Some(ns) => (
+                Scope::Namespace(ns.as_str().into()),
+                format!("{}/{ns}", K::RESOURCE),
+            ),
+            None => (Scope::All, K::RESOURCE.to_string()),
+        };
+        let mut config = watcher::Config::default();
+        if streaming {
+            config = config.streaming_lists();
+        }
+        let mut stream = watcher::watcher(api, config)
+            .default_backoff()
+            // Nothing of managedFields is ever read; drop it before anything
+            // else sees the object.
+            .map_ok(|event| event.modify(|object| object.meta_mut().managed_fields = None))
+            .boxed();
+        let mut buffer: Vec<K::Compact> = Vec::new();
+        let mut listed_once = false;
+        let mut errors = ErrorLog::default();
+        while let Some(item) = stream.next().await {
+            let event = match item {
+                Ok(event) => event,
+                Err(err) => {
+                    let reason = classify(&err);
+                    self.metrics.record_api_error(K::RESOURCE, reason.label());
+                    let message = describe(&err, K::RESOURCE, &namespace);
+                    self.status.failed(&part, &message);
+                    errors.log(&message);
+                    continue;
+                }
+            };
+            if errors.recovered() {
+                info!(resource = K::RESOURCE, "watch recovered");
+            }
+            self.status.succeeded(&part);
+            match event {
+                Event::Init => {
+                    buffer.clear();
+                    if listed_once {
+                        self.metrics.record_watch_restart(K::RESOURCE);
+                        info!(resource = K::RESOURCE, "re-listing");
+                    }
+                }
+                Event::InitApply(object) => buffer.extend(object.compact()),
+                Event::InitDone => {
+                    let count = buffer.len();
+                    K::replace(&self.index, &scope, std::mem::take(&mut buffer), &part);
+                    if !listed_once {
+                        info!(resource = K::RESOURCE, count, "listed");
+                    }
+                    listed_once = true;
+                }
+                Event::Apply(object) => {
+                    if let Some(compact) = object.compact() {
+                        self.index.apply([K::applied(compact)]);
+                    }
+                }
+                Event::Delete(object) => self.index.apply([object.deleted()]),
+            }
+        }
+    }
+}
+
+/// Why a watch failed, for the `reason` label of the API error metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FailureReason {
+    Forbidden,
+    Unauthorized,
+    Unreachable,
+    Gone,
+    Other,
+}
+
+impl FailureReason {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Forbidden => "forbidden",
+            Self::Unauthorized => "unauthorized",
+            Self::Unreachable => "unreachable",
+            Self::Gone => "gone",
+            Self::Other => "other",
+        }
+    }
+}
+
+fn inner_client_error(error: &watcher::Error) -> Option<&kube::Error> {
+    match error {
+        watcher::Error::InitialListFailed(e)
+        | watcher::Error::WatchStartFailed(e)
+        | watcher::Error::WatchFailed(e) => Some(e),
+        _ => None,
+    }
+}
+
+fn classify(error: &watcher::Error) -> FailureReason {
+    let code = match error {
+        watcher::Error::WatchError(status) => Some(status.code),
+        other => match inner_client_error(other) {
+            Some(kube::Error::Api(status)) => Some(status.code),
+            Some(kube::Error::HyperError(_) | kube::Error::Service(_)) => {
+                return FailureReason::Unreachable;
+            }
+            _ => None,
+        },
+    };
+    match code {
+        Some(403) => FailureReason::Forbidden,
+        Some(401) => FailureReason::Unauthorized,
+        Some(410) => FailureReason::Gone,
+        _ => FailureReason::Other,
+    }
+}
+
+/// One line that names the cause, in words an operator can act on.
+fn describe(error: &watcher::Error, resource: &str, namespace: &Option<String>) -> String {
+    let scope = match namespace {
+        Some(ns) => format!("{resource} in namespace {ns}"),
+        None => format!("{resource} in all namespaces"),
+    };
+    let detail = match error {
+        watcher::Error::WatchError(status) => status.message.clone(),
+        other => match inner_client_error(other) {
+            Some(kube::Error::Api(status)) => status.message.clone(),
+            Some(inner) => inner.to_string(),
+            None => other.to_string(),
+        },
+    };
+    match classify(error) {
+        FailureReason::Forbidden => {
+            format!("RBAC forbids list/watch of {scope} (grant get/list/watch): {detail}")
+        }
+        FailureReason::Unauthorized => {
+            format!("the API server rejected our credentials watching {scope}: {detail}")
+        }
+        FailureReason::Unreachable => {
+            format!("API server unreachable while watching {scope}: {detail}")
+        }
+        FailureReason::Gone => format!("watch of {scope} expired (410 Gone), re-listing"),
+        FailureReason::Other => format!("watch of {scope} failed: {detail}"),
+    }
+}
+
+/// Logs a failure when its cause changes, or once a minute while it lasts.
+#[derive(Default)]
+struct ErrorLog {
+    last: Option<(String, Instant)>,
+}
+
+impl ErrorLog {
+    fn log(&mut self, message: &str) {
+        let repeat = self
+            .last
+            .as_ref()
+            .is_some_and(|(last, at)| last == message && at.elapsed() < Duration::from_secs(60));
+        if !repeat {
+            if message.contains("410 Gone") {
+                warn!("{message}");
+            } else {
+                error!("{message}");
+            }
+            self.last = Some((message.to_string(), Instant::now()));
+        }
+    }
+
+    /// True once, on the first success after a failure.
+    fn recovered(&mut self) -> bool {
+        self.last.take().is_some()
+    }
+}

@@ -1,0 +1,69 @@
+//! What the sources last reported: which parts are failing, since when, why.
+//! Read by `/readyz` and the API's staleness fields; written by the sources.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PartFailure {
+    pub error: String,
+    #[serde(with = "unix_seconds")]
+    pub since: SystemTime,
+}
+
+#[derive(Default)]
+pub struct SourceStatus {
+    failing: Mutex<BTreeMap<String, PartFailure>>,
+}
+
+impl SourceStatus {
+    pub fn failed(&self, part: &str, error: &str) {
+        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        failing
+            .entry(part.to_string())
+            .and_modify(|f| f.error = error.to_string())
+            .or_insert_with(|| PartFailure {
+                error: error.to_string(),
+                since: SystemTime::now(),
+            });
+    }
+
+    pub fn succeeded(&self, part: &str) {
+        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        if !failing.is_empty() {
+            failing.remove(part);
+        }
+    }
+
+    /// True while any part fails: what is served is the last known state.
+    pub fn is_stale(&self) -> bool {
+        !self
+            .failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
+    /// The parts failing right now, with their causes.
+    pub fn failures(&self) -> BTreeMap<String, PartFailure> {
+        self.failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+mod unix_seconds {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    pub fn serialize<S: serde::Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(
+            time.duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64(),
+        )
+    }
+}
