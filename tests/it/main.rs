@@ -1,1 +1,10 @@
-//! Integration tests (placeholder while the harness lands).
+//! Integration tests, one binary with modules (as ripgrep does), all against
+//! the real control plane of `scripts/testcluster` (started on demand) and
+//! the real `kubedisco` binary. Each test works in a namespace of its own.
+
+mod support;
+
+mod agent_api;
+mod harness;
+mod http_api;
+mod manifest_source;

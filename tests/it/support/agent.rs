@@ -1,0 +1,163 @@
+//! A real `kubedisco agent` process for a test, and a small client for its
+//! HTTP API. The process is killed when the handle drops.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::cluster::kubeconfig;
+use super::eventually;
+
+pub struct Agent {
+    child: Child,
+    pub http: SocketAddr,
+    pub client: reqwest::Client,
+    log_path: std::path::PathBuf,
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_kubedisco"))
+}
+
+impl Agent {
+    /// Starts `kubedisco agent <args>` against the test control plane
+    /// (unless `args` names another `--source`), without waiting for sync.
+    pub fn spawn(args: &[&str]) -> Agent {
+        Agent::spawn_with_env(args, &[])
+    }
+
+    /// As [`Agent::spawn`], with extra environment (it wins over the
+    /// defaults, e.g. another `KUBECONFIG`).
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Agent {
+        let port = free_port();
+        let http: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let log_dir = std::env::temp_dir().join("kubedisco-it");
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let log_path = log_dir.join(format!("agent-{port}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(binary())
+            .arg("agent")
+            .arg("--http-addr")
+            .arg(http.to_string())
+            .arg("--dns-addr")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .args(args)
+            .env("KUBECONFIG", kubeconfig())
+            .env("KUBEDISCO_LOG_LEVEL", "info,kubedisco=debug")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start kubedisco");
+        Agent {
+            child,
+            http,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(90))
+                .build()
+                .unwrap(),
+            log_path,
+        }
+    }
+
+    /// Starts the agent and waits until `/readyz` says it has synced.
+    pub async fn start(args: &[&str]) -> Agent {
+        let agent = Agent::spawn(args);
+        agent.wait_ready().await;
+        agent
+    }
+
+    pub async fn wait_ready(&self) {
+        eventually("the agent to be ready", || async {
+            let status = self.get("/readyz").await.map(|(status, _)| status);
+            match status {
+                Ok(200) => Ok(()),
+                other => Err(format!("{other:?}; log:\n{}", self.log_tail())),
+            }
+        })
+        .await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    /// GET a path; the status and the body as JSON (Null when not JSON).
+    pub async fn get(&self, path: &str) -> Result<(u16, Value), String> {
+        let response = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(|e| e.to_string())?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// The Service's JSON, or an error with what came back instead.
+    pub async fn service(&self, namespace: &str, name: &str) -> Result<Value, String> {
+        match self
+            .get(&format!("/v1/services/{namespace}/{name}"))
+            .await?
+        {
+            (200, body) => Ok(body),
+            (status, body) => Err(format!("HTTP {status}: {body}")),
+        }
+    }
+
+    /// The Service's usable endpoint IPs, sorted; Err when not served.
+    pub async fn endpoint_ips(&self, namespace: &str, name: &str) -> Result<Vec<String>, String> {
+        let body = self.service(namespace, name).await?;
+        Ok(ips_of(&body))
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().expect("wait for agent")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The sorted endpoint IPs of a Service JSON body.
+pub fn ips_of(body: &Value) -> Vec<String> {
+    let mut ips: Vec<String> = body["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["ip"].as_str().map(str::to_owned))
+        .collect();
+    ips.sort();
+    ips
+}

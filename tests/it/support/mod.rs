@@ -1,0 +1,17 @@
+//! Test support: a real control plane, a namespace per test, helpers that
+//! stand in for the kubelet, and a real `kubedisco` process to talk to.
+//!
+//! - [`cluster`]: finds (or starts) the control plane of `scripts/testcluster`.
+//! - [`kube`]: namespaces, Nodes, Services, Pods marked Ready through
+//!   `pods/status`, EndpointSlices, and bounded waits for the controller.
+//! - [`agent`]: runs the built `kubedisco` binary and queries its HTTP API.
+//! - [`eventually`]: bounded polling instead of sleeps.
+
+pub mod agent;
+pub mod cluster;
+pub mod eventually;
+pub mod kube;
+
+pub use agent::Agent;
+pub use eventually::eventually;
+pub use kube::TestNamespace;
