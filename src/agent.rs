@@ -12,9 +12,13 @@ use tracing::{info, warn};
 use crate::balance::Pickers;
 use crate::cli::AgentArgs;
 use crate::cli::args::SourceArg;
+use crate::dns::answer::Zone;
+use crate::dns::forward::{Forwarder, upstreams_from_resolv_conf};
+use crate::dns::{DnsConfig, DnsServer};
 use crate::http::{AppState, HttpConfig};
 use crate::index::Index;
 use crate::metrics::Metrics;
+use crate::netif::{LinkLocal, NetifError};
 use crate::source::SourceError;
 use crate::source::kubernetes::KubernetesSource;
 use crate::source::manifest::ManifestSource;
@@ -31,6 +35,8 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error(transparent)]
+    LinkLocal(#[from] NetifError),
     #[error("HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -51,6 +57,20 @@ pub fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
+    // The node-local address must exist before any socket binds to it, and
+    // goes away after every socket is closed, however the agent ends.
+    let link_local = match args.link_local_ip {
+        Some(ip) => Some(LinkLocal::setup(ip, &args.link_local_interface).await?),
+        None => None,
+    };
+    let result = run_agent(args).await;
+    if let Some(link_local) = link_local {
+        link_local.teardown().await;
+    }
+    result
+}
+
+async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
     let metrics = Arc::new(Metrics::new());
     let index = Arc::new(Index::new(metrics.index.clone()));
     let status = Arc::new(SourceStatus::default());
@@ -62,6 +82,10 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         what: "HTTP",
         source,
     })?;
+
+    let dns = bind_dns(&args, index.clone(), metrics.clone())?;
+    let dns_addr = dns.local_addr().unwrap_or(args.dns_addr);
+    let dns_task = tokio::spawn(dns.run(shutdown.clone()));
 
     let source_task = match args.source.clone() {
         SourceArg::Kubernetes => {
@@ -99,7 +123,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     };
     let http_addr = listener.local_addr().unwrap_or(args.http_addr);
     let mut http_task = tokio::spawn(crate::http::serve(listener, state));
-    info!(http = %http_addr, version = crate::VERSION, "kubedisco agent started");
+    info!(http = %http_addr, dns = %dns_addr, version = crate::VERSION, "kubedisco agent started");
 
     {
         let index = index.clone();
@@ -138,9 +162,49 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
             http_task.abort();
         }
     }
+    let _ = tokio::time::timeout(Duration::from_secs(2), dns_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), source_task).await;
     info!("stopped");
     Ok(())
+}
+
+fn bind_dns(
+    args: &AgentArgs,
+    index: Arc<Index>,
+    metrics: Arc<Metrics>,
+) -> Result<DnsServer, AgentError> {
+    let upstreams = if args.upstream.is_empty() {
+        let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        upstreams_from_resolv_conf(&text, args.dns_addr)
+    } else {
+        args.upstream.clone()
+    };
+    if upstreams.is_empty() {
+        warn!(
+            "no upstream DNS server (none given, none usable in /etc/resolv.conf): names the agent does not serve get SERVFAIL"
+        );
+    } else {
+        info!(?upstreams, "forwarding other names upstream");
+    }
+    let ttl = u32::try_from(args.ttl.as_secs()).unwrap_or(u32::MAX);
+    let config = DnsConfig {
+        zone: Zone::new(&args.cluster_domain, ttl),
+        forwarder: Forwarder {
+            upstreams,
+            timeout: args.upstream_timeout,
+        },
+        max_tcp_connections: args.dns_max_tcp_connections,
+        tcp_idle_timeout: Duration::from_secs(10),
+        tcp_read_timeout: Duration::from_secs(5),
+        udp_sockets: 0,
+    };
+    DnsServer::bind(args.dns_addr, config, index, metrics.dns.clone()).map_err(|source| {
+        AgentError::Bind {
+            addr: args.dns_addr,
+            what: "DNS",
+            source,
+        }
+    })
 }
 
 async fn shutdown_signal() -> &'static str {

@@ -3,7 +3,7 @@
 //! Data flows one way, and the module layout follows it:
 //!
 //! ```text
-//!  source/  ──►  index/  ──►  balance/  ──►  http/ (and dns/ later)
+//!  source/  ──►  index/  ──►  balance/  ──►  dns/, http/
 //!  watchers      merge rules,  pickers       front ends; read snapshots,
 //!  + manifest    snapshots,                  never talk to the API server
 //!  files         revisions
@@ -17,6 +17,7 @@
 //!   Service carries a revision that changes exactly when its served state does,
 //!   and waiters are woken per Service.
 //! - [`balance`] picks endpoints for `/v1/pick`.
+//! - [`dns`] answers Kubernetes DNS names from the index and forwards the rest.
 //! - [`http`] is the JSON API, the watch stream, health and metrics.
 //! - [`cli`] holds the command-line interface: the agent, `dump`, `version`.
 //! - [`metrics`] is the Prometheus registry shared by all of the above.
@@ -24,11 +25,13 @@
 pub mod agent;
 pub mod balance;
 pub mod cli;
+pub mod dns;
 pub mod duration;
 pub mod http;
 pub mod index;
 pub mod logging;
 pub mod metrics;
+pub mod netif;
 pub mod source;
 
 /// The version printed by `kubedisco version` and reported in `/healthz`.

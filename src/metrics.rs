@@ -13,6 +13,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use std::sync::Arc;
+
+use crate::dns::metrics::DnsMetrics;
 use crate::index::IndexGauges;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -58,6 +61,7 @@ pub struct Metrics {
     pub watch_streams: Gauge,
     pub build_info: Family<Vec<(String, String)>, Gauge>,
     pub start_time: Gauge<f64, AtomicU64>,
+    pub dns: Arc<DnsMetrics>,
 }
 
 impl Default for Metrics {
@@ -151,7 +155,9 @@ impl Metrics {
             "Unix time the agent started",
             start_time.clone(),
         );
+        let dns = Arc::new(DnsMetrics::register(&mut registry));
         Self {
+            dns,
             registry,
             index,
             watch_restarts,

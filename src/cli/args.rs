@@ -1,6 +1,6 @@
 //! `kubedisco agent` flags.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -91,8 +91,32 @@ pub struct AgentArgs {
 
     /// Upstream DNS servers for names the agent does not serve
     /// (comma-separated ip[:port]); default: the nameservers of /etc/resolv.conf.
-    #[arg(long, env = "KUBEDISCO_UPSTREAM", value_delimiter = ',')]
-    pub upstream: Vec<String>,
+    #[arg(long, env = "KUBEDISCO_UPSTREAM", value_delimiter = ',', value_parser = crate::dns::forward::parse_upstream)]
+    pub upstream: Vec<SocketAddr>,
+
+    /// How long one upstream may take to answer a forwarded query.
+    #[arg(long, env = "KUBEDISCO_UPSTREAM_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub upstream_timeout: Duration,
+
+    /// Most concurrent TCP connections to the DNS port; more are closed at once.
+    #[arg(
+        long,
+        env = "KUBEDISCO_DNS_MAX_TCP_CONNECTIONS",
+        default_value_t = 1024
+    )]
+    pub dns_max_tcp_connections: usize,
+
+    /// Put this address on an interface the agent owns (created when
+    /// missing) before binding, and remove it on shutdown: the node-local
+    /// address of DaemonSet mode (e.g. 169.254.20.25). Needs CAP_NET_ADMIN.
+    /// Set --dns-addr and --http-addr to it as well.
+    #[arg(long, env = "KUBEDISCO_LINK_LOCAL_IP", value_parser = crate::netif::parse_link_local_ip)]
+    pub link_local_ip: Option<IpAddr>,
+
+    /// The interface that holds --link-local-ip (a dummy interface the agent
+    /// creates; an existing interface is used as it is and never deleted).
+    #[arg(long, env = "KUBEDISCO_LINK_LOCAL_INTERFACE", default_value = crate::netif::DEFAULT_INTERFACE, value_parser = crate::netif::parse_interface_name)]
+    pub link_local_interface: String,
 
     /// How the Kubernetes watchers fetch their initial state.
     #[arg(

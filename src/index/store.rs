@@ -12,6 +12,7 @@
 //! never see a half-listed index.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -41,6 +42,12 @@ pub struct Snapshot {
     /// The revision at which each recently deleted Service went away, so a
     /// blocking query from before the deletion returns at once.
     pub tombstones: imbl::HashMap<ServiceKey, u64>,
+    /// The same Services keyed `"<name>.<namespace>"`, the order DNS names
+    /// use, so the DNS path looks a Service up from the query's bytes
+    /// without building a key.
+    pub by_dns_name: imbl::HashMap<Arc<str>, Arc<ServedService>>,
+    /// Usable endpoint addresses → the Services serving them (for PTR).
+    pub by_ip: imbl::HashMap<IpAddr, Arc<[ServiceKey]>>,
 }
 
 impl Snapshot {
@@ -163,6 +170,45 @@ impl Writer {
             })
         });
         Some(merge(service, slices, 0))
+    }
+}
+
+fn dns_name(key: &ServiceKey) -> Arc<str> {
+    format!("{}.{}", key.name, key.namespace).into()
+}
+
+fn index_addresses(by_ip: &mut imbl::HashMap<IpAddr, Arc<[ServiceKey]>>, service: &ServedService) {
+    for endpoint in &service.endpoints {
+        let mut keys: Vec<ServiceKey> = by_ip
+            .get(&endpoint.ip)
+            .map(|keys| keys.to_vec())
+            .unwrap_or_default();
+        if !keys.contains(&service.key) {
+            keys.push(service.key.clone());
+            keys.sort();
+            by_ip.insert(endpoint.ip, keys.into());
+        }
+    }
+}
+
+fn unindex_addresses(
+    by_ip: &mut imbl::HashMap<IpAddr, Arc<[ServiceKey]>>,
+    service: &ServedService,
+) {
+    for endpoint in &service.endpoints {
+        let Some(keys) = by_ip.get(&endpoint.ip) else {
+            continue;
+        };
+        let rest: Vec<ServiceKey> = keys
+            .iter()
+            .filter(|k| **k != service.key)
+            .cloned()
+            .collect();
+        if rest.is_empty() {
+            by_ip.remove(&endpoint.ip);
+        } else {
+            by_ip.insert(endpoint.ip, rest.into());
+        }
     }
 }
 
@@ -299,40 +345,48 @@ impl Index {
         let mut services = current.services.clone();
         let mut endpoint_count = current.endpoint_count;
         let mut tombstones = current.tombstones.clone();
+        let mut by_dns_name = current.by_dns_name.clone();
+        let mut by_ip = current.by_ip.clone();
         let mut changed: Vec<(ServiceKey, u64)> = Vec::new();
         // Debug-only data (unusable endpoints) changed without a revision.
         let mut quietly_modified = false;
         for key in touched {
             let old = services.get(&key).cloned();
-            match (old, writer.build(&key)) {
+            let new = match (&old, writer.build(&key)) {
                 (Some(old), Some(mut new)) => {
                     if old.same_served_state(&new) {
                         if old.unusable != new.unusable {
                             new.revision = old.revision;
-                            services.insert(key, Arc::new(new));
+                            let new = Arc::new(new);
+                            services.insert(key.clone(), new.clone());
+                            by_dns_name.insert(dns_name(&key), new);
                             quietly_modified = true;
                         }
                         continue;
                     }
-                    writer.revision_counter += 1;
-                    new.revision = writer.revision_counter;
-                    endpoint_count = endpoint_count - old.endpoints.len() + new.endpoints.len();
-                    changed.push((key.clone(), new.revision));
-                    services.insert(key, Arc::new(new));
+                    Some(new)
                 }
-                (None, Some(mut new)) => {
+                (_, new) => new,
+            };
+            if let Some(old) = &old {
+                endpoint_count -= old.endpoints.len();
+                unindex_addresses(&mut by_ip, old);
+            }
+            writer.revision_counter += 1;
+            changed.push((key.clone(), writer.revision_counter));
+            match new {
+                Some(mut new) => {
                     tombstones.remove(&key);
-                    writer.revision_counter += 1;
                     new.revision = writer.revision_counter;
                     endpoint_count += new.endpoints.len();
-                    changed.push((key.clone(), new.revision));
-                    services.insert(key, Arc::new(new));
+                    let new = Arc::new(new);
+                    index_addresses(&mut by_ip, &new);
+                    by_dns_name.insert(dns_name(&key), new.clone());
+                    services.insert(key, new);
                 }
-                (Some(old), None) => {
-                    writer.revision_counter += 1;
-                    endpoint_count -= old.endpoints.len();
-                    changed.push((key.clone(), writer.revision_counter));
+                None if old.is_some() => {
                     services.remove(&key);
+                    by_dns_name.remove(&*dns_name(&key));
                     if tombstones.len() >= MAX_TOMBSTONES {
                         // Forgetting only makes an old waiter wait its full
                         // `wait` instead of returning early: bounded memory
@@ -341,7 +395,11 @@ impl Index {
                     }
                     tombstones.insert(key, writer.revision_counter);
                 }
-                (None, None) => {}
+                None => {
+                    // Neither served before nor now: nothing changed.
+                    writer.revision_counter -= 1;
+                    changed.pop();
+                }
             }
         }
         let synced = writer.any_part_registered && writer.unsynced_parts.is_empty();
@@ -358,6 +416,8 @@ impl Index {
             generation: writer.revision_counter,
             endpoint_count,
             tombstones,
+            by_dns_name,
+            by_ip,
         }));
         self.notifier
             .notify(changed.iter().map(|(key, revision)| (key, *revision)));
@@ -521,6 +581,30 @@ mod tests {
         );
         assert!(index.load().get("ns", "web").is_none());
         assert!(index.load().get("other", "web").is_some());
+    }
+
+    #[test]
+    fn dns_and_address_maps_follow_the_services() {
+        let index = Index::default();
+        index.apply([
+            Change::ApplyService(service("web")),
+            Change::ApplyService(service("api")),
+            Change::ApplySlice(slice("a", "web", 80, vec![endpoint("10.0.0.1")])),
+            Change::ApplySlice(slice("b", "api", 80, vec![endpoint("10.0.0.1")])),
+        ]);
+        let snapshot = index.load();
+        assert!(snapshot.by_dns_name.contains_key("web.ns"));
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(snapshot.by_ip[&ip].len(), 2);
+        index.apply([Change::DeleteService(key("web"))]);
+        let snapshot = index.load();
+        assert!(!snapshot.by_dns_name.contains_key("web.ns"));
+        assert_eq!(&*snapshot.by_ip[&ip], &[key("api")]);
+        index.apply([Change::DeleteSlice(SliceKey {
+            namespace: "ns".into(),
+            name: "b".into(),
+        })]);
+        assert!(index.load().by_ip.get(&ip).is_none());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod support;
 
 mod agent_api;
+mod dns;
 mod harness;
 mod http_api;
 mod manifest_source;

@@ -14,6 +14,7 @@ use super::eventually;
 pub struct Agent {
     child: Child,
     pub http: SocketAddr,
+    pub dns: SocketAddr,
     pub client: reqwest::Client,
     log_path: std::path::PathBuf,
 }
@@ -42,6 +43,7 @@ impl Agent {
     pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Agent {
         let port = free_port();
         let http: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let dns: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log_dir = std::env::temp_dir().join("kubedisco-it");
         std::fs::create_dir_all(&log_dir).unwrap();
         let log_path = log_dir.join(format!("agent-{port}.log"));
@@ -51,7 +53,7 @@ impl Agent {
             .arg("--http-addr")
             .arg(http.to_string())
             .arg("--dns-addr")
-            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg(dns.to_string())
             .args(args)
             .env("KUBECONFIG", kubeconfig())
             .env("KUBEDISCO_LOG_LEVEL", "info,kubedisco=debug")
@@ -63,6 +65,7 @@ impl Agent {
         Agent {
             child,
             http,
+            dns,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(90))
                 .build()

@@ -99,7 +99,8 @@ impl TestNamespace {
     }
 
     /// Creates `count` Pods `<app>-<i>` labelled `app=<app>`, spread over
-    /// [`NODES`], each listening on 8080 as port `http`.
+    /// [`NODES`], each listening on 8080 as port `http`, with hostname `<app>-<i>`
+    /// published under subdomain `<app>`.
     pub async fn create_pods(&self, app: &str, count: usize) -> Vec<String> {
         let mut names = Vec::with_capacity(count);
         for i in 0..count {
@@ -110,7 +111,10 @@ impl TestNamespace {
                     "metadata": {"name": name, "labels": {"app": app}},
                     "spec": {
                         "nodeName": node,
+                        // With a subdomain equal to the Service name, the
+                        // controller publishes the hostname (as for StatefulSets).
                         "hostname": name,
+                        "subdomain": app,
                         "containers": [{
                             "name": "app", "image": "example.invalid/app:1",
                             "ports": [{"name": "http", "containerPort": 8080}]

@@ -1,0 +1,3 @@
+module github.com/kubedisco/kubedisco/tests/go-resolver
+
+go 1.24.0

@@ -1,0 +1,456 @@
+//! The DNS front end through real resolvers: `dig` (UDP, TCP, EDNS sizes),
+//! hickory-resolver, Go's `net.Resolver`, raw packets for the error cases,
+//! and `dnsmasq` as the upstream for forwarded names.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::agent::free_port;
+use crate::support::cluster::repo_root;
+use crate::support::{Agent, TestNamespace, eventually};
+
+/// `dig` against the agent; returns stdout.
+fn dig(agent: &Agent, args: &[&str]) -> String {
+    let output = Command::new("dig")
+        .arg(format!("@{}", agent.dns.ip()))
+        .arg("-p")
+        .arg(agent.dns.port().to_string())
+        .args(["+time=5", "+tries=1"])
+        .args(args)
+        .output()
+        .expect("dig is installed (bind9-dnsutils)");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn status(output: &str) -> &str {
+    output
+        .split("status: ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or("?")
+}
+
+/// The records of type `rtype` in dig's output, as whitespace-split fields
+/// (owner, ttl, class, type, data...).
+fn records<'a>(output: &'a str, rtype: &str) -> Vec<Vec<&'a str>> {
+    output
+        .lines()
+        .filter(|l| !l.starts_with(';'))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|fields| fields.get(3) == Some(&rtype))
+        .collect()
+}
+
+/// A directory with one headless Service of `count` endpoints (10.99.x.y).
+fn big_service_dir(count: usize) -> std::path::PathBuf {
+    let dir = std::env::temp_dir()
+        .join("kubedisco-it")
+        .join(format!("big-{}-{count}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut text = String::from(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: big, namespace: load}\nspec: {clusterIP: None}\n",
+    );
+    for (slice, chunk) in (0..count).collect::<Vec<_>>().chunks(100).enumerate() {
+        text.push_str(&format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: big-{slice}\n  namespace: load\n  labels: {{kubernetes.io/service-name: big}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints:\n"
+        ));
+        for i in chunk {
+            text.push_str(&format!(
+                "- addresses: [10.99.{}.{}]\n",
+                i / 250,
+                i % 250 + 1
+            ));
+        }
+    }
+    // A served Service with no usable endpoint.
+    text.push_str("---\napiVersion: v1\nkind: Service\nmetadata: {name: drained, namespace: load}\nspec: {clusterIP: None}\n");
+    std::fs::write(dir.join("big.yaml"), text).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn dig_sees_every_record_kind_over_udp_and_tcp() {
+    let agent = Agent::start(&["--source", "demo"]).await;
+
+    let a = dig(&agent, &["orders.shop.svc.cluster.local", "A"]);
+    assert_eq!(status(&a), "NOERROR", "{a}");
+    assert!(a.contains("flags: qr aa"), "authoritative: {a}");
+    let mut ips: Vec<&str> = records(&a, "A").iter().map(|f| f[4]).collect();
+    ips.sort();
+    assert_eq!(ips, ["10.244.1.11", "10.244.1.12", "10.244.2.21"]);
+
+    let aaaa = dig(
+        &agent,
+        &["catalog.shop.svc.cluster.local", "AAAA", "+short"],
+    );
+    assert!(
+        aaaa.contains("fd00:10:244:1::41") && aaaa.contains("fd00:10:244:2::42"),
+        "{aaaa}"
+    );
+
+    let srv = dig(&agent, &["_grpc._tcp.orders.shop.svc.cluster.local", "SRV"]);
+    let answers = records(&srv, "SRV");
+    assert_eq!(answers.len(), 3, "{srv}");
+    assert!(
+        answers.iter().any(|f| f[4..]
+            == [
+                "0",
+                "300",
+                "9090",
+                "orders-2.orders.shop.svc.cluster.local."
+            ]),
+        "{srv}"
+    );
+    let additional = records(&srv, "A");
+    assert!(
+        additional
+            .iter()
+            .any(|f| f[0] == "orders-0.orders.shop.svc.cluster.local." && f[4] == "10.244.1.11"),
+        "targets in Additional: {srv}"
+    );
+
+    let ptr = dig(&agent, &["-x", "10.244.1.11", "+short"]);
+    assert_eq!(ptr.trim(), "orders-0.orders.shop.svc.cluster.local.");
+    let txt = dig(&agent, &["dns-version.cluster.local", "TXT", "+short"]);
+    assert_eq!(txt.trim(), "\"1.1.0\"");
+
+    // TCP, and the question's letter case echoed.
+    let tcp = dig(&agent, &["+tcp", "Orders.SHOP.svc.cluster.local", "A"]);
+    assert!(tcp.contains("(TCP)"), "{tcp}");
+    assert!(
+        records(&tcp, "A")
+            .iter()
+            .all(|f| f[0] == "Orders.SHOP.svc.cluster.local."),
+        "{tcp}"
+    );
+    assert_eq!(records(&tcp, "A").len(), 3, "{tcp}");
+
+    // A hostname record.
+    let host = dig(
+        &agent,
+        &["orders-1.orders.shop.svc.cluster.local", "A", "+short"],
+    );
+    assert_eq!(host.trim(), "10.244.1.12");
+}
+
+#[tokio::test]
+async fn each_response_code_has_its_case() {
+    let dir = big_service_dir(3);
+    let agent = Agent::start(&[
+        "--source",
+        dir.to_str().unwrap(),
+        "--upstream",
+        "127.0.0.1:9",
+        "--upstream-timeout",
+        "300ms",
+    ])
+    .await;
+
+    // NXDOMAIN: a served Service without usable endpoints, with the SOA.
+    let nx = dig(&agent, &["drained.load.svc.cluster.local", "A"]);
+    assert_eq!(status(&nx), "NXDOMAIN", "{nx}");
+    let soa = records(&nx, "SOA");
+    assert_eq!(
+        soa[0][4..6],
+        ["ns.dns.cluster.local.", "hostmaster.cluster.local."],
+        "{nx}"
+    );
+    // NODATA: the name exists, the type does not; SOA minimum is the TTL.
+    let nodata = dig(&agent, &["big.load.svc.cluster.local", "MX"]);
+    assert_eq!(status(&nodata), "NOERROR", "{nodata}");
+    assert!(nodata.contains("ANSWER: 0"), "{nodata}");
+    assert_eq!(records(&nodata, "SOA")[0].last(), Some(&"5"), "{nodata}");
+    // NXDOMAIN for an unknown port name.
+    let port = dig(&agent, &["_smtp._tcp.big.load.svc.cluster.local", "SRV"]);
+    assert_eq!(status(&port), "NXDOMAIN", "{port}");
+    // REFUSED: a class other than IN.
+    let chaos = dig(&agent, &["big.load.svc.cluster.local", "CH", "TXT"]);
+    assert_eq!(status(&chaos), "REFUSED", "{chaos}");
+    // ANY: RFC 8482's single HINFO.
+    let any = dig(&agent, &["big.load.svc.cluster.local", "ANY"]);
+    assert_eq!(records(&any, "HINFO")[0][4], "\"RFC8482\"", "{any}");
+    // SERVFAIL when the upstream does not answer (in time).
+    let started = Instant::now();
+    let upstream = dig(&agent, &["example.invalid", "A"]);
+    assert_eq!(status(&upstream), "SERVFAIL", "{upstream}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
+    // BADVERS: EDNS version 1.
+    let badvers = dig(
+        &agent,
+        &[
+            "+edns=1",
+            "+noednsnegotiation",
+            "big.load.svc.cluster.local",
+            "A",
+        ],
+    );
+    assert_eq!(status(&badvers), "BADVERS", "{badvers}");
+
+    // FORMERR and NOTIMP from raw packets; garbage gets no answer and no crash.
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut query = vec![0xAB, 0xCD, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    query.extend_from_slice(b"\x03big\x04load\x03svc\x07cluster\x05local\x00\x00\x01\x00\x01");
+    let mut buffer = [0u8; 512];
+
+    let mut two_questions = query.clone();
+    two_questions[5] = 2;
+    socket.send_to(&two_questions, agent.dns).unwrap();
+    let (len, _) = socket.recv_from(&mut buffer).unwrap();
+    assert_eq!(
+        (buffer[0], buffer[1], buffer[3] & 0x0F),
+        (0xAB, 0xCD, 1),
+        "FORMERR: {:?}",
+        &buffer[..len]
+    );
+
+    let mut status_opcode = query.clone();
+    status_opcode[2] = 0x02 << 3;
+    socket.send_to(&status_opcode, agent.dns).unwrap();
+    socket.recv_from(&mut buffer).unwrap();
+    assert_eq!(buffer[3] & 0x0F, 4, "NOTIMP");
+
+    for garbage in [&b"\x00"[..], &[0xFF; 40][..], &query[..20]] {
+        socket.send_to(garbage, agent.dns).unwrap();
+    }
+    // Still answering after all that.
+    let after = dig(&agent, &["big.load.svc.cluster.local", "A", "+short"]);
+    assert_eq!(after.lines().count(), 3, "{after}");
+}
+
+#[tokio::test]
+async fn three_hundred_endpoints_truncate_over_udp_and_arrive_whole_over_tcp() {
+    let dir = big_service_dir(300);
+    let agent = Agent::start(&["--source", dir.to_str().unwrap()]).await;
+    let udp = dig(
+        &agent,
+        &[
+            "+ignore",
+            "+bufsize=512",
+            "_http._tcp.big.load.svc.cluster.local",
+            "SRV",
+        ],
+    );
+    assert!(
+        udp.contains("flags: qr tc aa") || udp.contains(" tc "),
+        "TC set: {udp}"
+    );
+    assert!(udp.contains("ANSWER: 0"), "no partial answer: {udp}");
+    // dig's default: retry over TCP on TC.
+    let tcp = dig(&agent, &["_http._tcp.big.load.svc.cluster.local", "SRV"]);
+    assert_eq!(
+        records(&tcp, "SRV").len(),
+        300,
+        "{}",
+        &tcp[..tcp.len().min(2000)]
+    );
+    assert!(tcp.contains("ADDITIONAL: 301"), "300 targets + OPT");
+    let a = dig(&agent, &["+tcp", "big.load.svc.cluster.local", "A"]);
+    assert_eq!(records(&a, "A").len(), 300);
+}
+
+#[tokio::test]
+async fn hickory_resolver_resolves_through_the_agent() {
+    use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+    use hickory_resolver::net::runtime::TokioRuntimeProvider;
+    use hickory_resolver::proto::rr::RData;
+
+    let agent = Agent::start(&["--source", "demo"]).await;
+    let mut server = NameServerConfig::udp_and_tcp(agent.dns.ip());
+    for connection in &mut server.connections {
+        connection.port = agent.dns.port();
+    }
+    let config = ResolverConfig::from_name_servers(vec![server]);
+    let resolver =
+        hickory_resolver::Resolver::builder_with_config(config, TokioRuntimeProvider::default())
+            .build()
+            .unwrap();
+    let ips = resolver
+        .lookup_ip("orders.shop.svc.cluster.local.")
+        .await
+        .unwrap();
+    assert_eq!(ips.iter().count(), 3);
+    let srv = resolver
+        .srv_lookup("_http._tcp.orders.shop.svc.cluster.local.")
+        .await
+        .unwrap();
+    let mut weights: Vec<u16> = srv
+        .answers()
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SRV(s) => Some(s.weight),
+            _ => None,
+        })
+        .collect();
+    weights.sort();
+    assert_eq!(weights, [100, 100, 300]);
+}
+
+#[tokio::test]
+async fn go_net_resolver_looks_up_srv_and_hosts() {
+    let agent = Agent::start(&["--source", "demo"]).await;
+    let program = repo_root().join("tests/go-resolver");
+    let output = Command::new("go")
+        .current_dir(&program)
+        .args([
+            "run",
+            ".",
+            &agent.dns.to_string(),
+            "orders.shop.svc.cluster.local",
+            "_grpc._tcp.orders.shop.svc.cluster.local",
+        ])
+        .output()
+        .expect("go is installed");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("host 10.244.1.11"), "{stdout}");
+    assert!(stdout.contains("host 10.244.2.21"), "{stdout}");
+    assert!(
+        stdout.contains("srv orders-2.orders.shop.svc.cluster.local. 9090 0 300"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("srv ").count(), 3, "{stdout}");
+}
+
+/// A dnsmasq on a loopback port that answers `*.example.test` itself and
+/// knows no other upstream.
+struct Dnsmasq {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Dnsmasq {
+    fn start() -> Dnsmasq {
+        let port = free_port();
+        let child = Command::new("dnsmasq")
+            .args([
+                "--keep-in-foreground",
+                "--no-resolv",
+                "--no-hosts",
+                "--no-daemon",
+                "--bind-interfaces",
+                "--listen-address=127.0.0.1",
+                "--user=root",
+                &format!("--port={port}"),
+                "--address=/example.test/192.0.2.7",
+                "--pid-file=",
+                "--log-facility=-",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnsmasq is installed (dnsmasq-base)");
+        Dnsmasq {
+            child,
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        }
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn names_the_agent_does_not_serve_go_upstream() {
+    let upstream = Dnsmasq::start();
+    let upstream_arg = upstream.addr.to_string();
+    let agent = Agent::start(&["--source", "demo", "--upstream", &upstream_arg]).await;
+    eventually("the upstream's answer through the agent", || async {
+        let out = dig(&agent, &["www.example.test", "A", "+short"]);
+        if out.trim() == "192.0.2.7" {
+            Ok(())
+        } else {
+            Err(out)
+        }
+    })
+    .await;
+    // In-zone names the agent does not serve (a ClusterIP Service without the
+    // annotation) go upstream too: dnsmasq does not know them.
+    let cluster_ip = dig(&agent, &["billing-ui.platform.svc.cluster.local", "A"]);
+    assert!(
+        !cluster_ip.contains("flags: qr aa"),
+        "not answered by the agent: {cluster_ip}"
+    );
+    // Over TCP as well.
+    let tcp = dig(&agent, &["+tcp", "api.example.test", "A", "+short"]);
+    assert_eq!(tcp.trim(), "192.0.2.7");
+}
+
+#[tokio::test]
+async fn a_real_cluster_service_resolves_and_follows_changes() {
+    let ns = TestNamespace::new("dns").await;
+    let agent = Agent::start(&["--namespaces", &ns.name]).await;
+    ns.create_service("web", json!({})).await;
+    let pods = ns.create_pods("web", 3).await;
+    ns.mark_ready(&pods, "10.110.0.1".parse().unwrap()).await;
+    let name = format!("web.{}.svc.cluster.local", ns.name);
+    eventually("three A records", || async {
+        let out = dig(&agent, &[&name, "A", "+short"]);
+        if out.lines().count() == 3 {
+            Ok(())
+        } else {
+            Err(out)
+        }
+    })
+    .await;
+    let srv = dig(&agent, &[&format!("_http._tcp.{name}"), "SRV", "+short"]);
+    assert!(srv.contains(&format!("8080 web-0.{name}.")), "{srv}");
+    ns.delete_pod(&pods[0]).await;
+    eventually("two A records", || async {
+        let out = dig(&agent, &[&name, "A", "+short"]);
+        if out.lines().count() == 2 && !out.contains("10.110.0.1\n") {
+            Ok(())
+        } else {
+            Err(out)
+        }
+    })
+    .await;
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn before_the_first_sync_service_names_get_servfail() {
+    // An API server that never answers: the agent cannot sync.
+    let dead = free_port();
+    let kubeconfig = std::env::temp_dir()
+        .join("kubedisco-it")
+        .join(format!("dead-{dead}.kubeconfig"));
+    std::fs::create_dir_all(kubeconfig.parent().unwrap()).unwrap();
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: dead, cluster: {{server: 'http://127.0.0.1:{dead}'}}}}]\nusers: [{{name: u, user: {{token: t}}}}]\ncontexts: [{{name: c, context: {{cluster: dead, user: u}}}}]\ncurrent-context: c\n"
+        ),
+    )
+    .unwrap();
+    let agent = Agent::spawn_with_env(&[], &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
+    let out = eventually("the DNS port to answer", || async {
+        let out = dig(&agent, &["orders.shop.svc.cluster.local", "A"]);
+        if out.contains("status:") {
+            Ok(out)
+        } else {
+            Err(out)
+        }
+    })
+    .await;
+    assert_eq!(status(&out), "SERVFAIL", "{out}");
+    assert_eq!(agent.get("/readyz").await.unwrap().0, 503);
+}
