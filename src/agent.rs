@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::balance::Pickers;
+use crate::balance::topology::Locality;
 use crate::cli::AgentArgs;
 use crate::cli::args::SourceArg;
 use crate::dns::answer::Zone;
@@ -20,7 +21,7 @@ use crate::index::Index;
 use crate::metrics::Metrics;
 use crate::netif::{LinkLocal, NetifError};
 use crate::source::SourceError;
-use crate::source::kubernetes::KubernetesSource;
+use crate::source::kubernetes::{KubernetesSource, zone_of_node};
 use crate::source::manifest::ManifestSource;
 use crate::source::status::SourceStatus;
 
@@ -90,10 +91,17 @@ async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
     let source_task = match args.source.clone() {
         SourceArg::Kubernetes => {
             let client = KubernetesSource::client().await?;
+            let zone = match (&args.zone, &args.node_name) {
+                (Some(zone), _) => Some(zone.clone()),
+                (None, Some(node)) if args.zone_from_node => zone_of_node(&client, node).await,
+                _ => None,
+            };
+            index.set_locality(locality(&args, zone));
             let source = KubernetesSource {
                 client,
                 namespaces: args.namespaces.clone(),
                 list_strategy: args.list_strategy,
+                pod_weights: args.pod_weights,
                 index: index.clone(),
                 metrics: metrics.clone(),
                 status: status.clone(),
@@ -102,6 +110,7 @@ async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
         }
         SourceArg::Manifests(origin) => {
             ManifestSource::check(&origin)?;
+            index.set_locality(locality(&args, args.zone.clone()));
             let source = ManifestSource {
                 origin,
                 poll_interval: args.manifest_poll_interval,
@@ -166,6 +175,23 @@ async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
     let _ = tokio::time::timeout(Duration::from_secs(1), source_task).await;
     info!("stopped");
     Ok(())
+}
+
+fn locality(args: &AgentArgs, zone: Option<String>) -> Locality {
+    let locality = Locality {
+        node: args.node_name.as_deref().map(Into::into),
+        zone: zone.as_deref().map(Into::into),
+        default_topology: args.default_topology,
+        panic_threshold: args.panic_threshold,
+    };
+    info!(
+        node = ?locality.node,
+        zone = ?locality.zone,
+        default_topology = ?locality.default_topology,
+        panic_threshold = locality.panic_threshold,
+        "topology"
+    );
+    locality
 }
 
 fn bind_dns(

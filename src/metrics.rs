@@ -62,6 +62,25 @@ pub struct Metrics {
     pub build_info: Family<Vec<(String, String)>, Gauge>,
     pub start_time: Gauge<f64, AtomicU64>,
     pub dns: Arc<DnsMetrics>,
+    pub invalid_weights: Family<SourceLabels, Counter>,
+}
+
+/// Invalid weights are found where no handle to [`Metrics`] is passed (the
+/// object converters); they count into this family, registered once.
+static INVALID_WEIGHTS: std::sync::OnceLock<Family<SourceLabels, Counter>> =
+    std::sync::OnceLock::new();
+
+fn invalid_weights() -> &'static Family<SourceLabels, Counter> {
+    INVALID_WEIGHTS.get_or_init(Family::default)
+}
+
+/// Counts an invalid `kubedisco.io/weight` (or default-weight) value.
+pub fn record_invalid_weight(source: &str) {
+    invalid_weights()
+        .get_or_create(&SourceLabels {
+            source: source.into(),
+        })
+        .inc();
 }
 
 impl Default for Metrics {
@@ -156,7 +175,13 @@ impl Metrics {
             start_time.clone(),
         );
         let dns = Arc::new(DnsMetrics::register(&mut registry));
+        registry.register(
+            "invalid_weights",
+            "Weight labels and annotations ignored because their value is invalid",
+            invalid_weights().clone(),
+        );
         Self {
+            invalid_weights: invalid_weights().clone(),
             dns,
             registry,
             index,
@@ -186,6 +211,10 @@ impl Metrics {
                 resource: resource.into(),
             })
             .inc();
+    }
+
+    pub fn record_invalid_weight(&self, source: &str) {
+        record_invalid_weight(source);
     }
 
     pub fn record_source_error(&self, source: &str) {

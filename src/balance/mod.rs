@@ -12,6 +12,8 @@
 //! Weight 0 means "drain": such endpoints are picked only when every
 //! candidate has weight 0.
 
+pub mod topology;
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -98,6 +100,26 @@ pub fn pick_by_key(candidates: &[Candidate<'_>], key: &str) -> Option<usize> {
     best.map(|(i, _)| i)
 }
 
+/// Weighted random: each candidate with probability weight / total.
+pub fn pick_weighted_random(
+    candidates: &[Candidate<'_>],
+    rng: &mut impl rand::Rng,
+) -> Option<usize> {
+    let weights = effective_weights(candidates);
+    let total: i64 = weights.iter().sum();
+    if total <= 0 {
+        return None;
+    }
+    let mut point = rng.random_range(0..total);
+    for (i, weight) in weights.iter().enumerate() {
+        if point < *weight {
+            return Some(i);
+        }
+        point -= weight;
+    }
+    None
+}
+
 /// Round-robin sequences per Service and port.
 #[derive(Default)]
 pub struct Pickers {
@@ -131,6 +153,8 @@ impl Pickers {
 
 #[cfg(test)]
 mod tests {
+    use rand::SeedableRng;
+
     use super::*;
 
     fn candidates(weights: &[u32]) -> (Vec<String>, Vec<u32>) {
@@ -187,6 +211,50 @@ mod tests {
         }
         // About 1/10 of the keys lived on the removed endpoint.
         assert!((800..1200).contains(&moved), "moved {moved}");
+    }
+
+    /// Pearson's chi-square statistic of observed counts against expected
+    /// shares; with k-1 = 3 degrees of freedom the p = 0.001 critical value
+    /// is 16.27.
+    fn chi_square(counts: &[u64], weights: &[u32]) -> f64 {
+        let n: u64 = counts.iter().sum();
+        let total: u32 = weights.iter().sum();
+        counts
+            .iter()
+            .zip(weights)
+            .map(|(&observed, &w)| {
+                let expected = n as f64 * f64::from(w) / f64::from(total);
+                (observed as f64 - expected).powi(2) / expected
+            })
+            .sum()
+    }
+
+    const CHI_SQUARE_3DF_P001: f64 = 16.27;
+
+    #[test]
+    fn every_picker_matches_the_weights_over_100k_picks() {
+        let weights = [1, 2, 3, 10];
+        let (ids, w) = candidates(&weights);
+        let list = as_candidates(&ids, &w);
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        let mut random = [0u64; 4];
+        let mut rr = SmoothRoundRobin::default();
+        let mut smooth = [0u64; 4];
+        let mut hashed = [0u64; 4];
+        for k in 0..100_000 {
+            random[pick_weighted_random(&list, &mut rng).unwrap()] += 1;
+            smooth[rr.next(&list).unwrap()] += 1;
+            hashed[pick_by_key(&list, &format!("key-{k}")).unwrap()] += 1;
+        }
+        for (name, counts) in [("random", random), ("smooth", smooth), ("hash", hashed)] {
+            let statistic = chi_square(&counts, &weights);
+            assert!(
+                statistic < CHI_SQUARE_3DF_P001,
+                "{name}: chi2 {statistic} {counts:?}"
+            );
+        }
+        // Smooth WRR is exact, not just statistically right.
+        assert_eq!(smooth, [6250, 12500, 18750, 62500]);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::balance::topology::DefaultTopology;
 use crate::duration::parse_duration;
 use crate::logging::LogFormat;
 use crate::source::kubernetes::ListStrategy;
@@ -47,6 +48,13 @@ fn parse_domain(text: &str) -> Result<String, String> {
     }
 }
 
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+        _ => Err(format!("{text:?} is not a fraction from 0 to 1 (e.g. 0.5)")),
+    }
+}
+
 fn parse_namespace(text: &str) -> Result<String, String> {
     crate::http::query::validate_name("namespace", text)
         .map(|()| text.to_string())
@@ -85,9 +93,35 @@ pub struct AgentArgs {
     #[arg(long, env = "KUBEDISCO_NODE_NAME")]
     pub node_name: Option<String>,
 
-    /// This node's zone, for topology-aware balancing.
+    /// This node's zone, for topology-aware balancing. When empty and
+    /// --node-name is set, read from the Node's topology.kubernetes.io/zone
+    /// label (needs get on nodes) unless --zone-from-node=false.
     #[arg(long, env = "KUBEDISCO_ZONE")]
     pub zone: Option<String>,
+
+    /// Read the zone from this node's Node object when --zone is not given.
+    #[arg(long, env = "KUBEDISCO_ZONE_FROM_NODE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub zone_from_node: bool,
+
+    /// Tiering for Services that set no spec.trafficDistribution (and have
+    /// no topology hints): none (all endpoints equal) or zone (same zone first).
+    #[arg(
+        long,
+        env = "KUBEDISCO_DEFAULT_TOPOLOGY",
+        value_enum,
+        default_value = "none"
+    )]
+    pub default_topology: DefaultTopology,
+
+    /// Share of a tier's weight that must be ready for it to be used alone;
+    /// below it, the next tier joins (Envoy's panic threshold). 0 to 1.
+    #[arg(long, env = "KUBEDISCO_PANIC_THRESHOLD", default_value = "0.5", value_parser = parse_fraction)]
+    pub panic_threshold: f64,
+
+    /// Take weights from Pod labels kubedisco.io/weight (watches labelled
+    /// Pods' metadata; needs list/watch on pods).
+    #[arg(long, env = "KUBEDISCO_POD_WEIGHTS")]
+    pub pod_weights: bool,
 
     /// Upstream DNS servers for names the agent does not serve
     /// (comma-separated ip[:port]); default: the nameservers of /etc/resolv.conf.
@@ -185,6 +219,9 @@ mod tests {
             ("--cluster-domain", "bad..domain"),
             ("--namespaces", "Shop"),
             ("--log-format", "xml"),
+            ("--panic-threshold", "1.5"),
+            ("--default-topology", "region"),
+            ("--zone-from-node", "maybe"),
         ] {
             let error = agent(&[flag, value]).unwrap_err();
             assert_eq!(error.exit_code(), 2);

@@ -13,4 +13,4 @@ pub mod metrics;
 pub mod server;
 pub mod wire;
 
-pub use server::{DnsConfig, DnsServer};
+pub use server::{DnsConfig, DnsServer, Handled, handle_packet};

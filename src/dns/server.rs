@@ -28,7 +28,7 @@ use super::answer::{Outcome, Zone, answer};
 use super::forward::Forwarder;
 use super::metrics::DnsMetrics;
 use super::wire::{self, ParseError, Response, rcode};
-use crate::index::Index;
+use crate::index::{Index, Snapshot};
 
 #[derive(Debug, Clone)]
 pub struct DnsConfig {
@@ -64,7 +64,8 @@ fn reuseport_socket(addr: SocketAddr, kind: Type, protocol: Protocol) -> std::io
 }
 
 /// What handling one packet produced.
-enum Handled {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
     Reply,
     Forward,
     Drop,
@@ -138,8 +139,63 @@ struct Shared {
     metrics: Arc<DnsMetrics>,
 }
 
+/// Answers `packet` into `response` when the agent can; says what else to
+/// do. Pure apart from `rng`: the server and the fuzz target share it.
+/// Returns the query type too, for metrics (0 when unknown).
+pub fn handle_packet(
+    zone: &Zone,
+    snapshot: &Snapshot,
+    packet: &[u8],
+    over_udp: bool,
+    response: &mut Response,
+    rng: &mut impl rand::Rng,
+) -> (Handled, u16) {
+    let query = match wire::parse_query(packet) {
+        Ok(query) => query,
+        Err(ParseError::TooShort | ParseError::NotAQuery) => return (Handled::Drop, 0),
+        Err(ParseError::Malformed) => {
+            let Ok((id, opcode, rd)) = wire::read_header(packet) else {
+                return (Handled::Drop, 0);
+            };
+            response.start_bare(id, opcode, rd, false);
+            response.set_rcode(rcode::FORMERR);
+            response.finish();
+            return (Handled::Reply, 0);
+        }
+    };
+    if query.opcode != 0 {
+        response.start(&query, false);
+        response.set_rcode(rcode::NOTIMP);
+        response.finish();
+        return (Handled::Reply, query.qtype);
+    }
+    if query.edns.is_some_and(|e| e.version > 0) {
+        response.start(&query, false);
+        response.opt((rcode::BADVERS >> 4) as u8);
+        response.finish();
+        return (Handled::Reply, query.qtype);
+    }
+    match answer(zone, snapshot, &query, response, rng) {
+        Outcome::Forward => (Handled::Forward, query.qtype),
+        Outcome::Answered => {
+            if query.edns.is_some() {
+                response.opt(0);
+            }
+            response.finish();
+            let limit = if over_udp {
+                query.max_udp_size()
+            } else {
+                u16::MAX as usize
+            };
+            if response.len() > limit {
+                response.truncate_to_question(&query);
+            }
+            (Handled::Reply, query.qtype)
+        }
+    }
+}
+
 impl Shared {
-    /// Answers `packet` into `response` when it can; says what else to do.
     fn handle(
         &self,
         packet: &[u8],
@@ -147,55 +203,22 @@ impl Shared {
         response: &mut Response,
         rng: &mut SmallRng,
     ) -> Handled {
-        let query = match wire::parse_query(packet) {
-            Ok(query) => query,
-            Err(ParseError::TooShort | ParseError::NotAQuery) => return Handled::Drop,
-            Err(ParseError::Malformed) => {
-                let Ok((id, opcode, rd)) = wire::read_header(packet) else {
-                    return Handled::Drop;
-                };
-                response.start_bare(id, opcode, rd, false);
-                response.set_rcode(rcode::FORMERR);
-                response.finish();
-                self.metrics.count(0, rcode::FORMERR);
-                return Handled::Reply;
-            }
-        };
-        if query.opcode != 0 {
-            response.start(&query, false);
-            response.set_rcode(rcode::NOTIMP);
-            response.finish();
-            self.metrics.count(query.qtype, rcode::NOTIMP);
-            return Handled::Reply;
-        }
-        if query.edns.is_some_and(|e| e.version > 0) {
-            response.start(&query, false);
-            response.opt((rcode::BADVERS >> 4) as u8);
-            response.finish();
-            self.metrics.count(query.qtype, 0x0F);
-            return Handled::Reply;
-        }
         let snapshot = self.index.load();
-        match answer(&self.config.zone, &snapshot, &query, response, rng) {
-            Outcome::Forward => Handled::Forward,
-            Outcome::Answered => {
-                if query.edns.is_some() {
-                    response.opt(0);
-                }
-                response.finish();
-                let limit = if over_udp {
-                    query.max_udp_size()
-                } else {
-                    u16::MAX as usize
-                };
-                if response.len() > limit {
-                    response.truncate_to_question(&query);
-                    self.metrics.truncated.inc();
-                }
-                self.metrics.count(query.qtype, response.rcode());
-                Handled::Reply
+        let (handled, qtype) = handle_packet(
+            &self.config.zone,
+            &snapshot,
+            packet,
+            over_udp,
+            response,
+            rng,
+        );
+        if let Handled::Reply = handled {
+            if response.is_truncated() {
+                self.metrics.truncated.inc();
             }
+            self.metrics.count(qtype, response.rcode());
         }
+        handled
     }
 
     /// Forwards and returns the bytes to send back (SERVFAIL when upstream

@@ -283,6 +283,10 @@ impl Response {
         self.buf[3] & 0x0F
     }
 
+    pub fn is_truncated(&self) -> bool {
+        self.buf[2] & 0x02 != 0
+    }
+
     pub fn set_truncated(&mut self) {
         self.buf[2] |= 0x02;
     }

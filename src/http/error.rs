@@ -1,4 +1,8 @@
-//! The JSON error every route answers with: `{"error": "..."}` and a status.
+//! The JSON error every route answers with: `{"error": "...", "code": "..."}`
+//! and a status. `code` is stable and machine-readable (clients branch on
+//! it; the message is for people): `bad_request`, `not_found`,
+//! `service_not_found`, `no_such_port`, `no_endpoints`, `not_synced`,
+//! `method_not_allowed`.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -8,15 +12,30 @@ use axum::response::{IntoResponse, Response};
 #[error("{status}: {message}")]
 pub struct ApiError {
     pub status: StatusCode,
+    pub code: &'static str,
     pub message: String,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        let code = match status {
+            StatusCode::BAD_REQUEST => "bad_request",
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            _ => "error",
+        };
         Self {
             status,
+            code,
             message: message.into(),
         }
+    }
+
+    /// The same error with a more specific machine-readable code.
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = code;
+        self
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
@@ -32,6 +51,7 @@ impl ApiError {
     }
     pub fn not_synced() -> Self {
         Self::unavailable("the agent has not completed its first sync yet; retry shortly")
+            .with_code("not_synced")
     }
 }
 
@@ -39,7 +59,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (
             self.status,
-            Json(serde_json::json!({ "error": self.message })),
+            Json(serde_json::json!({ "error": self.message, "code": self.code })),
         )
             .into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {

@@ -1,7 +1,9 @@
 //! `GET /v1/pick/{namespace}/{name}?port=NAME[&key=K]`: one endpoint.
 //!
-//! Without `key`, smooth weighted round-robin; with it, weighted rendezvous
-//! hashing (the same key keeps landing on the same endpoint). `port` may be
+//! Without `key`, smooth weighted round-robin (or weighted random with
+//! `strategy=random`); with it, weighted rendezvous hashing (the same key
+//! keeps landing on the same endpoint). Only the most preferred topology
+//! tier is picked from. `port` may be
 //! left out when the Service has only one port.
 
 use axum::Json;
@@ -10,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::{ApiError, AppState, query};
-use crate::balance::{Candidate, pick_by_key};
+use crate::balance::{Candidate, pick_by_key, pick_weighted_random};
 use crate::index::{Endpoint, ServiceKey};
 
 #[derive(Serialize)]
@@ -34,14 +36,15 @@ pub async fn pick(
 ) -> Result<Response, ApiError> {
     query::validate_name("namespace", &namespace)?;
     query::validate_name("service name", &name)?;
-    let params = query::parse(raw.as_deref(), &["port", "key"])?;
+    let params = query::parse(raw.as_deref(), &["port", "key", "strategy"])?;
     let snapshot = state.index.load();
     let key = ServiceKey::new(&namespace, &name);
     let Some(service) = snapshot.services.get(&key) else {
         if !snapshot.synced {
             return Err(ApiError::not_synced());
         }
-        return Err(ApiError::not_found(format!("service {key} is not served")));
+        return Err(ApiError::not_found(format!("service {key} is not served"))
+            .with_code("service_not_found"));
     };
 
     let port_names: Vec<&str> = {
@@ -59,7 +62,8 @@ pub async fn pick(
                 return Err(ApiError::bad_request(format!(
                     "service {key} has no port named {name:?} (ports: {})",
                     describe_ports(&port_names)
-                )));
+                ))
+                .with_code("no_such_port"));
             }
             port_names
                 .iter()
@@ -77,8 +81,9 @@ pub async fn pick(
     };
 
     // Candidates: usable endpoints that have the port (all of them when the
-    // Service has no ports at all).
-    let chosen: Vec<(&Endpoint, Option<u16>, String)> = service
+    // Service has no ports at all), in the most preferred tier present (the
+    // index has already applied the panic rule to tiers).
+    let mut chosen: Vec<(&Endpoint, Option<u16>, String)> = service
         .endpoints
         .iter()
         .filter_map(|endpoint| {
@@ -94,6 +99,9 @@ pub async fn pick(
             Some((endpoint, port, address))
         })
         .collect();
+    if let Some(best) = chosen.iter().map(|(e, _, _)| e.priority).min() {
+        chosen.retain(|(e, _, _)| e.priority == best);
+    }
     let candidates: Vec<Candidate<'_>> = chosen
         .iter()
         .map(|(endpoint, _, address)| Candidate {
@@ -101,16 +109,36 @@ pub async fn pick(
             weight: endpoint.weight,
         })
         .collect();
-    let picked = match params.get("key") {
-        Some(hash_key) => pick_by_key(&candidates, hash_key),
-        None => state
-            .pickers
-            .round_robin(&key, port_name, service.revision, &candidates),
+    let picked = match (
+        params.get("key"),
+        params.get("strategy").map(String::as_str),
+    ) {
+        (Some(hash_key), None | Some("hash")) => pick_by_key(&candidates, hash_key),
+        (None, None | Some("round-robin")) => {
+            state
+                .pickers
+                .round_robin(&key, port_name, service.revision, &candidates)
+        }
+        (None, Some("random")) => pick_weighted_random(&candidates, &mut rand::rng()),
+        (None, Some("hash")) => {
+            return Err(ApiError::bad_request("strategy=hash needs key="));
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "key= picks by consistent hash; drop strategy=",
+            ));
+        }
+        (None, Some(other)) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid strategy {other:?}: use round-robin, random or hash"
+            )));
+        }
     };
     let Some(i) = picked else {
         return Err(ApiError::unavailable(format!(
             "service {key} has no usable endpoint for port {port_name:?}"
-        )));
+        ))
+        .with_code("no_endpoints"));
     };
     let (endpoint, port, address) = &chosen[i];
     Ok(Json(Picked {

@@ -131,6 +131,7 @@ fn answer(snapshot: &Snapshot, key: &ServiceKey, stale: bool) -> Result<Response
                 ),
                 "namespace": &*key.namespace,
                 "name": &*key.name,
+                "code": "service_not_found",
                 "exists": false,
             });
             // A client that blocks with this index wakes when the Service

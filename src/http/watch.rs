@@ -104,14 +104,19 @@ pub async fn watch(
 async fn next_frame(
     mut state: WatchState,
 ) -> Option<(Result<Bytes, std::convert::Infallible>, WatchState)> {
-    if state.sent.is_none() {
-        // Full state first, but only a true one: wait for the first sync.
+    let heartbeat = state.app.config.heartbeat;
+    if state.sent.is_none() && !state.app.index.load().synced {
+        // Full state first, but only a true one: wait for the first sync,
+        // with heartbeats meanwhile so the client knows the stream lives.
         tokio::select! {
             _ = state.app.index.wait_synced() => {}
+            _ = tokio::time::sleep(heartbeat) => {
+                let frame = heartbeat_frame(state.format);
+                return Some((Ok(frame), state));
+            }
             _ = state.app.shutdown.cancelled() => return None,
         }
     }
-    let heartbeat = state.app.config.heartbeat;
     loop {
         let snapshot = state.app.index.load();
         let stale = state.app.status.is_stale();
@@ -134,14 +139,18 @@ async fn next_frame(
                 }
             }
             _ = tokio::time::sleep(heartbeat) => {
-                let frame = match state.format {
-                    Format::NdJson => Bytes::from_static(b"{\"type\":\"heartbeat\"}\n"),
-                    Format::Sse => Bytes::from_static(b": heartbeat\n\n"),
-                };
+                let frame = heartbeat_frame(state.format);
                 return Some((Ok(frame), state));
             }
             _ = state.app.shutdown.cancelled() => return None,
         }
+    }
+}
+
+fn heartbeat_frame(format: Format) -> Bytes {
+    match format {
+        Format::NdJson => Bytes::from_static(b"{\"type\":\"heartbeat\"}\n"),
+        Format::Sse => Bytes::from_static(b": heartbeat\n\n"),
     }
 }
 

@@ -21,6 +21,25 @@ use serde::Serialize;
 use super::objects::{
     Protocol, ServiceKey, ServiceObject, ServicePort, SliceEndpoint, SliceObject, TargetRef,
 };
+use crate::balance::topology::{Locality, TierInput, assign_priorities};
+
+/// What merging needs besides the Service and its slices.
+pub struct MergeContext<'a> {
+    pub locality: &'a Locality,
+    /// The `kubedisco.io/weight` label of the Pod behind an endpoint.
+    pub pod_weight: &'a dyn Fn(&str, &str) -> Option<u32>,
+}
+
+impl MergeContext<'_> {
+    /// No topology, no Pod weights.
+    pub fn plain() -> MergeContext<'static> {
+        static LOCALITY: std::sync::OnceLock<Locality> = std::sync::OnceLock::new();
+        MergeContext {
+            locality: LOCALITY.get_or_init(Locality::default),
+            pod_weight: &|_, _| None,
+        }
+    }
+}
 
 /// The weight of an endpoint nobody gave one, as in Envoy and Consul.
 pub const DEFAULT_WEIGHT: u32 = 100;
@@ -106,10 +125,14 @@ struct Accumulated<'a> {
 
 /// Merges `slices` (all slices of the Service, in any order) into the served
 /// view. `revision` is stamped on the result.
+///
+/// Weights: the Pod's `kubedisco.io/weight` label, else the slice's
+/// annotation, else the Service's `kubedisco.io/default-weight`, else 100.
 pub fn merge<'a>(
     service: &ServiceObject,
     slices: impl IntoIterator<Item = &'a SliceObject>,
     revision: u64,
+    context: &MergeContext<'_>,
 ) -> ServedService {
     let mut slices: Vec<&SliceObject> = slices.into_iter().collect();
     // Deterministic tie-breaks whatever order the slices arrived in.
@@ -147,32 +170,43 @@ pub fn merge<'a>(
         }
     }
 
-    let all: Vec<Endpoint> = by_address
+    let namespace = &*service.key.namespace;
+    let pod_weight = |target: &Option<TargetRef>| {
+        let target = target.as_ref().filter(|t| &*t.kind == "Pod")?;
+        let pod_namespace = target.namespace.as_deref().unwrap_or(namespace);
+        (context.pod_weight)(pod_namespace, &target.name)
+    };
+    let all: Vec<(Endpoint, &SliceEndpoint)> = by_address
         .into_iter()
-        .map(|(ip, acc)| Endpoint {
-            ip,
-            ports: acc
-                .ports
-                .into_iter()
-                .map(|((name, protocol), (port, _))| EndpointPort {
-                    name,
-                    port,
-                    protocol,
-                })
-                .collect(),
-            ready: acc.endpoint.ready,
-            serving: acc.endpoint.serving,
-            terminating: acc.endpoint.terminating,
-            zone: acc.endpoint.zone.clone(),
-            node: acc.endpoint.node.clone(),
-            hostname: acc.endpoint.hostname.clone(),
-            target_ref: acc.endpoint.target_ref.clone(),
-            weight: acc.weight,
-            priority: 0,
+        .map(|(ip, acc)| {
+            (
+                Endpoint {
+                    ip,
+                    ports: acc
+                        .ports
+                        .into_iter()
+                        .map(|((name, protocol), (port, _))| EndpointPort {
+                            name,
+                            port,
+                            protocol,
+                        })
+                        .collect(),
+                    ready: acc.endpoint.ready,
+                    serving: acc.endpoint.serving,
+                    terminating: acc.endpoint.terminating,
+                    zone: acc.endpoint.zone.clone(),
+                    node: acc.endpoint.node.clone(),
+                    hostname: acc.endpoint.hostname.clone(),
+                    target_ref: acc.endpoint.target_ref.clone(),
+                    weight: pod_weight(&acc.endpoint.target_ref).unwrap_or(acc.weight),
+                    priority: 0,
+                },
+                acc.endpoint,
+            )
         })
         .collect();
 
-    let any_ready = all.iter().any(|e| e.ready);
+    let any_ready = all.iter().any(|(e, _)| e.ready);
     let usable = |e: &Endpoint| {
         if service.publish_not_ready {
             true
@@ -182,7 +216,35 @@ pub fn merge<'a>(
             e.serving && e.terminating
         }
     };
-    let (endpoints, unusable): (Vec<Endpoint>, Vec<Endpoint>) = all.into_iter().partition(usable);
+    let usable_flags: Vec<bool> = all.iter().map(|(e, _)| usable(e)).collect();
+    let inputs: Vec<TierInput<'_>> = all
+        .iter()
+        .zip(&usable_flags)
+        .map(|((endpoint, source), &usable)| TierInput {
+            node: endpoint.node.as_deref(),
+            zone: endpoint.zone.as_deref(),
+            hint_zones: &source.hint_zones,
+            hint_nodes: &source.hint_nodes,
+            weight: endpoint.weight,
+            usable,
+        })
+        .collect();
+    let priorities = assign_priorities(
+        &inputs,
+        service.traffic_distribution.as_deref(),
+        context.locality,
+    );
+    let mut endpoints = Vec::new();
+    let mut unusable = Vec::new();
+    for (((mut endpoint, _), usable), priority) in all.into_iter().zip(usable_flags).zip(priorities)
+    {
+        endpoint.priority = priority;
+        if usable {
+            endpoints.push(endpoint);
+        } else {
+            unusable.push(endpoint);
+        }
+    }
     let terminating_fallback = !service.publish_not_ready && !any_ready && !endpoints.is_empty();
 
     ServedService {
@@ -263,7 +325,7 @@ pub(crate) mod tests {
             vec![endpoint("10.0.0.1"), endpoint("10.0.0.2")],
         );
         let b = slice("b", "web", 80, vec![endpoint("10.0.0.3")]);
-        let served = merge(&service("web"), [&a, &b], 1);
+        let served = merge(&service("web"), [&a, &b], 1, &MergeContext::plain());
         assert_eq!(ips(&served.endpoints), ["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
     }
 
@@ -273,7 +335,7 @@ pub(crate) mod tests {
         not_ready.ready = false;
         let a = slice("a", "web", 80, vec![not_ready, endpoint("10.0.0.2")]);
         let b = slice("b", "web", 80, vec![endpoint("10.0.0.1")]);
-        let served = merge(&service("web"), [&a, &b], 1);
+        let served = merge(&service("web"), [&a, &b], 1, &MergeContext::plain());
         assert_eq!(ips(&served.endpoints), ["10.0.0.1", "10.0.0.2"]);
         assert!(served.endpoints[0].ready);
         assert_eq!(served.endpoints[0].ports.len(), 1);
@@ -283,7 +345,7 @@ pub(crate) mod tests {
     fn ports_differing_per_endpoint_are_kept_per_endpoint() {
         let a = slice("a", "web", 8080, vec![endpoint("10.0.0.1")]);
         let b = slice("b", "web", 9090, vec![endpoint("10.0.0.2")]);
-        let served = merge(&service("web"), [&a, &b], 1);
+        let served = merge(&service("web"), [&a, &b], 1, &MergeContext::plain());
         assert_eq!(served.endpoints[0].ports[0].port, 8080);
         assert_eq!(served.endpoints[1].ports[0].port, 9090);
     }
@@ -298,13 +360,13 @@ pub(crate) mod tests {
         gone.serving = false;
         gone.terminating = true;
         let a = slice("a", "web", 80, vec![terminating.clone(), gone]);
-        let served = merge(&service("web"), [&a], 1);
+        let served = merge(&service("web"), [&a], 1, &MergeContext::plain());
         assert!(served.terminating_fallback);
         assert_eq!(ips(&served.endpoints), ["10.0.0.1"]);
         assert_eq!(ips(&served.unusable), ["10.0.0.2"]);
 
         let b = slice("b", "web", 80, vec![endpoint("10.0.0.3")]);
-        let served = merge(&service("web"), [&a, &b], 2);
+        let served = merge(&service("web"), [&a, &b], 2, &MergeContext::plain());
         assert!(!served.terminating_fallback);
         assert_eq!(ips(&served.endpoints), ["10.0.0.3"]);
     }
@@ -316,7 +378,12 @@ pub(crate) mod tests {
         not_ready.serving = false;
         let mut svc = service("web");
         svc.publish_not_ready = true;
-        let served = merge(&svc, [&slice("a", "web", 80, vec![not_ready])], 1);
+        let served = merge(
+            &svc,
+            [&slice("a", "web", 80, vec![not_ready])],
+            1,
+            &MergeContext::plain(),
+        );
         assert_eq!(ips(&served.endpoints), ["10.0.0.1"]);
     }
 
@@ -326,19 +393,19 @@ pub(crate) mod tests {
         let plain = slice("a", "web", 80, vec![endpoint("10.0.0.1")]);
         let mut weighted = slice("b", "web", 80, vec![endpoint("10.0.0.2")]);
         weighted.weight = Some(7);
-        let served = merge(&svc, [&plain, &weighted], 1);
+        let served = merge(&svc, [&plain, &weighted], 1, &MergeContext::plain());
         assert_eq!(served.endpoints[0].weight, DEFAULT_WEIGHT);
         assert_eq!(served.endpoints[1].weight, 7);
         svc.default_weight = Some(3);
-        let served = merge(&svc, [&plain, &weighted], 1);
+        let served = merge(&svc, [&plain, &weighted], 1, &MergeContext::plain());
         assert_eq!(served.endpoints[0].weight, 3);
     }
 
     #[test]
     fn same_served_state_ignores_revision_and_debug_data() {
         let a = slice("a", "web", 80, vec![endpoint("10.0.0.1")]);
-        let one = merge(&service("web"), [&a], 1);
-        let mut two = merge(&service("web"), [&a], 2);
+        let one = merge(&service("web"), [&a], 1, &MergeContext::plain());
+        let mut two = merge(&service("web"), [&a], 2, &MergeContext::plain());
         assert!(one.same_served_state(&two));
         two.unusable.push(one.endpoints[0].clone());
         assert!(one.same_served_state(&two));

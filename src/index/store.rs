@@ -21,9 +21,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 
-use super::merge::{ServedService, merge};
+use super::merge::{MergeContext, ServedService, merge};
 use super::notify::Notifier;
 use super::objects::{ServiceKey, ServiceObject, SliceKey, SliceObject};
+use crate::balance::topology::Locality;
 
 /// Deleted Services remembered for blocking queries; see [`Snapshot::tombstones`].
 const MAX_TOMBSTONES: usize = 65_536;
@@ -79,6 +80,9 @@ pub enum Change {
     DeleteService(ServiceKey),
     ApplySlice(SliceObject),
     DeleteSlice(SliceKey),
+    /// A Pod's `kubedisco.io/weight` label: Some(weight), or None when the
+    /// label (or the Pod) is gone or invalid.
+    SetPodWeight(PodKey, Option<u32>),
 }
 
 /// Which objects a [`Index::replace`] covers: everything a source owns, or
@@ -118,9 +122,62 @@ struct Writer {
     unsynced_parts: HashSet<String>,
     any_part_registered: bool,
     revision_counter: u64,
+    locality: Locality,
+    /// Pod `kubedisco.io/weight` labels: namespace → Pod name → weight.
+    pod_weights: HashMap<Arc<str>, HashMap<Arc<str>, u32>>,
+    /// Which Services each Pod's endpoints belong to (with a count of the
+    /// slices that say so), so a label change re-merges only those.
+    services_by_pod: HashMap<PodKey, HashMap<ServiceKey, u32>>,
+}
+
+/// A Pod's identity (namespace, name).
+pub type PodKey = (Arc<str>, Arc<str>);
+
+fn pods_of(slice: &SliceObject) -> impl Iterator<Item = PodKey> + '_ {
+    slice.endpoints.iter().filter_map(|endpoint| {
+        let target = endpoint.target_ref.as_ref().filter(|t| &*t.kind == "Pod")?;
+        let namespace = target
+            .namespace
+            .clone()
+            .unwrap_or_else(|| slice.key.namespace.clone());
+        Some((namespace, target.name.clone()))
+    })
 }
 
 impl Writer {
+    fn set_pod_weight(
+        &mut self,
+        pod: PodKey,
+        weight: Option<u32>,
+        touched: &mut BTreeSet<ServiceKey>,
+    ) {
+        let (namespace, name) = pod;
+        let changed = match weight {
+            Some(weight) => {
+                let pods = self.pod_weights.entry(namespace.clone()).or_default();
+                pods.insert(name.clone(), weight) != Some(weight)
+            }
+            None => {
+                let removed = self
+                    .pod_weights
+                    .get_mut(&namespace)
+                    .and_then(|pods| pods.remove(&name))
+                    .is_some();
+                if self
+                    .pod_weights
+                    .get(&namespace)
+                    .is_some_and(HashMap::is_empty)
+                {
+                    self.pod_weights.remove(&namespace);
+                }
+                removed
+            }
+        };
+        if changed && let Some(services) = self.services_by_pod.get(&(namespace, name)) {
+            touched.extend(services.keys().cloned());
+        }
+    }
+
     fn insert_service(&mut self, service: ServiceObject, touched: &mut BTreeSet<ServiceKey>) {
         touched.insert(service.key.clone());
         self.services.insert(service.key.clone(), service);
@@ -139,6 +196,14 @@ impl Writer {
                 .entry(service.clone())
                 .or_default()
                 .insert(slice.key.name.clone());
+            for pod in pods_of(&slice) {
+                *self
+                    .services_by_pod
+                    .entry(pod)
+                    .or_default()
+                    .entry(service.clone())
+                    .or_default() += 1;
+            }
             touched.insert(service);
         }
         self.slices.insert(slice.key.clone(), slice);
@@ -149,6 +214,19 @@ impl Writer {
             return;
         };
         if let Some(service) = old.service_key() {
+            for pod in pods_of(&old) {
+                if let Some(services) = self.services_by_pod.get_mut(&pod) {
+                    if let Some(count) = services.get_mut(&service) {
+                        *count -= 1;
+                        if *count == 0 {
+                            services.remove(&service);
+                        }
+                    }
+                    if services.is_empty() {
+                        self.services_by_pod.remove(&pod);
+                    }
+                }
+            }
             if let Some(names) = self.slices_by_service.get_mut(&service) {
                 names.remove(&key.name);
                 if names.is_empty() {
@@ -169,7 +247,13 @@ impl Writer {
                 name: name.clone(),
             })
         });
-        Some(merge(service, slices, 0))
+        let pod_weight =
+            |namespace: &str, name: &str| self.pod_weights.get(namespace)?.get(name).copied();
+        let context = MergeContext {
+            locality: &self.locality,
+            pod_weight: &pod_weight,
+        };
+        Some(merge(service, slices, 0, &context))
     }
 }
 
@@ -279,6 +363,9 @@ impl Index {
                 Change::DeleteService(key) => writer.remove_service(&key, &mut touched),
                 Change::ApplySlice(slice) => writer.insert_slice(slice, &mut touched),
                 Change::DeleteSlice(key) => writer.remove_slice(&key, &mut touched),
+                Change::SetPodWeight(pod, weight) => {
+                    writer.set_pod_weight(pod, weight, &mut touched)
+                }
             }
         }
         self.publish(&mut writer, touched);
@@ -331,6 +418,38 @@ impl Index {
                 .unwrap_or_default()
                 .as_secs_f64(),
         );
+        self.publish(&mut writer, touched);
+    }
+
+    /// Where this agent runs: changes every Service's tiers, so all are
+    /// merged again.
+    pub fn set_locality(&self, locality: Locality) {
+        let mut writer = self.lock_writer();
+        writer.locality = locality;
+        let touched: BTreeSet<ServiceKey> = writer.services.keys().cloned().collect();
+        self.publish(&mut writer, touched);
+    }
+
+    /// Replaces every Pod weight in `scope` (a re-list of weighted Pods).
+    pub fn replace_pod_weights(&self, scope: &Scope, weights: Vec<(PodKey, u32)>, part: &str) {
+        let mut writer = self.lock_writer();
+        let mut touched = BTreeSet::new();
+        let stale: Vec<PodKey> = writer
+            .pod_weights
+            .iter()
+            .filter(|(namespace, _)| scope.covers(namespace))
+            .flat_map(|(namespace, pods)| pods.keys().map(|name| (namespace.clone(), name.clone())))
+            .collect();
+        let fresh: HashMap<PodKey, u32> = weights.into_iter().collect();
+        for pod in stale {
+            if !fresh.contains_key(&pod) {
+                writer.set_pod_weight(pod, None, &mut touched);
+            }
+        }
+        for (pod, weight) in fresh {
+            writer.set_pod_weight(pod, Some(weight), &mut touched);
+        }
+        writer.unsynced_parts.remove(part);
         self.publish(&mut writer, touched);
     }
 
@@ -605,6 +724,65 @@ mod tests {
             name: "b".into(),
         })]);
         assert!(index.load().by_ip.get(&ip).is_none());
+    }
+
+    #[test]
+    fn pod_labels_override_slice_weights_and_come_and_go() {
+        use crate::index::objects::TargetRef;
+        let index = Index::default();
+        let mut pod_endpoint = endpoint("10.0.0.1");
+        pod_endpoint.target_ref = Some(TargetRef {
+            kind: "Pod".into(),
+            namespace: Some("ns".into()),
+            name: "web-0".into(),
+        });
+        let mut weighted = slice("a", "web", 80, vec![pod_endpoint, endpoint("10.0.0.2")]);
+        weighted.weight = Some(7);
+        index.apply([
+            Change::ApplyService(service("web")),
+            Change::ApplySlice(weighted),
+        ]);
+        let weights = |index: &Index| -> Vec<u32> {
+            index
+                .load()
+                .get("ns", "web")
+                .unwrap()
+                .endpoints
+                .iter()
+                .map(|e| e.weight)
+                .collect()
+        };
+        assert_eq!(weights(&index), [7, 7]);
+        let pod: PodKey = ("ns".into(), "web-0".into());
+        index.apply([Change::SetPodWeight(pod.clone(), Some(300))]);
+        assert_eq!(weights(&index), [300, 7]);
+        index.replace_pod_weights(&Scope::All, vec![], "pods");
+        assert_eq!(weights(&index), [7, 7]);
+    }
+
+    #[test]
+    fn locality_tiers_endpoints() {
+        use crate::balance::topology::DefaultTopology;
+        let index = Index::default();
+        let mut here = endpoint("10.0.0.1");
+        here.zone = Some("zone-a".into());
+        let mut there = endpoint("10.0.0.2");
+        there.zone = Some("zone-b".into());
+        index.apply([
+            Change::ApplyService(service("web")),
+            Change::ApplySlice(slice("a", "web", 80, vec![here, there])),
+        ]);
+        let before = index.load().get("ns", "web").unwrap().revision;
+        index.set_locality(Locality {
+            zone: Some("zone-a".into()),
+            default_topology: DefaultTopology::Zone,
+            ..Locality::default()
+        });
+        let snapshot = index.load();
+        let web = snapshot.get("ns", "web").unwrap();
+        let priorities: Vec<u32> = web.endpoints.iter().map(|e| e.priority).collect();
+        assert_eq!(priorities, [0, 1]);
+        assert!(web.revision > before);
     }
 
     #[test]

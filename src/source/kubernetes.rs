@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -22,10 +23,10 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::convert::{service_object, slice_object};
+use super::convert::{WEIGHT_KEY, parse_weight, service_object, slice_object};
 use super::status::SourceStatus;
 use crate::index::objects::{ServiceKey, SliceKey};
-use crate::index::{Change, Index, Scope, ServiceObject, SliceObject};
+use crate::index::{Change, Index, PodKey, Scope, ServiceObject, SliceObject};
 use crate::metrics::Metrics;
 
 /// How the watchers fetch their initial state.
@@ -105,6 +106,8 @@ pub struct KubernetesSource {
     /// Empty means all namespaces.
     pub namespaces: Vec<String>,
     pub list_strategy: ListStrategy,
+    /// Also watch Pods carrying `kubedisco.io/weight` (metadata only).
+    pub pod_weights: bool,
     pub index: Arc<Index>,
     pub metrics: Arc<Metrics>,
     pub status: Arc<SourceStatus>,
@@ -120,7 +123,11 @@ impl KubernetesSource {
     /// The sync parts this source reports, declared to the index up front.
     pub fn parts(&self) -> Vec<String> {
         let mut parts = Vec::new();
-        for resource in [Service::RESOURCE, EndpointSlice::RESOURCE] {
+        let mut resources = vec![Service::RESOURCE, EndpointSlice::RESOURCE];
+        if self.pod_weights {
+            resources.push(POD_RESOURCE);
+        }
+        for resource in resources {
             if self.namespaces.is_empty() {
                 parts.push(resource.to_string());
             } else {
@@ -151,6 +158,9 @@ impl KubernetesSource {
         };
         for namespace in scopes {
             tasks.spawn(self.clone().watch::<Service>(namespace.clone(), streaming));
+            if self.pod_weights {
+                tasks.spawn(self.clone().watch_pod_weights(namespace.clone(), streaming));
+            }
             tasks.spawn(self.clone().watch::<EndpointSlice>(namespace, streaming));
         }
         shutdown.cancelled().await;
@@ -253,6 +263,132 @@ impl KubernetesSource {
                 }
                 Event::Delete(object) => self.index.apply([object.deleted()]),
             }
+        }
+    }
+}
+
+const POD_RESOURCE: &str = "pods";
+
+impl KubernetesSource {
+    /// Watches only Pods that carry the weight label, metadata only: the
+    /// cost grows with weighted Pods, not with all Pods.
+    async fn watch_pod_weights(self, namespace: Option<String>, streaming: bool) {
+        // An Api of PartialObjectMeta makes metadata-only requests.
+        let api: Api<PartialObjectMeta<Pod>> = match &namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        };
+        let (scope, part) = match &namespace {
+            Some(ns) => (
+                Scope::Namespace(ns.as_str().into()),
+                format!("{POD_RESOURCE}/{ns}"),
+            ),
+            None => (Scope::All, POD_RESOURCE.to_string()),
+        };
+        let mut config = watcher::Config::default().labels(WEIGHT_KEY);
+        if streaming {
+            config = config.streaming_lists();
+        }
+        let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+        let mut buffer: Vec<(PodKey, u32)> = Vec::new();
+        let mut errors = ErrorLog::default();
+        let metrics = self.metrics.clone();
+        let weight_of = |pod: &PartialObjectMeta<Pod>| -> Option<u32> {
+            let text = pod.labels().get(WEIGHT_KEY)?;
+            match parse_weight(text) {
+                Ok(weight) => Some(weight),
+                Err(error) => {
+                    warn!(pod = %format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()),
+                        "ignoring invalid {WEIGHT_KEY} label: {error}");
+                    metrics.record_invalid_weight("pod");
+                    None
+                }
+            }
+        };
+        let key_of = |pod: &PartialObjectMeta<Pod>| -> PodKey {
+            (
+                pod.namespace().unwrap_or_default().into(),
+                pod.name_any().into(),
+            )
+        };
+        while let Some(item) = stream.next().await {
+            let event = match item {
+                Ok(event) => event,
+                Err(err) => {
+                    self.metrics
+                        .record_api_error(POD_RESOURCE, classify(&err).label());
+                    let message = describe(&err, POD_RESOURCE, &namespace);
+                    self.status.failed(&part, &message);
+                    errors.log(&message);
+                    continue;
+                }
+            };
+            if errors.recovered() {
+                info!(resource = POD_RESOURCE, "watch recovered");
+            }
+            self.status.succeeded(&part);
+            match event {
+                Event::Init => buffer.clear(),
+                Event::InitApply(pod) => {
+                    if let Some(weight) = weight_of(&pod) {
+                        buffer.push((key_of(&pod), weight));
+                    }
+                }
+                Event::InitDone => {
+                    self.index
+                        .replace_pod_weights(&scope, std::mem::take(&mut buffer), &part);
+                }
+                Event::Apply(pod) => {
+                    let weight = weight_of(&pod);
+                    self.index
+                        .apply([Change::SetPodWeight(key_of(&pod), weight)]);
+                }
+                Event::Delete(pod) => {
+                    self.index.apply([Change::SetPodWeight(key_of(&pod), None)]);
+                }
+            }
+        }
+    }
+}
+
+/// Reads this node's zone from its Node's `topology.kubernetes.io/zone`
+/// label. None (with a warning) when the Node cannot be read: the agent then
+/// runs without a zone rather than not at all.
+pub async fn zone_of_node(client: &Client, node: &str) -> Option<String> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let lookup = tokio::time::timeout(Duration::from_secs(10), nodes.get_metadata(node)).await;
+    match lookup {
+        Ok(Ok(meta)) => {
+            let zone = meta.labels().get("topology.kubernetes.io/zone").cloned();
+            match &zone {
+                Some(zone) => info!(node, zone, "zone read from the Node"),
+                None => warn!(
+                    node,
+                    "the Node has no topology.kubernetes.io/zone label; running without a zone"
+                ),
+            }
+            zone
+        }
+        Ok(Err(kube::Error::Api(status))) if status.code == 403 => {
+            warn!(
+                node,
+                "RBAC forbids get on nodes: running without a zone (grant it, pass --zone, or --zone-from-node=false)"
+            );
+            None
+        }
+        Ok(Err(error)) => {
+            warn!(
+                node,
+                "cannot read the Node for its zone: {error}; running without a zone"
+            );
+            None
+        }
+        Err(_) => {
+            warn!(
+                node,
+                "reading the Node for its zone timed out; running without a zone"
+            );
+            None
         }
     }
 }

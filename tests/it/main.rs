@@ -5,7 +5,9 @@
 mod support;
 
 mod agent_api;
+mod chart;
 mod dns;
 mod harness;
 mod http_api;
 mod manifest_source;
+mod netif;

@@ -34,7 +34,10 @@ const (
 		"namespace-controller,garbage-collector-controller"
 )
 
-// clusterState is <state>/state.json.
+// clusterState is <state>/state.json. Tests may read it; fields are only
+// ever added. etcdURL, logDir, pkiDir and the processes' url, startedAt,
+// stopped, stoppedAt and restarts were added later: fillDerived supplies
+// the derived ones when an older file lacks them.
 type clusterState struct {
 	StateDir   string     `json:"stateDir"`
 	BinDir     string     `json:"binDir"`
@@ -43,6 +46,9 @@ type clusterState struct {
 	Ports      ports      `json:"ports"`
 	Processes  []procInfo `json:"processes"`
 	StartedAt  time.Time  `json:"startedAt"`
+	EtcdURL    string     `json:"etcdURL,omitempty"`
+	LogDir     string     `json:"logDir,omitempty"`
+	PKIDir     string     `json:"pkiDir,omitempty"`
 }
 
 type ports struct {
@@ -67,10 +73,41 @@ func loadState(dir string) (*clusterState, error) {
 	if err := json.Unmarshal(b, &st); err != nil {
 		return nil, fmt.Errorf("%s: %w", statePath(dir), err)
 	}
+	st.fillDerived()
 	return &st, nil
 }
 
+// fillDerived sets the fields that follow from the ports and the state dir.
+func (st *clusterState) fillDerived() {
+	if st.EtcdURL == "" && st.Ports.EtcdClient != 0 {
+		st.EtcdURL = fmt.Sprintf("http://127.0.0.1:%d", st.Ports.EtcdClient)
+	}
+	if st.LogDir == "" && st.StateDir != "" {
+		st.LogDir = filepath.Join(st.StateDir, "logs")
+	}
+	if st.PKIDir == "" && st.StateDir != "" {
+		st.PKIDir = filepath.Join(st.StateDir, "pki")
+	}
+	for i := range st.Processes {
+		p := &st.Processes[i]
+		if p.URL != "" {
+			continue
+		}
+		switch p.Name {
+		case nameEtcd:
+			p.URL = st.EtcdURL
+		case nameAPIServer:
+			p.URL = st.APIServer
+		case nameController:
+			if st.Ports.ControllerManager != 0 {
+				p.URL = fmt.Sprintf("https://127.0.0.1:%d", st.Ports.ControllerManager)
+			}
+		}
+	}
+}
+
 func (st *clusterState) save() error {
+	st.fillDerived()
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
@@ -79,12 +116,78 @@ func (st *clusterState) save() error {
 }
 
 func (st *clusterState) proc(name string) (procInfo, bool) {
-	for _, p := range st.Processes {
-		if p.Name == name {
-			return p, true
-		}
+	if p := st.procRef(name); p != nil {
+		return *p, true
 	}
 	return procInfo{}, false
+}
+
+// procRef returns the recorded entry of name for updating, or nil.
+func (st *clusterState) procRef(name string) *procInfo {
+	for i := range st.Processes {
+		if st.Processes[i].Name == name {
+			return &st.Processes[i]
+		}
+	}
+	return nil
+}
+
+// notRunning describes why a recorded component does not run.
+func notRunning(p procInfo) error {
+	if p.Stopped {
+		return fmt.Errorf("%s is stopped (testcluster stop, since %s)", p.Name, p.StoppedAt.Local().Format(time.TimeOnly))
+	}
+	return fmt.Errorf("%s (pid %d) is not running", p.Name, p.PID)
+}
+
+// adminClient is an HTTPS client for the API server with the admin
+// certificate, read from <state>/pki.
+func (st *clusterState) adminClient() (*http.Client, error) {
+	files := newPKIFiles(filepath.Join(st.StateDir, "pki"))
+	var pems [3][]byte
+	for i, path := range []string{files.CACert, files.AdminCert, files.AdminKey} {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		pems[i] = b
+	}
+	return apiClient(pems[0], pems[1], pems[2])
+}
+
+// readyCheck returns the check that tells component name is ready: etcd's
+// /health, the API server's /readyz, the controller manager's /healthz.
+func (st *clusterState) readyCheck(ctx context.Context, name string) (check func() error, what string, err error) {
+	switch name {
+	case nameEtcd:
+		c := &http.Client{Timeout: 2 * time.Second}
+		return func() error {
+			return httpCheck(ctx, c, st.EtcdURL+"/health", `"health":"true"`)
+		}, "to report healthy", nil
+	case nameAPIServer:
+		c, err := st.adminClient()
+		if err != nil {
+			return nil, "", err
+		}
+		return func() error {
+			return httpCheck(ctx, c, st.APIServer+"/readyz", "ok")
+		}, "to answer /readyz", nil
+	case nameController:
+		c := insecureClient()
+		url := fmt.Sprintf("https://127.0.0.1:%d/healthz", st.Ports.ControllerManager)
+		return func() error {
+			return httpCheck(ctx, c, url, "ok")
+		}, "to serve /healthz", nil
+	}
+	return nil, "", fmt.Errorf("unknown component %q", name)
+}
+
+// insecureClient is for the controller manager, whose serving certificate
+// is self-signed.
+func insecureClient() *http.Client {
+	return &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+	}}
 }
 
 // stopGroups orders shutdown: the API clients (controller manager) and the
@@ -182,6 +285,7 @@ func startControlPlane(ctx context.Context, o options) (st *clusterState, err er
 		StartedAt:  time.Now().UTC(),
 	}
 	st.APIServer = fmt.Sprintf("https://127.0.0.1:%d", st.Ports.APIServer)
+	st.fillDerived()
 
 	var started []*running
 	defer func() {
@@ -208,12 +312,13 @@ func startControlPlane(ctx context.Context, o options) (st *clusterState, err er
 	}()
 	start := func(name string, args []string) (*running, error) {
 		logf("starting %s", name)
-		r, err := startProcess(name, filepath.Join(o.binDir, name), args, dir, filepath.Join(logDir, name+".log"))
+		r, err := startProcess(name, filepath.Join(o.binDir, name), args, dir, filepath.Join(logDir, name+".log"), false)
 		if err != nil {
 			return nil, err
 		}
 		started = append(started, r)
 		st.Processes = append(st.Processes, r.info)
+		st.fillDerived()
 		return r, st.save()
 	}
 	deadline := time.Now().Add(o.timeout)
@@ -229,7 +334,7 @@ func startControlPlane(ctx context.Context, o options) (st *clusterState, err er
 	}
 
 	// etcd: plain HTTP on loopback, no fsync (test data is disposable).
-	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", st.Ports.EtcdClient)
+	etcdURL := st.EtcdURL
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", st.Ports.EtcdPeer)
 	etcd, err := start(nameEtcd, []string{
 		"--name=testcluster",
@@ -273,6 +378,10 @@ func startControlPlane(ctx context.Context, o options) (st *clusterState, err er
 		// endpoint of Service default/kubernetes, and endpoint validation
 		// rejects loopback addresses (it would log that every 10s).
 		"--endpoint-reconciler-type=none",
+		// On SIGTERM, end open watches at once (cleanly) instead of letting
+		// the HTTP server wait up to --request-timeout (60s) for them; with
+		// the default (0) a stop while clients watch takes a minute.
+		"--shutdown-watch-termination-grace-period=5s",
 	})
 	if err != nil {
 		return nil, err
@@ -309,9 +418,7 @@ func startControlPlane(ctx context.Context, o options) (st *clusterState, err er
 		return nil, err
 	}
 	// The controller manager's own serving certificate is self-signed.
-	ctrlHealth := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
-	}}
+	ctrlHealth := insecureClient()
 	ctrlURL := fmt.Sprintf("https://127.0.0.1:%d/healthz", st.Ports.ControllerManager)
 	if err := waitFor(ctx, ctrl, deadline, "to serve /healthz and create ServiceAccount default/default", func() error {
 		if err := httpCheck(ctx, ctrlHealth, ctrlURL, "ok"); err != nil {
@@ -394,28 +501,19 @@ func httpCheck(ctx context.Context, c *http.Client, url, want string) error {
 // checkReady reports whether every recorded process runs and the API server
 // answers /readyz with the admin credentials.
 func checkReady(ctx context.Context, st *clusterState, timeout time.Duration) error {
-	for _, name := range []string{nameEtcd, nameAPIServer, nameController} {
+	for _, name := range componentOrder {
 		p, ok := st.proc(name)
 		if !ok {
 			return fmt.Errorf("%s was never started", name)
 		}
 		if !alive(p) {
-			return fmt.Errorf("%s (pid %d) is not running", name, p.PID)
+			return notRunning(p)
 		}
-	}
-	files := newPKIFiles(filepath.Join(st.StateDir, "pki"))
-	var pems [3][]byte
-	for i, path := range []string{files.CACert, files.AdminCert, files.AdminKey} {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		pems[i] = b
 	}
 	if _, err := os.Stat(st.Kubeconfig); err != nil {
 		return err
 	}
-	c, err := apiClient(pems[0], pems[1], pems[2])
+	c, err := st.adminClient()
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,9 @@
 //	testcluster --state-dir DIR env
 //	testcluster --state-dir DIR status
 //	testcluster --state-dir DIR down
+//	testcluster --state-dir DIR stop|start|restart COMPONENT
+//	testcluster --state-dir DIR compact
+//	testcluster --state-dir DIR etcd-url|apiserver-url
 //
 // Flags may come before or after the command. See README.md in
 // tools/testcluster for the layout of DIR and the flags each component gets.
@@ -24,13 +27,26 @@ import (
 	"time"
 )
 
-const usageText = `usage: testcluster [flags] up|env|status|down
+const usageText = `usage: testcluster [flags] COMMAND [COMPONENT] [flags]
 
-  up      start etcd, kube-apiserver and kube-controller-manager on free loopback
-          ports (a no-op when this state dir's control plane already answers)
-  env     print "export KUBECONFIG=..." for the running control plane
-  status  print what runs; exit status 0 only when the control plane is ready
-  down    stop everything started from this state dir and delete its data
+  up                 start etcd, kube-apiserver and kube-controller-manager on free
+                     loopback ports (a no-op when this state dir's control plane
+                     already answers; starts just the stopped or dead components
+                     when etcd data and certificates are intact)
+  env                print "export KUBECONFIG=..." for the running control plane
+  status             print what runs; exit status 0 only when the control plane is ready
+  down               stop everything started from this state dir and delete its data
+  stop COMPONENT     stop one component (SIGTERM, --grace, SIGKILL); data and ports are kept
+  start COMPONENT    start a stopped component again with the same flags, ports and
+                     data, and wait until it is ready
+  restart COMPONENT  stop, wait --down-for, start; prints how long each step took
+  compact            write a throwaway key to etcd and compact etcd physically to
+                     its current revision; prints the revision
+  etcd-url           print etcd's client URL (http://127.0.0.1:PORT)
+  apiserver-url      print the API server's URL (https://127.0.0.1:PORT)
+
+COMPONENT is etcd, kube-apiserver (or apiserver) or kube-controller-manager
+(or controller-manager).
 
 flags:
 `
@@ -39,6 +55,8 @@ type options struct {
 	stateDir string
 	binDir   string
 	timeout  time.Duration
+	grace    time.Duration
+	downFor  time.Duration
 }
 
 func main() {
@@ -50,7 +68,9 @@ func run(args []string) int {
 	fs := flag.NewFlagSet("testcluster", flag.ContinueOnError)
 	fs.StringVar(&o.stateDir, "state-dir", "", "directory for state.json, certificates, kubeconfigs, etcd data and logs (required)")
 	fs.StringVar(&o.binDir, "bin-dir", "", "directory holding etcd, kube-apiserver and kube-controller-manager (required for up)")
-	fs.DurationVar(&o.timeout, "timeout", 3*time.Minute, "how long up waits for the control plane to become ready")
+	fs.DurationVar(&o.timeout, "timeout", 3*time.Minute, "how long up, start and restart wait for readiness")
+	fs.DurationVar(&o.grace, "grace", 15*time.Second, "stop, restart: how long to wait after SIGTERM before SIGKILL (0: SIGKILL at once)")
+	fs.DurationVar(&o.downFor, "down-for", 0, "restart: how long to keep the component stopped before starting it again")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usageText)
 		fs.PrintDefaults()
@@ -67,14 +87,50 @@ func run(args []string) int {
 		return 2
 	}
 	command := rest[0]
-	if err := fs.Parse(rest[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
+	// Positional arguments (the component) and flags may be mixed.
+	var positional []string
+	for args := rest[1:]; ; {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			return 2
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	wantArgs := 0
+	switch command {
+	case "stop", "start", "restart":
+		wantArgs = 1
+	}
+	if len(positional) != wantArgs {
+		if wantArgs == 1 {
+			fmt.Fprintf(os.Stderr, "testcluster: %s needs one component: %s, %s or %s\n", command, nameEtcd, nameAPIServer, nameController)
+		} else {
+			fmt.Fprintf(os.Stderr, "testcluster: unexpected arguments: %s\n", strings.Join(positional, " "))
 		}
 		return 2
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "testcluster: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+	var component string
+	if wantArgs == 1 {
+		var err error
+		if component, err = canonicalComponent(positional[0]); err != nil {
+			fmt.Fprintf(os.Stderr, "testcluster: %v\n", err)
+			return 2
+		}
+	}
+	downForSet := false
+	fs.Visit(func(f *flag.Flag) { downForSet = downForSet || f.Name == "down-for" })
+	if downForSet && command != "restart" {
+		fmt.Fprintln(os.Stderr, "testcluster: --down-for is for restart only")
+		return 2
+	}
+	if o.grace < 0 || o.downFor < 0 {
+		fmt.Fprintln(os.Stderr, "testcluster: --grace and --down-for must not be negative")
 		return 2
 	}
 	if o.stateDir == "" {
@@ -106,6 +162,18 @@ func run(args []string) int {
 		err = cmdStatus(o)
 	case "down":
 		err = cmdDown(o)
+	case "stop":
+		err = cmdStop(o, component)
+	case "start":
+		err = cmdStart(o, component)
+	case "restart":
+		err = cmdRestart(o, component)
+	case "compact":
+		err = cmdCompact(o)
+	case "etcd-url":
+		err = cmdURL(o, nameEtcd)
+	case "apiserver-url":
+		err = cmdURL(o, nameAPIServer)
 	case "help":
 		fs.SetOutput(os.Stdout)
 		fs.Usage()
@@ -162,13 +230,23 @@ func cmdUp(o options) error {
 		st = nil
 	}
 	if st != nil {
-		if err := checkReady(ctx, st, 5*time.Second); err == nil {
+		err := checkReady(ctx, st, 5*time.Second)
+		if err == nil {
 			logf("already running (state dir %s)", o.stateDir)
 			printUp(st)
 			return nil
-		} else {
-			logf("previous control plane is not healthy (%v); restarting it", err)
 		}
+		logf("control plane is not ready: %v", err)
+		begin := time.Now()
+		if err = resumeControlPlane(ctx, o, st); err == nil {
+			logf("ready in %.1fs", time.Since(begin).Seconds())
+			printUp(st)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted while resuming: %w", err)
+		}
+		logf("cannot resume it (%v); stopping it and starting a fresh control plane (etcd data is discarded)", err)
 		if err := stopProcesses(st.stopGroups(), 15*time.Second); err != nil {
 			return err
 		}
@@ -235,14 +313,28 @@ func cmdStatus(o options) error {
 	fmt.Printf("state dir   %s (started %s)\n", st.StateDir, st.StartedAt.Local().Format(time.RFC3339))
 	for _, p := range st.Processes {
 		s := "running"
-		if !alive(p) {
+		switch {
+		case alive(p):
+		case p.Stopped:
+			s = "STOPPED"
+		default:
 			s = "NOT RUNNING"
 		}
-		fmt.Printf("%-24s pid %-8d %-12s log %s\n", p.Name, p.PID, s, p.Log)
+		extra := ""
+		if p.Restarts > 0 {
+			extra = fmt.Sprintf(" (restarts %d)", p.Restarts)
+		}
+		if !alive(p) && p.Stopped {
+			extra += fmt.Sprintf(" (testcluster stop at %s; scripts/testcluster start %s)", p.StoppedAt.Local().Format(time.TimeOnly), p.Name)
+		} else if !alive(p) {
+			extra += fmt.Sprintf(" (died; see its log; scripts/testcluster start %s)", p.Name)
+		}
+		fmt.Printf("%-24s pid %-8d %-12s log %s%s\n", p.Name, p.PID, s, p.Log, extra)
 	}
 	fmt.Printf("ports       etcd client %d, etcd peer %d, kube-apiserver %d, kube-controller-manager %d\n",
 		st.Ports.EtcdClient, st.Ports.EtcdPeer, st.Ports.APIServer, st.Ports.ControllerManager)
 	fmt.Printf("api server  %s\n", st.APIServer)
+	fmt.Printf("etcd        %s\n", st.EtcdURL)
 	fmt.Printf("kubeconfig  %s\n", st.Kubeconfig)
 	if err := checkReady(context.Background(), st, 5*time.Second); err != nil {
 		fmt.Printf("ready       no: %v\n", err)

@@ -14,7 +14,9 @@ import (
 	"time"
 )
 
-// procInfo is one started component, as recorded in state.json.
+// procInfo is one started component, as recorded in state.json. PID and
+// Start are those of the latest start; a component stopped with
+// `testcluster stop` keeps them and has Stopped set.
 type procInfo struct {
 	Name   string   `json:"name"`
 	PID    int      `json:"pid"`
@@ -22,6 +24,16 @@ type procInfo struct {
 	Binary string   `json:"binary"`
 	Args   []string `json:"args"`
 	Log    string   `json:"log"`
+	// URL is where the component serves: etcd's client URL, the API
+	// server's URL, the controller manager's (self-signed) HTTPS endpoint.
+	URL       string    `json:"url,omitempty"`
+	StartedAt time.Time `json:"startedAt,omitzero"`
+	// Stopped is set by `testcluster stop` (and cleared by start); a
+	// component that is not running without it has died.
+	Stopped   bool      `json:"stopped,omitempty"`
+	StoppedAt time.Time `json:"stoppedAt,omitzero"`
+	// Restarts counts starts after the first one.
+	Restarts int `json:"restarts,omitempty"`
 }
 
 // running is a component started by this invocation; exited is closed when
@@ -34,12 +46,16 @@ type running struct {
 
 // startProcess starts bin with args in its own session (so it survives this
 // command and receives no terminal signals), with stdin from /dev/null and
-// stdout+stderr appended to logPath.
-func startProcess(name, bin string, args []string, dir, logPath string) (*running, error) {
+// stdout+stderr written to logPath (truncated first unless appendLog).
+func startProcess(name, bin string, args []string, dir, logPath string, appendLog bool) (*running, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("%s binary: %w", name, err)
 	}
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	mode := os.O_TRUNC
+	if appendLog {
+		mode = os.O_APPEND
+	}
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|mode, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -58,11 +74,12 @@ func startProcess(name, bin string, args []string, dir, logPath string) (*runnin
 	}
 	r := &running{
 		info: procInfo{
-			Name:   name,
-			PID:    cmd.Process.Pid,
-			Binary: bin,
-			Args:   args,
-			Log:    logPath,
+			Name:      name,
+			PID:       cmd.Process.Pid,
+			Binary:    bin,
+			Args:      args,
+			Log:       logPath,
+			StartedAt: time.Now().UTC(),
 		},
 		exited: make(chan struct{}),
 	}
@@ -131,10 +148,30 @@ func alive(p procInfo) bool {
 	if err != nil {
 		return false
 	}
-	if state == 'Z' || state == 'X' {
+	if p.Start != 0 && start != p.Start {
 		return false
 	}
-	return p.Start == 0 || start == p.Start
+	if state == 'Z' || state == 'X' {
+		// The main thread of a multithreaded process turns zombie first;
+		// until the other threads have exited the process still holds its
+		// files and sockets (a new instance could not bind its ports).
+		return threadsLeft(p.PID)
+	}
+	return true
+}
+
+// threadsLeft reports whether pid has threads other than its main thread.
+func threadsLeft(pid int) bool {
+	tasks, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(pid), "task"))
+	if err != nil {
+		return false
+	}
+	for _, t := range tasks {
+		if t.Name() != strconv.Itoa(pid) {
+			return true
+		}
+	}
+	return false
 }
 
 // signalGroup signals the process group led by p (each component is a
@@ -201,6 +238,29 @@ func stopProcesses(groups [][]procInfo, grace time.Duration) error {
 	}
 	if len(still) > 0 {
 		return fmt.Errorf("still running after SIGKILL: %s", strings.Join(still, ", "))
+	}
+	return nil
+}
+
+// stopProcess stops one process (its process group): SIGTERM, up to grace
+// for it to exit, then SIGKILL. With grace 0 it sends SIGKILL at once.
+func stopProcess(p procInfo, grace time.Duration) error {
+	if !alive(p) {
+		return nil
+	}
+	if grace > 0 {
+		signalGroup(p, syscall.SIGTERM)
+		waitGone([]procInfo{p}, grace)
+		if alive(p) {
+			logf("%s (pid %d) did not stop within %s of SIGTERM, sending SIGKILL", p.Name, p.PID, grace)
+		}
+	}
+	if alive(p) {
+		signalGroup(p, syscall.SIGKILL)
+		waitGone([]procInfo{p}, 5*time.Second)
+	}
+	if alive(p) {
+		return fmt.Errorf("%s (pid %d) still runs after SIGKILL", p.Name, p.PID)
 	}
 	return nil
 }

@@ -1,0 +1,336 @@
+// Package agenttest runs real kubedisco agents for the module's tests, and
+// fake ones (a scripted watch stream) for the unit tests of reconnection and
+// malformed data.
+package agenttest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	kubedisco "github.com/kubedisco/kubedisco/clients/go"
+)
+
+// EnvBin names the environment variable that may point at the agent binary.
+const EnvBin = "KUBEDISCO_BIN"
+
+var build struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// Binary returns the kubedisco binary: $KUBEDISCO_BIN, else
+// $CARGO_TARGET_DIR/debug/kubedisco, else <repo>/target/debug/kubedisco,
+// which is built with cargo when it is missing.
+func Binary(t testing.TB) string {
+	t.Helper()
+	build.once.Do(func() { build.path, build.err = findBinary() })
+	if build.err != nil {
+		t.Fatalf("kubedisco agent binary: %v", build.err)
+	}
+	return build.path
+}
+
+func findBinary() (string, error) {
+	if bin := os.Getenv(EnvBin); bin != "" {
+		if _, err := os.Stat(bin); err != nil {
+			return "", fmt.Errorf("%s=%s: %w", EnvBin, bin, err)
+		}
+		return bin, nil
+	}
+	repo, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	target := os.Getenv("CARGO_TARGET_DIR")
+	if target == "" {
+		target = filepath.Join(repo, "target")
+	} else if !filepath.IsAbs(target) {
+		target = filepath.Join(repo, target)
+	}
+	bin := filepath.Join(target, "debug", "kubedisco")
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
+	}
+	cmd := exec.Command("cargo", "build", "--bin", "kubedisco")
+	cmd.Dir = repo
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("%s is missing and cargo build failed: %v\n%s", bin, err, out)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return "", fmt.Errorf("cargo build did not produce %s", bin)
+	}
+	return bin, nil
+}
+
+// RepoRoot returns the kubedisco repository: the directory above this
+// module that holds Cargo.toml.
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "Cargo.toml")); err == nil {
+			if _, err := os.Stat(filepath.Join(dir, "clients", "go", "go.mod")); err == nil {
+				return dir, nil
+			}
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("not inside the kubedisco repository (no Cargo.toml above clients/go)")
+		}
+		dir = parent
+	}
+}
+
+// FreePort returns a TCP port that was free on ip a moment ago.
+func FreePort(t testing.TB, ip string) int {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatalf("free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Agent is a real kubedisco agent serving the manifests in Dir.
+type Agent struct {
+	t testing.TB
+	// Dir is the manifest directory the agent reads (--source).
+	Dir string
+	// HTTPAddr is the agent's HTTP address (host:port).
+	HTTPAddr string
+	// Client talks to the agent.
+	Client *kubedisco.Client
+
+	args []string
+	log  *os.File
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// StartAgent starts an agent on free loopback ports, serving an empty
+// manifest directory; extra arguments are appended to `kubedisco agent`.
+// It waits until the agent is ready, and stops it when the test ends.
+func StartAgent(t testing.TB, extra ...string) *Agent {
+	t.Helper()
+	bin := Binary(t)
+	dir := t.TempDir()
+	httpAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t, "127.0.0.1")))
+	dnsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t, "127.0.0.1")))
+	log, err := os.CreateTemp(t.TempDir(), "agent-*.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := kubedisco.NewClient(httpAddr, kubedisco.WithTimeout(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Agent{
+		t:        t,
+		Dir:      dir,
+		HTTPAddr: httpAddr,
+		Client:   client,
+		log:      log,
+		args: append([]string{bin, "agent",
+			"--source", dir,
+			"--http-addr", httpAddr,
+			"--dns-addr", dnsAddr,
+			"--manifest-poll-interval", "100ms",
+			"--shutdown-grace", "2s",
+		}, extra...),
+	}
+	t.Cleanup(func() {
+		a.Stop()
+		if t.Failed() {
+			logText, _ := os.ReadFile(log.Name())
+			t.Logf("agent log:\n%s", tail(logText, 4000))
+		}
+		log.Close()
+	})
+	a.Start()
+	return a
+}
+
+// Start starts the agent process (again) and waits until it is ready.
+func (a *Agent) Start() {
+	a.t.Helper()
+	cmd := exec.Command(a.args[0], a.args[1:]...)
+	cmd.Stdout, cmd.Stderr = a.log, a.log
+	cmd.Env = append(os.Environ(), "RUST_LOG=info")
+	if err := cmd.Start(); err != nil {
+		a.t.Fatalf("start agent: %v", err)
+	}
+	a.cmd, a.done = cmd, make(chan struct{})
+	done := a.done
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case <-done:
+			a.t.Fatalf("agent exited during start-up: %v", cmd.ProcessState)
+		default:
+		}
+		resp, err := http.Get("http://" + a.HTTPAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			a.t.Fatalf("agent not ready after 30s (last: %v)", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop ends the agent with SIGTERM and waits for it to exit (SIGKILL after
+// 10s). It does nothing when the agent is not running.
+func (a *Agent) Stop() {
+	if a.cmd == nil {
+		return
+	}
+	cmd, done := a.cmd, a.done
+	a.cmd = nil
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		a.t.Errorf("agent ignored SIGTERM for 10s")
+	}
+}
+
+// WriteManifest (re)writes file name in Dir atomically, so the agent never
+// reads half of it.
+func (a *Agent) WriteManifest(name, content string) {
+	a.t.Helper()
+	tmp := filepath.Join(a.Dir, "."+name+".tmp")
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		a.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(a.Dir, name)); err != nil {
+		a.t.Fatal(err)
+	}
+}
+
+// WaitService polls the agent until cond holds for the Service's state,
+// and returns that state and when it was first seen.
+func (a *Agent) WaitService(namespace, name string, timeout time.Duration, cond func(*kubedisco.Service) bool) (*kubedisco.Service, time.Time) {
+	a.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		svc, err := a.Client.Service(context.Background(), namespace, name)
+		if errors.Is(err, kubedisco.ErrServiceNotFound) {
+			svc, err = &kubedisco.Service{Namespace: namespace, Name: name}, nil
+		}
+		if err == nil && cond(svc) {
+			return svc, time.Now()
+		}
+		last = err
+		time.Sleep(5 * time.Millisecond)
+	}
+	a.t.Fatalf("agent: %s/%s did not reach the expected state within %s (last error: %v)", namespace, name, timeout, last)
+	return nil, time.Time{}
+}
+
+// HasIPs reports whether the Service's endpoints are exactly ips.
+func HasIPs(ips ...string) func(*kubedisco.Service) bool {
+	return func(svc *kubedisco.Service) bool {
+		if len(svc.Endpoints) != len(ips) {
+			return false
+		}
+		want := map[string]bool{}
+		for _, ip := range ips {
+			want[ip] = true
+		}
+		for _, e := range svc.Endpoints {
+			if !want[e.IP.String()] {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+// Slice is one EndpointSlice for ServiceYAML.
+type Slice struct {
+	// Name of the slice (unique in the Service).
+	Name string
+	// Weight is the kubedisco.io/weight annotation; empty for none.
+	Weight string
+	// Ports maps port names to port numbers.
+	Ports map[string]int
+	// Endpoints of the slice.
+	Endpoints []SliceEndpoint
+}
+
+// SliceEndpoint is one endpoint of a Slice.
+type SliceEndpoint struct {
+	// IP is the endpoint's address.
+	IP string
+	// Zone is the endpoint's zone; empty for none.
+	Zone string
+	// NotReady sets conditions.ready false.
+	NotReady bool
+}
+
+// ServiceYAML renders a headless Service with the given port names and its
+// EndpointSlices as Kubernetes YAML.
+func ServiceYAML(namespace, name string, ports []string, endpointSlices ...Slice) string {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "apiVersion: v1\nkind: Service\nmetadata: {name: %s, namespace: %s}\nspec:\n  clusterIP: None\n  ports:\n", name, namespace)
+	for i, p := range ports {
+		fmt.Fprintf(&b, "  - {name: %s, port: %d}\n", p, 9000+i)
+	}
+	for _, s := range endpointSlices {
+		fmt.Fprintf(&b, "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: %s\n  namespace: %s\n  labels: {kubernetes.io/service-name: %s}\n", s.Name, namespace, name)
+		if s.Weight != "" {
+			fmt.Fprintf(&b, "  annotations: {kubedisco.io/weight: %q}\n", s.Weight)
+		}
+		b.WriteString("addressType: IPv4\nports:\n")
+		for _, p := range slices.Sorted(maps.Keys(s.Ports)) {
+			fmt.Fprintf(&b, "- {name: %s, port: %d, protocol: TCP}\n", p, s.Ports[p])
+		}
+		b.WriteString("endpoints:\n")
+		for _, e := range s.Endpoints {
+			fmt.Fprintf(&b, "- addresses: [%s]\n  conditions: {ready: %t}\n", e.IP, !e.NotReady)
+			if e.Zone != "" {
+				fmt.Fprintf(&b, "  zone: %s\n", e.Zone)
+			}
+		}
+	}
+	return b.String()
+}
+
+func tail(b []byte, n int) string {
+	s := string(b)
+	if len(s) > n {
+		s = "..." + s[len(s)-n:]
+	}
+	return strings.TrimRight(s, "\n")
+}

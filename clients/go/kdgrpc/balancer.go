@@ -1,0 +1,219 @@
+package kdgrpc
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+
+	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/balancer/base"
+	"google.golang.org/grpc/balancer/endpointsharding"
+	"google.golang.org/grpc/balancer/pickfirst"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/serviceconfig"
+
+	"github.com/kubedisco/kubedisco/clients/go/internal/wrr"
+)
+
+// Name is the name the balancer is registered under: kubedisco_weighted.
+//
+// It keeps one connection (a pick_first child) per endpoint and spreads
+// RPCs over the READY ones by smooth weighted round-robin (nginx's
+// algorithm: over any sum(weights) RPCs each endpoint gets exactly its
+// weight, evenly interleaved), using the weight and priority that the
+// resolver attached to each endpoint (EndpointInfo).
+//
+// Priority tiers and spill-over, with t = panicThreshold/100 (0.5 by
+// default). For each tier, in ascending priority: a = READY weight / total
+// weight of the tier; health h = 0 if nothing is READY, 1 if a >= t, else
+// a/t; the tier's load is min(h, what earlier tiers left over). Loads that
+// add up to less than 1 are scaled up to 1. Inside a tier, READY endpoints
+// share its load by weight. So a tier keeps all traffic while at least t
+// (half, by default) of its weight is READY, and below that hands the
+// missing part to the next tier proportionally (Envoy's priority-load model, overprovisioning factor
+// 1/t). The READY share is by weight, not by count: weight is capacity, and
+// a drained (weight 0) endpoint neither adds capacity nor misses it. Weight
+// 0 endpoints get traffic only when no READY endpoint has a positive
+// weight.
+//
+// When no endpoint is READY, RPCs wait for one (or fail fast as gRPC does
+// for TRANSIENT_FAILURE). When the resolver reports no endpoints, RPCs fail
+// with its reason (Service does not exist, or has no usable endpoints); RPCs
+// with WaitForReady wait instead.
+const Name = "kubedisco_weighted"
+
+// ServiceConfig is a gRPC service config that selects the
+// kubedisco_weighted balancer with its defaults, for
+// grpc.WithDefaultServiceConfig.
+const ServiceConfig = `{"loadBalancingConfig":[{"kubedisco_weighted":{}}]}`
+
+// DefaultWeight is the weight of an endpoint that carries no EndpointInfo.
+const DefaultWeight = 100
+
+// LBConfig is the balancer's configuration in a service config:
+//
+//	{"loadBalancingConfig":[{"kubedisco_weighted":{"panicThreshold":50}}]}
+type LBConfig struct {
+	serviceconfig.LoadBalancingConfig `json:"-"`
+
+	// PanicThreshold is the READY share (percent of the tier's weight) at
+	// or above which a tier takes all of its traffic; below it, the missing
+	// part spills over to the next tier (see Name). 0 to 100; default 50,
+	// as the agent's.
+	PanicThreshold *float64 `json:"panicThreshold,omitempty"`
+}
+
+// balancerBuilder builds the kubedisco_weighted balancer (see Name).
+type balancerBuilder struct{}
+
+func (balancerBuilder) Name() string { return Name }
+
+func (balancerBuilder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
+	b := &weightedBalancer{ClientConn: cc, threshold: wrr.DefaultThreshold}
+	b.child = endpointsharding.NewBalancer(b, opts, balancer.Get(pickfirst.Name).Build, endpointsharding.Options{})
+	return b
+}
+
+func (balancerBuilder) ParseConfig(raw json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
+	cfg := &LBConfig{}
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, cfg); err != nil {
+			return nil, fmt.Errorf("%s: invalid config %s: %w", Name, raw, err)
+		}
+	}
+	if t := cfg.PanicThreshold; t != nil && !(*t >= 0 && *t <= 100) {
+		return nil, fmt.Errorf("%s: panicThreshold %v is not a percentage (0 to 100)", Name, *t)
+	}
+	return cfg, nil
+}
+
+type weightedBalancer struct {
+	// The parent ClientConn; embedded so that the endpointsharding child
+	// can use this balancer as its ClientConn, which lets UpdateState below
+	// see every child's state.
+	balancer.ClientConn
+	child balancer.Balancer
+
+	mu          sync.Mutex
+	threshold   float64
+	emptyReason error // why the resolver gave no endpoints
+	resolverErr error // the latest resolver error
+}
+
+func (b *weightedBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
+	threshold := wrr.DefaultThreshold
+	if cfg, ok := s.BalancerConfig.(*LBConfig); ok && cfg.PanicThreshold != nil {
+		threshold = *cfg.PanicThreshold / 100
+	}
+	reason := emptyReason(s.ResolverState)
+	b.mu.Lock()
+	b.threshold, b.emptyReason, b.resolverErr = threshold, reason, nil
+	b.mu.Unlock()
+	// As round_robin does: pick_first children, with the health listener
+	// enabled so that client-side health checks apply when configured.
+	err := b.child.UpdateClientConnState(balancer.ClientConnState{
+		ResolverState: pickfirst.EnableHealthListener(s.ResolverState),
+	})
+	if len(s.ResolverState.Endpoints) == 0 && reason != nil {
+		return nil // a real answer ("no endpoints"), not a bad resolver state
+	}
+	return err
+}
+
+func (b *weightedBalancer) ResolverError(err error) {
+	b.mu.Lock()
+	b.resolverErr = err
+	b.mu.Unlock()
+	b.child.ResolverError(err)
+}
+
+func (b *weightedBalancer) UpdateSubConnState(balancer.SubConn, balancer.SubConnState) {
+	// Deprecated in gRPC; subconn states reach the children directly.
+}
+
+func (b *weightedBalancer) ExitIdle() { b.child.ExitIdle() }
+
+func (b *weightedBalancer) Close() { b.child.Close() }
+
+// UpdateState receives endpointsharding's aggregate state, and publishes
+// the weighted picker in its place.
+func (b *weightedBalancer) UpdateState(s balancer.State) {
+	children := endpointsharding.ChildStatesFromPicker(s.Picker)
+	b.mu.Lock()
+	threshold, reason, resolverErr := b.threshold, b.emptyReason, b.resolverErr
+	b.mu.Unlock()
+
+	if len(children) == 0 {
+		err := reason
+		if err == nil {
+			err = resolverErr
+		}
+		if err == nil {
+			err = errors.New("kubedisco: the resolver gave no endpoints")
+		}
+		b.ClientConn.UpdateState(balancer.State{
+			ConnectivityState: connectivity.TransientFailure,
+			Picker:            base.NewErrPicker(err),
+		})
+		return
+	}
+
+	cands := make([]wrr.Candidate, len(children))
+	for i, c := range children {
+		info, ok := GetEndpointInfo(c.Endpoint)
+		if !ok {
+			info.Weight = DefaultWeight
+		}
+		cands[i] = wrr.Candidate{
+			Weight:   info.Weight,
+			Priority: info.Priority,
+			Ready:    c.State.ConnectivityState == connectivity.Ready,
+		}
+	}
+	plan := wrr.Plan(cands, threshold)
+	var pickers []balancer.Picker
+	var weights []int64
+	for i, w := range plan {
+		if w > 0 {
+			pickers = append(pickers, children[i].State.Picker)
+			weights = append(weights, w)
+		}
+	}
+	if len(pickers) == 0 {
+		// Nothing READY: endpointsharding's picker round-robins over the
+		// children in the best state there is (CONNECTING, IDLE, or
+		// TRANSIENT_FAILURE with their errors).
+		b.ClientConn.UpdateState(s)
+		return
+	}
+	b.ClientConn.UpdateState(balancer.State{
+		ConnectivityState: connectivity.Ready,
+		Picker:            newPicker(pickers, weights),
+	})
+}
+
+// picker is smooth weighted round-robin over the READY children's pickers.
+type picker struct {
+	mu      sync.Mutex
+	rr      *wrr.Smooth
+	pickers []balancer.Picker
+}
+
+func newPicker(pickers []balancer.Picker, weights []int64) *picker {
+	rr := wrr.NewSmooth(weights)
+	// Start at a random point, so that clients that start together do not
+	// all send their first RPCs to the same endpoint.
+	for range rand.IntN(len(pickers)) {
+		rr.Next()
+	}
+	return &picker{rr: rr, pickers: pickers}
+}
+
+func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
+	p.mu.Lock()
+	i := p.rr.Next()
+	p.mu.Unlock()
+	return p.pickers[i].Pick(info)
+}
