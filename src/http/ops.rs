@@ -19,9 +19,11 @@ pub async fn healthz() -> Response {
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let snapshot = state.index.load();
     let failures = state.status.failures();
+    let staleness = super::view::Staleness::of(&state.status);
     let body = serde_json::json!({
         "ready": snapshot.synced,
-        "stale": !failures.is_empty(),
+        "stale": staleness.stale,
+        "staleSeconds": staleness.seconds,
         "failures": failures,
     });
     let status = if snapshot.synced {
@@ -57,6 +59,7 @@ pub async fn debug_endpoints(
     Ok(Json(serde_json::json!({
         "synced": snapshot.synced,
         "stale": !failures.is_empty(),
+        "staleSeconds": super::view::Staleness::of(&state.status).seconds,
         "failures": failures,
         "generation": snapshot.generation,
         "services": services,

@@ -14,7 +14,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
 
-use super::view::{ServiceList, ServiceView};
+use super::view::{ServiceList, ServiceView, Staleness};
 use super::{ApiError, AppState, query};
 use crate::duration::parse_duration;
 use crate::index::{ServiceKey, Snapshot};
@@ -27,8 +27,7 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     query::parse(raw.as_deref(), &[])?;
     let snapshot = state.index.load();
-    let stale = state.status.is_stale();
-    Ok(Json(ServiceList::new(&snapshot, stale)).into_response())
+    Ok(Json(ServiceList::new(&snapshot, Staleness::of(&state.status))).into_response())
 }
 
 /// The blocking part of a request, when it has one.
@@ -85,7 +84,7 @@ pub async fn get_one(
         Some(Blocking { index, wait }) if index > 0 => wait_past(&state, &key, index, wait).await,
         _ => state.index.load(),
     };
-    answer(&snapshot, &key, state.status.is_stale())
+    answer(&snapshot, &key, Staleness::of(&state.status))
 }
 
 /// Waits until `key`'s revision passes `index`, the wait ends, or the agent
@@ -116,7 +115,7 @@ async fn wait_past(
     }
 }
 
-fn answer(snapshot: &Snapshot, key: &ServiceKey, stale: bool) -> Result<Response, ApiError> {
+fn answer(snapshot: &Snapshot, key: &ServiceKey, stale: Staleness) -> Result<Response, ApiError> {
     let (mut response, revision) = match snapshot.services.get(key) {
         Some(service) => (
             Json(ServiceView::found(service, stale)).into_response(),

@@ -22,10 +22,30 @@ pub struct ServiceView<'a> {
     /// True while a source cannot reach what it reads (answers are the last
     /// known state).
     pub stale: bool,
+    /// Seconds since the source stopped answering, while stale.
+    #[serde(rename = "staleSeconds", skip_serializing_if = "Option::is_none")]
+    pub stale_seconds: Option<f64>,
+}
+
+/// Staleness as the API reports it: a flag and, while stale, its age.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Staleness {
+    pub stale: bool,
+    pub seconds: Option<f64>,
+}
+
+impl Staleness {
+    pub fn of(status: &crate::source::status::SourceStatus) -> Self {
+        let age = status.stale_for();
+        Self {
+            stale: age.is_some(),
+            seconds: age.map(|d| (d.as_secs_f64() * 10.0).round() / 10.0),
+        }
+    }
 }
 
 impl<'a> ServiceView<'a> {
-    pub fn found(service: &'a ServedService, stale: bool) -> Self {
+    pub fn found(service: &'a ServedService, staleness: Staleness) -> Self {
         Self {
             namespace: &service.key.namespace,
             name: &service.key.name,
@@ -35,11 +55,12 @@ impl<'a> ServiceView<'a> {
             ports: &service.ports,
             endpoints: &service.endpoints,
             terminating_fallback: service.terminating_fallback,
-            stale,
+            stale: staleness.stale,
+            stale_seconds: staleness.seconds,
         }
     }
 
-    pub fn missing(namespace: &'a str, name: &'a str, revision: u64, stale: bool) -> Self {
+    pub fn missing(namespace: &'a str, name: &'a str, revision: u64, staleness: Staleness) -> Self {
         Self {
             namespace,
             name,
@@ -49,7 +70,8 @@ impl<'a> ServiceView<'a> {
             ports: &[],
             endpoints: &[],
             terminating_fallback: false,
-            stale,
+            stale: staleness.stale,
+            stale_seconds: staleness.seconds,
         }
     }
 }
@@ -71,15 +93,18 @@ pub struct ServiceSummary<'a> {
 pub struct ServiceList<'a> {
     pub synced: bool,
     pub stale: bool,
+    #[serde(rename = "staleSeconds", skip_serializing_if = "Option::is_none")]
+    pub stale_seconds: Option<f64>,
     pub generation: u64,
     pub services: Vec<ServiceSummary<'a>>,
 }
 
 impl<'a> ServiceList<'a> {
-    pub fn new(snapshot: &'a Snapshot, stale: bool) -> Self {
+    pub fn new(snapshot: &'a Snapshot, staleness: Staleness) -> Self {
         Self {
             synced: snapshot.synced,
-            stale,
+            stale: staleness.stale,
+            stale_seconds: staleness.seconds,
             generation: snapshot.generation,
             services: snapshot
                 .sorted()

@@ -16,7 +16,7 @@ use futures::stream;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 
-use super::view::ServiceView;
+use super::view::{ServiceView, Staleness};
 use super::{ApiError, AppState, query};
 use crate::index::ServiceKey;
 
@@ -119,14 +119,14 @@ async fn next_frame(
     }
     loop {
         let snapshot = state.app.index.load();
-        let stale = state.app.status.is_stale();
+        let staleness = Staleness::of(&state.app.status);
         let revision = snapshot.revision_of(&state.key);
-        if state.sent != Some((revision, stale)) {
-            state.sent = Some((revision, stale));
+        if state.sent != Some((revision, staleness.stale)) {
+            state.sent = Some((revision, staleness.stale));
             let view = match snapshot.services.get(&state.key) {
-                Some(service) => ServiceView::found(service, stale),
+                Some(service) => ServiceView::found(service, staleness),
                 None => {
-                    ServiceView::missing(&state.key.namespace, &state.key.name, revision, stale)
+                    ServiceView::missing(&state.key.namespace, &state.key.name, revision, staleness)
                 }
             };
             let frame = encode_state(state.format, &view);

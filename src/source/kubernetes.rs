@@ -11,10 +11,13 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -214,12 +217,26 @@ impl KubernetesSource {
         if streaming {
             config = config.streaming_lists();
         }
-        let mut stream = watcher::watcher(api, config)
-            .default_backoff()
-            // Nothing of managedFields is ever read; drop it before anything
-            // else sees the object.
-            .map_ok(|event| event.modify(|object| object.meta_mut().managed_fields = None))
-            .boxed();
+        let probe_api = api.clone();
+        let mut stream = Supervised::new(
+            move || {
+                watcher::watcher(api.clone(), config.clone())
+                    .default_backoff()
+                    // Nothing of managedFields is ever read; drop it before
+                    // anything else sees the object.
+                    .map_ok(|event| event.modify(|object| object.meta_mut().managed_fields = None))
+                    .boxed()
+            },
+            move || {
+                let api = probe_api.clone();
+                async move {
+                    api.list_metadata(&ListParams::default().limit(1))
+                        .await
+                        .is_ok()
+                }
+                .boxed()
+            },
+        );
         let mut buffer: Vec<K::Compact> = Vec::new();
         let mut listed_once = false;
         let mut errors = ErrorLog::default();
@@ -235,8 +252,8 @@ impl KubernetesSource {
                     continue;
                 }
             };
-            if errors.recovered() {
-                info!(resource = K::RESOURCE, "watch recovered");
+            if let Some(outage) = errors.recovered() {
+                info!(resource = K::RESOURCE, outage = ?outage, "watch recovered");
             }
             self.status.succeeded(&part);
             match event {
@@ -269,6 +286,79 @@ impl KubernetesSource {
 
 const POD_RESOURCE: &str = "pods";
 
+/// A watch stream that recovers promptly after an outage.
+///
+/// kube-runtime's watcher reports errors but not success: when the API
+/// server comes back and the watch resumes from its resource version,
+/// nothing is emitted until something changes, so the agent could neither
+/// tell that its state is fresh again nor be sure nothing was missed while
+/// the watcher was still backing off. So after an error (other than 410,
+/// which re-lists by itself) a probe lists one object every second; when it
+/// succeeds the watch is started afresh, and its re-list (one list per agent
+/// after an outage, as a 410 would cause anyway) proves and restores
+/// freshness.
+struct Supervised<T> {
+    make: Box<dyn Fn() -> BoxStream<'static, watcher::Result<T>> + Send>,
+    stream: BoxStream<'static, watcher::Result<T>>,
+    probe_once: ProbeOnce,
+    probe: Option<BoxFuture<'static, ()>>,
+}
+
+type ProbeOnce = Arc<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
+
+impl<T> Supervised<T> {
+    fn new(
+        make: impl Fn() -> BoxStream<'static, watcher::Result<T>> + Send + 'static,
+        probe_once: impl Fn() -> BoxFuture<'static, bool> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            stream: make(),
+            make: Box::new(make),
+            probe_once: Arc::new(probe_once),
+            probe: None,
+        }
+    }
+
+    async fn next(&mut self) -> Option<watcher::Result<T>> {
+        loop {
+            let stream = &mut self.stream;
+            let probe = &mut self.probe;
+            tokio::select! {
+                item = stream.next() => {
+                    match &item {
+                        Some(Err(error))
+                            if classify(error) != FailureReason::Gone && self.probe.is_none() =>
+                        {
+                            self.probe = Some(probe_until_ok(self.probe_once.clone()));
+                        }
+                        Some(Ok(_)) => self.probe = None,
+                        _ => {}
+                    }
+                    return item;
+                }
+                _ = async { probe.as_mut().expect("guarded").await }, if probe.is_some() => {
+                    self.probe = None;
+                    info!("API server answers again: restarting the watch");
+                    self.stream = (self.make)();
+                }
+            }
+        }
+    }
+}
+
+/// Retries `probe_once` every second until it succeeds.
+fn probe_until_ok(probe_once: ProbeOnce) -> BoxFuture<'static, ()> {
+    async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if probe_once().await {
+                return;
+            }
+        }
+    }
+    .boxed()
+}
+
 impl KubernetesSource {
     /// Watches only Pods that carry the weight label, metadata only: the
     /// cost grows with weighted Pods, not with all Pods.
@@ -289,7 +379,18 @@ impl KubernetesSource {
         if streaming {
             config = config.streaming_lists();
         }
-        let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+        let probe_api = api.clone();
+        let mut stream = Supervised::new(
+            move || {
+                watcher::watcher(api.clone(), config.clone())
+                    .default_backoff()
+                    .boxed()
+            },
+            move || {
+                let api = probe_api.clone();
+                async move { api.list(&ListParams::default().limit(1)).await.is_ok() }.boxed()
+            },
+        );
         let mut buffer: Vec<(PodKey, u32)> = Vec::new();
         let mut errors = ErrorLog::default();
         let metrics = self.metrics.clone();
@@ -323,8 +424,8 @@ impl KubernetesSource {
                     continue;
                 }
             };
-            if errors.recovered() {
-                info!(resource = POD_RESOURCE, "watch recovered");
+            if let Some(outage) = errors.recovered() {
+                info!(resource = POD_RESOURCE, outage = ?outage, "watch recovered");
             }
             self.status.succeeded(&part);
             match event {
@@ -472,30 +573,31 @@ fn describe(error: &watcher::Error, resource: &str, namespace: &Option<String>) 
     }
 }
 
-/// Logs a failure when its cause changes, or once a minute while it lasts.
+/// Logs a failure once per outage (again only when its cause changes),
+/// not once per retry; the recovery is logged with how long it lasted.
 #[derive(Default)]
 struct ErrorLog {
+    /// The last message logged, and when the outage began.
     last: Option<(String, Instant)>,
 }
 
 impl ErrorLog {
     fn log(&mut self, message: &str) {
-        let repeat = self
-            .last
-            .as_ref()
-            .is_some_and(|(last, at)| last == message && at.elapsed() < Duration::from_secs(60));
-        if !repeat {
-            if message.contains("410 Gone") {
-                warn!("{message}");
-            } else {
-                error!("{message}");
-            }
-            self.last = Some((message.to_string(), Instant::now()));
+        let started = match &self.last {
+            Some((last, _)) if last == message => return,
+            Some((_, started)) => *started,
+            None => Instant::now(),
+        };
+        if message.contains("410 Gone") {
+            warn!("{message}");
+        } else {
+            error!("{message}; serving the last known state, retrying with backoff");
         }
+        self.last = Some((message.to_string(), started));
     }
 
-    /// True once, on the first success after a failure.
-    fn recovered(&mut self) -> bool {
-        self.last.take().is_some()
+    /// Some(outage length) once, on the first success after a failure.
+    fn recovered(&mut self) -> Option<Duration> {
+        self.last.take().map(|(_, started)| started.elapsed())
     }
 }

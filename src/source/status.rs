@@ -47,6 +47,14 @@ impl SourceStatus {
             .is_empty()
     }
 
+    /// How long the oldest current failure has lasted: how old the served
+    /// state may be. None when nothing fails.
+    pub fn stale_for(&self) -> Option<std::time::Duration> {
+        let failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        let since = failing.values().map(|f| f.since).min()?;
+        Some(since.elapsed().unwrap_or_default())
+    }
+
     /// The parts failing right now, with their causes.
     pub fn failures(&self) -> BTreeMap<String, PartFailure> {
         self.failing

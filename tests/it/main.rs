@@ -11,3 +11,4 @@ mod harness;
 mod http_api;
 mod manifest_source;
 mod netif;
+mod outage;

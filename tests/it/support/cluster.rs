@@ -49,3 +49,55 @@ pub async fn admin_client() -> kube::Client {
         .expect("kubeconfig");
     kube::Client::try_from(config).expect("client")
 }
+
+/// A control plane of a test's own, for tests that stop or restart its
+/// parts (they would disturb every other test on the shared one). Stopped
+/// and removed on drop.
+pub struct PrivateCluster {
+    pub state_dir: PathBuf,
+    pub kubeconfig: PathBuf,
+}
+
+impl PrivateCluster {
+    pub fn start(name: &str) -> PrivateCluster {
+        let state_dir = std::env::temp_dir()
+            .join("kubedisco-it")
+            .join(format!("cluster-{name}-{}", std::process::id()));
+        let cluster = PrivateCluster {
+            kubeconfig: state_dir.join("admin.kubeconfig"),
+            state_dir,
+        };
+        cluster.run(&["up"]);
+        cluster
+    }
+
+    /// Runs `scripts/testcluster ARGS` against this cluster; panics on failure.
+    pub fn run(&self, args: &[&str]) -> String {
+        let output = Command::new(repo_root().join("scripts/testcluster"))
+            .args(args)
+            .env("KUBEDISCO_TESTCLUSTER_DIR", &self.state_dir)
+            .output()
+            .expect("cannot run scripts/testcluster");
+        assert!(
+            output.status.success(),
+            "scripts/testcluster {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    pub async fn client(&self) -> kube::Client {
+        super::kube::client_from(&self.kubeconfig).await
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/testcluster"))
+            .arg("down")
+            .env("KUBEDISCO_TESTCLUSTER_DIR", &self.state_dir)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
