@@ -21,17 +21,23 @@
 //! - [`http`] is the JSON API, the watch stream, health and metrics.
 //! - [`cli`] holds the command-line interface: the agent, `dump`, `version`.
 //! - [`metrics`] is the Prometheus registry shared by all of the above.
+//! - [`snapshot`] saves the index's objects to disk and loads them at start
+//!   (warm start); [`handover`] and [`connlimit`] keep restarts and abusive
+//!   clients from costing answers.
 
 pub mod agent;
 pub mod balance;
 pub mod cli;
+pub mod connlimit;
 pub mod dns;
 pub mod duration;
+pub mod handover;
 pub mod http;
 pub mod index;
 pub mod logging;
 pub mod metrics;
 pub mod netif;
+pub mod snapshot;
 pub mod source;
 
 /// The version printed by `kubedisco version` and reported in `/healthz`.

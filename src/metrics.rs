@@ -41,6 +41,16 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     pub route: String,
 }
@@ -63,6 +73,14 @@ pub struct Metrics {
     pub start_time: Gauge<f64, AtomicU64>,
     pub dns: Arc<DnsMetrics>,
     pub invalid_weights: Family<SourceLabels, Counter>,
+    pub http_connections: Gauge,
+    pub http_connections_accepted: Counter,
+    pub http_connections_waiting: Gauge,
+    pub http_connections_evicted: Counter,
+    pub http_connections_rejected: Counter,
+    pub http_rejected: Family<ReasonLabels, Counter>,
+    pub snapshot_writes: Family<ResultLabels, Counter>,
+    pub snapshot_last_write: Gauge<f64, AtomicU64>,
 }
 
 /// Invalid weights are found where no handle to [`Metrics`] is passed (the
@@ -180,7 +198,63 @@ impl Metrics {
             "Weight labels and annotations ignored because their value is invalid",
             invalid_weights().clone(),
         );
+        let http_connections = Gauge::default();
+        registry.register(
+            "http_connections",
+            "Open HTTP connections",
+            http_connections.clone(),
+        );
+        let http_connections_accepted = Counter::default();
+        registry.register(
+            "http_connections_accepted",
+            "HTTP connections accepted (then served, or closed by the connection cap)",
+            http_connections_accepted.clone(),
+        );
+        let http_connections_waiting = Gauge::default();
+        registry.register(
+            "http_connections_waiting",
+            "New HTTP connections waiting for a slot at --http-max-connections",
+            http_connections_waiting.clone(),
+        );
+        let http_connections_evicted = Counter::default();
+        registry.register(
+            "http_connections_evicted",
+            "Idle HTTP connections closed to make room for a new one at --http-max-connections",
+            http_connections_evicted.clone(),
+        );
+        let http_connections_rejected = Counter::default();
+        registry.register(
+            "http_connections_rejected",
+            "HTTP connections closed at once: --http-max-connections reached and none idle",
+            http_connections_rejected.clone(),
+        );
+        let http_rejected = Family::default();
+        registry.register(
+            "http_requests_rejected",
+            "HTTP requests refused by a limit (body: a request with a body; watch_streams: --max-watch-streams reached)",
+            http_rejected.clone(),
+        );
+        let snapshot_writes = Family::default();
+        registry.register(
+            "snapshot_writes",
+            "Snapshot files written (--snapshot-path), by result",
+            snapshot_writes.clone(),
+        );
+        let snapshot_last_write = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "snapshot_last_write_timestamp_seconds",
+            "Unix time of the last snapshot written",
+            snapshot_last_write.clone(),
+        );
         Self {
+            http_connections,
+            http_connections_accepted,
+            http_connections_waiting,
+            http_connections_evicted,
+            http_connections_rejected,
+            http_rejected,
+            snapshot_writes,
+            snapshot_last_write,
             invalid_weights: invalid_weights().clone(),
             dns,
             registry,
@@ -215,6 +289,30 @@ impl Metrics {
 
     pub fn record_invalid_weight(&self, source: &str) {
         record_invalid_weight(source);
+    }
+
+    pub fn record_http_rejected(&self, reason: &str) {
+        self.http_rejected
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn record_snapshot_write(&self, ok: bool) {
+        self.snapshot_writes
+            .get_or_create(&ResultLabels {
+                result: if ok { "ok" } else { "error" }.into(),
+            })
+            .inc();
+        if ok {
+            self.snapshot_last_write.set(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs_f64(),
+            );
+        }
     }
 
     pub fn record_source_error(&self, source: &str) {

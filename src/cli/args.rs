@@ -55,6 +55,27 @@ fn parse_fraction(text: &str) -> Result<f64, String> {
     }
 }
 
+fn parse_count(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{text:?} is not a positive whole number")),
+    }
+}
+
+fn parse_header_bytes(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1024..=1 << 20).contains(&n) => Ok(n),
+        _ => Err(format!("{text:?} is not a byte count from 1024 to 1048576")),
+    }
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err(format!("{text:?}: must be more than 0")),
+        d => Ok(d),
+    }
+}
+
 fn parse_namespace(text: &str) -> Result<String, String> {
     crate::http::query::validate_name("namespace", text)
         .map(|()| text.to_string())
@@ -132,13 +153,54 @@ pub struct AgentArgs {
     #[arg(long, env = "KUBEDISCO_UPSTREAM_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub upstream_timeout: Duration,
 
-    /// Most concurrent TCP connections to the DNS port; more are closed at once.
+    /// Most concurrent TCP connections to the DNS port. At the cap the
+    /// longest-idle connection is closed to make room; when none is idle,
+    /// the new one is closed at once.
     #[arg(
         long,
         env = "KUBEDISCO_DNS_MAX_TCP_CONNECTIONS",
-        default_value_t = 1024
+        default_value = "1024",
+        value_parser = parse_count
     )]
     pub dns_max_tcp_connections: usize,
+
+    /// Most concurrent HTTP connections. At the cap the longest-idle
+    /// connection is closed to make room; when none is idle, the new one is
+    /// closed at once.
+    #[arg(long, env = "KUBEDISCO_HTTP_MAX_CONNECTIONS", default_value = "2048", value_parser = parse_count)]
+    pub http_max_connections: usize,
+
+    /// An HTTP connection idle this long between requests is closed.
+    #[arg(long, env = "KUBEDISCO_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
+    pub http_idle_timeout: Duration,
+
+    /// A request's headers must arrive within this (slowloris guard).
+    #[arg(long, env = "KUBEDISCO_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub http_header_timeout: Duration,
+
+    /// Largest request head (request line and headers) in bytes; larger
+    /// gets 431.
+    #[arg(long, env = "KUBEDISCO_HTTP_MAX_HEADER_BYTES", default_value = "16384", value_parser = parse_header_bytes)]
+    pub http_max_header_bytes: usize,
+
+    /// Most concurrently open /v1/watch streams; more get 503
+    /// (code too_many_watch_streams).
+    #[arg(long, env = "KUBEDISCO_MAX_WATCH_STREAMS", default_value = "1024", value_parser = parse_count)]
+    pub max_watch_streams: usize,
+
+    /// Save the index to this file (atomically, checksummed, at most every
+    /// --snapshot-interval while it changes) and, at start, serve a valid
+    /// one at once, flagged stale, until the source has listed.
+    #[arg(long, env = "KUBEDISCO_SNAPSHOT_PATH")]
+    pub snapshot_path: Option<PathBuf>,
+
+    /// Least time between two snapshot writes.
+    #[arg(long, env = "KUBEDISCO_SNAPSHOT_INTERVAL", default_value = "5s", value_parser = parse_positive_duration)]
+    pub snapshot_interval: Duration,
+
+    /// A snapshot whose data is older than this is ignored at start.
+    #[arg(long, env = "KUBEDISCO_SNAPSHOT_MAX_AGE", default_value = "1h", value_parser = parse_positive_duration)]
+    pub snapshot_max_age: Duration,
 
     /// Put this address on an interface the agent owns (created when
     /// missing) before binding, and remove it on shutdown: the node-local
@@ -168,6 +230,12 @@ pub struct AgentArgs {
     /// How long in-flight requests may take to finish on SIGTERM.
     #[arg(long, env = "KUBEDISCO_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// On SIGTERM, when the next agent of a rolling update has started on
+    /// the same ports but not joined them yet (it joins once synced), keep
+    /// answering (unready) up to this long for it. No successor: no wait.
+    #[arg(long, env = "KUBEDISCO_HANDOVER_WAIT", default_value = "10s", value_parser = parse_duration)]
+    pub handover_wait: Duration,
 
     /// Log format.
     #[arg(long, env = "KUBEDISCO_LOG_FORMAT", value_enum, default_value = "text")]
@@ -222,6 +290,14 @@ mod tests {
             ("--panic-threshold", "1.5"),
             ("--default-topology", "region"),
             ("--zone-from-node", "maybe"),
+            ("--http-max-connections", "0"),
+            ("--dns-max-tcp-connections", "0"),
+            ("--max-watch-streams", "many"),
+            ("--http-max-header-bytes", "100"),
+            ("--http-idle-timeout", "0s"),
+            ("--snapshot-max-age", "old"),
+            ("--snapshot-interval", "0"),
+            ("--handover-wait", "soon"),
         ] {
             let error = agent(&[flag, value]).unwrap_err();
             assert_eq!(error.exit_code(), 2);

@@ -68,7 +68,7 @@ pub struct DumpPort {
     pub protocol: String,
 }
 
-fn base_url(addr: &str) -> String {
+pub fn base_url(addr: &str) -> String {
     let addr = addr.trim_end_matches('/');
     if addr.starts_with("http://") || addr.starts_with("https://") {
         addr.to_string()

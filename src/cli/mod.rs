@@ -1,4 +1,4 @@
-//! The command line: `kubedisco agent`, `kubedisco dump`, `kubedisco version`.
+//! The command line: `kubedisco agent`, `dump`, `health`, `version`.
 //!
 //! Every flag can also come from the environment as `KUBEDISCO_<FLAG>`
 //! (e.g. `--http-addr` ↔ `KUBEDISCO_HTTP_ADDR`); a flag on the command line
@@ -6,6 +6,7 @@
 
 pub mod args;
 pub mod dump;
+pub mod health;
 
 use std::process::ExitCode;
 
@@ -13,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 pub use args::AgentArgs;
 pub use dump::DumpArgs;
+pub use health::HealthArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,6 +33,8 @@ pub enum Command {
     Agent(Box<AgentArgs>),
     /// Print the cache of a running agent.
     Dump(DumpArgs),
+    /// Exit 0 when a running agent is alive (--ready: synced), else 1.
+    Health(HealthArgs),
     /// Print the version.
     Version,
 }
@@ -42,6 +46,7 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Dump(args) => dump::run(&args),
+        Command::Health(args) => health::run(&args),
         Command::Agent(args) => {
             if let Err(message) = crate::logging::init(args.log_format, &args.log_level) {
                 eprintln!("kubedisco: {message}");

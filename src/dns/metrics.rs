@@ -45,6 +45,10 @@ pub struct DnsMetrics {
     upstream_errors: Family<ReasonLabels, Counter>,
     pub truncated: Counter,
     pub tcp_rejected: Counter,
+    pub tcp_evicted: Counter,
+    pub tcp_accepted: Counter,
+    pub tcp_waiting: prometheus_client::metrics::gauge::Gauge,
+    pub tcp_connections: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl DnsMetrics {
@@ -95,10 +99,38 @@ impl DnsMetrics {
         let tcp_rejected = Counter::default();
         registry.register(
             "dns_tcp_rejected",
-            "TCP connections closed at once because the connection cap was reached",
+            "TCP connections closed at once because the connection cap was reached and none was idle",
             tcp_rejected.clone(),
         );
+        let tcp_evicted = Counter::default();
+        registry.register(
+            "dns_tcp_evicted",
+            "Idle TCP connections closed to make room for a new one at the connection cap",
+            tcp_evicted.clone(),
+        );
+        let tcp_accepted = Counter::default();
+        registry.register(
+            "dns_tcp_accepted",
+            "TCP connections accepted (then served, or closed by the connection cap)",
+            tcp_accepted.clone(),
+        );
+        let tcp_waiting = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "dns_tcp_waiting",
+            "New DNS TCP connections waiting for a slot at the connection cap",
+            tcp_waiting.clone(),
+        );
+        let tcp_connections = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "dns_tcp_connections",
+            "Open DNS TCP connections",
+            tcp_connections.clone(),
+        );
         Self {
+            tcp_evicted,
+            tcp_accepted,
+            tcp_waiting,
+            tcp_connections,
             queries,
             duration,
             forwarded,

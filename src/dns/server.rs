@@ -3,16 +3,25 @@
 //! UDP: one socket per core, all bound with SO_REUSEPORT (the kernel spreads
 //! queries over them, and a new agent can bind the same port during a
 //! rolling update). Each socket is served by one task that answers in place
-//! from the current snapshot; only forwarded queries get a task of their own,
-//! so a slow upstream never delays local answers.
+//! from the current snapshot; only forwarded queries get a task of their own
+//! (at most [`MAX_FORWARDS`] at once), so a slow upstream never delays local
+//! answers.
 //!
 //! TCP: RFC 7766 framing, several queries per connection (pipelined,
-//! answered in order), a cap on concurrent connections (beyond it new ones
-//! are closed at once), an idle timeout between queries and a read timeout
+//! answered in order), a cap on concurrent connections (at the cap the
+//! longest-idle connection makes room; only when all are busy is a new one
+//! closed at once), an idle timeout between queries and a read timeout
 //! within one, so no client can hold resources for free.
+//!
+//! Shutdown is a lame duck (see [`crate::handover`]): each UDP socket leaves
+//! the port group without losing what is queued on it, answers that, and
+//! closes once it stays empty; the TCP listener hands over its queued
+//! connections and closes; open connections finish their query; forwarded
+//! queries get their answer. All of it within `drain_timeout`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
@@ -22,13 +31,25 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::answer::{Outcome, Zone, answer};
 use super::forward::Forwarder;
 use super::metrics::DnsMetrics;
 use super::wire::{self, ParseError, Response, rcode};
+use crate::connlimit::{Admission, Limiter, LimiterMetrics, Slot};
+use crate::handover::{detach_peer, drain_accept_queue};
 use crate::index::{Index, Snapshot};
+
+/// Forwarded UDP queries in flight at most; more get SERVFAIL at once.
+pub const MAX_FORWARDS: usize = 4096;
+
+/// At shutdown, how long a connection that has asked nothing yet may take
+/// to send its first query (it connected before the listener closed).
+const FIRST_QUERY_AT_SHUTDOWN: Duration = Duration::from_secs(1);
+
+/// A lame-duck UDP socket closes once no datagram came for this long.
+const UDP_QUIET: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone)]
 pub struct DnsConfig {
@@ -41,14 +62,26 @@ pub struct DnsConfig {
     pub tcp_read_timeout: Duration,
     /// UDP sockets (and tasks) sharing the port; 0 means one per core.
     pub udp_sockets: usize,
+    /// How long shutdown may take to answer what is queued and in flight.
+    pub drain_timeout: Duration,
 }
 
 pub struct DnsServer {
     config: DnsConfig,
     index: Arc<Index>,
     metrics: Arc<DnsMetrics>,
+    addr: SocketAddr,
+    /// Empty until [`DnsServer::join`].
     udp: Vec<Arc<UdpSocket>>,
-    tcp: TcpListener,
+    /// Bound at once (so a taken port fails the agent at start); listening
+    /// only after [`DnsServer::join`].
+    tcp: Socket,
+    /// Before joining: a UDP socket bound to the address and connected
+    /// away, so other agents see this one waiting (see [`crate::handover`]).
+    /// Whatever the kernel queued on it in the instant between bind and
+    /// connect is answered once the server runs.
+    marker: Option<Arc<UdpSocket>>,
+    joined: bool,
 }
 
 fn reuseport_socket(addr: SocketAddr, kind: Type, protocol: Protocol) -> std::io::Result<Socket> {
@@ -72,46 +105,91 @@ pub enum Handled {
 }
 
 impl DnsServer {
-    /// Binds every socket now, so a taken port fails the agent at start.
+    /// Binds the TCP socket now, so a taken port fails the agent at start;
+    /// with `join`, also the UDP sockets, and listens: the server is then
+    /// in the port group. Without, [`DnsServer::join`] does that later.
     pub fn bind(
         addr: SocketAddr,
         config: DnsConfig,
         index: Arc<Index>,
         metrics: Arc<DnsMetrics>,
+        join: bool,
     ) -> std::io::Result<Self> {
-        let count = match config.udp_sockets {
+        let tcp = reuseport_socket(addr, Type::STREAM, Protocol::TCP)?;
+        let addr = tcp.local_addr()?.as_socket().unwrap_or(addr);
+        let mut server = Self {
+            config,
+            index,
+            metrics,
+            addr,
+            udp: Vec::new(),
+            tcp,
+            marker: None,
+            joined: false,
+        };
+        if join {
+            server.join()?;
+        } else {
+            let marker = reuseport_socket(addr, Type::DGRAM, Protocol::UDP)?;
+            marker.connect(&detach_peer(addr).into())?;
+            server.marker = Some(Arc::new(UdpSocket::from_std(marker.into())?));
+        }
+        Ok(server)
+    }
+
+    /// Joins the port group: binds the UDP sockets and listens on TCP.
+    pub fn join(&mut self) -> std::io::Result<()> {
+        if self.joined {
+            return Ok(());
+        }
+        let count = match self.config.udp_sockets {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
         let mut udp = Vec::with_capacity(count);
         for _ in 0..count {
-            let socket = reuseport_socket(addr, Type::DGRAM, Protocol::UDP)?;
+            let socket = reuseport_socket(self.addr, Type::DGRAM, Protocol::UDP)?;
             // A deeper receive queue rides out bursts instead of dropping.
             let _ = socket.set_recv_buffer_size(4 << 20);
             udp.push(Arc::new(UdpSocket::from_std(socket.into())?));
         }
-        let tcp = reuseport_socket(addr, Type::STREAM, Protocol::TCP)?;
-        tcp.listen(1024)?;
-        let tcp = TcpListener::from_std(tcp.into())?;
-        Ok(Self {
-            config,
-            index,
-            metrics,
-            udp,
-            tcp,
-        })
+        self.tcp.listen(1024)?;
+        self.udp = udp;
+        self.joined = true;
+        Ok(())
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.tcp.local_addr()
+        Ok(self.addr)
     }
 
-    /// Serves until `shutdown` fires.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Serves until `shutdown` fires, then drains (lame duck). Joins the
+    /// port group first if that has not happened yet.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        if let Err(error) = self.join() {
+            warn!("dns: cannot serve on {}: {error}", self.addr);
+            return;
+        }
+        let tcp = match TcpListener::from_std(std::net::TcpListener::from(self.tcp)) {
+            Ok(tcp) => tcp,
+            Err(error) => {
+                warn!("dns: tcp listener: {error}");
+                return;
+            }
+        };
         let shared = Arc::new(Shared {
+            limiter: Limiter::new(
+                self.config.max_tcp_connections,
+                LimiterMetrics {
+                    evictions: self.metrics.tcp_evicted.clone(),
+                    waiting: self.metrics.tcp_waiting.clone(),
+                },
+            ),
             config: self.config,
             index: self.index,
             metrics: self.metrics,
+            forwards: Arc::new(Semaphore::new(MAX_FORWARDS)),
+            drained_udp: AtomicU64::new(0),
         });
         let mut tasks = tokio::task::JoinSet::new();
         for (i, socket) in self.udp.into_iter().enumerate() {
@@ -122,14 +200,39 @@ impl DnsServer {
                 i as u64,
             ));
         }
-        tasks.spawn(serve_tcp(self.tcp, shared, shutdown.clone()));
+        tasks.spawn(serve_tcp(tcp, shared.clone(), shutdown.clone()));
+        if let Some(marker) = self.marker {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 65535];
+                let mut response = Response::default();
+                let mut rng = SmallRng::seed_from_u64(rand::random());
+                drain_udp(&marker, &shared, &mut buffer, &mut response, &mut rng).await;
+            });
+        }
         shutdown.cancelled().await;
-        // Give in-flight answers a moment, then stop.
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let started = Instant::now();
+        let drain = async {
             while tasks.join_next().await.is_some() {}
-        })
-        .await;
+            shared.limiter.wait_all_closed().await;
+            // Forwarded queries hold a permit until their answer is sent.
+            let _ = shared.forwards.acquire_many(MAX_FORWARDS as u32).await;
+        };
+        let drained = tokio::time::timeout(shared.config.drain_timeout, drain).await;
         tasks.abort_all();
+        let queued = shared.drained_udp.load(Ordering::Relaxed);
+        match drained {
+            Ok(()) => info!(
+                queued_udp_answered = queued,
+                took = ?started.elapsed(),
+                "dns: drained and closed"
+            ),
+            Err(_) => warn!(
+                queued_udp_answered = queued,
+                "dns: drain did not finish within {:?}; closing anyway",
+                shared.config.drain_timeout
+            ),
+        }
     }
 }
 
@@ -137,6 +240,11 @@ struct Shared {
     config: DnsConfig,
     index: Arc<Index>,
     metrics: Arc<DnsMetrics>,
+    limiter: Arc<Limiter>,
+    /// One permit per forwarded UDP query in flight.
+    forwards: Arc<Semaphore>,
+    /// UDP queries answered after leaving the port group (lame duck).
+    drained_udp: AtomicU64,
 }
 
 /// Answers `packet` into `response` when the agent can; says what else to
@@ -234,17 +342,21 @@ impl Shared {
             Err(error) => {
                 debug!(reason = error.label(), "upstream failed");
                 self.metrics.upstream_error(error.label());
-                let mut response = Response::default();
-                response.start(&query, false);
-                response.set_rcode(rcode::SERVFAIL);
-                if query.edns.is_some() {
-                    response.opt(0);
-                }
-                response.finish();
-                self.metrics.count(query.qtype, rcode::SERVFAIL);
-                Some(response.buf)
+                Some(self.servfail(&query))
             }
         }
+    }
+
+    fn servfail(&self, query: &wire::Query<'_>) -> Vec<u8> {
+        let mut response = Response::default();
+        response.start(query, false);
+        response.set_rcode(rcode::SERVFAIL);
+        if query.edns.is_some() {
+            response.opt(0);
+        }
+        response.finish();
+        self.metrics.count(query.qtype, rcode::SERVFAIL);
+        response.buf
     }
 }
 
@@ -268,39 +380,98 @@ async fn serve_udp(
                     continue;
                 }
             },
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
         };
-        let started = Instant::now();
-        let packet = &buffer[..len];
-        match shared.handle(packet, true, &mut response, &mut rng) {
-            Handled::Reply => {
-                let _ = socket.send_to(&response.buf, peer).await;
+        answer_datagram(
+            &socket,
+            &shared,
+            &buffer[..len],
+            peer,
+            &mut response,
+            &mut rng,
+        )
+        .await;
+    }
+    // Lame duck: leave the port group (a connected socket is skipped by
+    // SO_REUSEPORT selection; what is queued stays), answer the queue.
+    let local = socket.local_addr();
+    if let Ok(local) = local
+        && let Err(error) = socket.connect(detach_peer(local)).await
+    {
+        // Still answer the queue; the close below ends the rest.
+        warn!("dns: cannot leave the port group gracefully: {error}");
+    }
+    drain_udp(&socket, &shared, &mut buffer, &mut response, &mut rng).await;
+}
+
+/// Answers what is queued on a socket that left the port group, until it
+/// stays empty for [`UDP_QUIET`].
+async fn drain_udp(
+    socket: &Arc<UdpSocket>,
+    shared: &Arc<Shared>,
+    buffer: &mut [u8],
+    response: &mut Response,
+    rng: &mut SmallRng,
+) {
+    loop {
+        match tokio::time::timeout(UDP_QUIET, socket.recv_from(buffer)).await {
+            Ok(Ok((len, peer))) => {
+                shared.drained_udp.fetch_add(1, Ordering::Relaxed);
+                answer_datagram(socket, shared, &buffer[..len], peer, response, rng).await;
+            }
+            Ok(Err(error)) => debug!("udp receive: {error}"),
+            Err(_) => return,
+        }
+    }
+}
+
+async fn answer_datagram(
+    socket: &Arc<UdpSocket>,
+    shared: &Arc<Shared>,
+    packet: &[u8],
+    peer: SocketAddr,
+    response: &mut Response,
+    rng: &mut SmallRng,
+) {
+    let started = Instant::now();
+    match shared.handle(packet, true, response, rng) {
+        Handled::Reply => {
+            let _ = socket.send_to(&response.buf, peer).await;
+            shared
+                .metrics
+                .duration
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Handled::Drop => {}
+        Handled::Forward => {
+            // Each forwarded UDP query is a task until upstream answers (or
+            // times out): capped, so a flood of names the agent does not
+            // serve cannot grow memory without bound.
+            let Ok(running) = shared.forwards.clone().try_acquire_owned() else {
+                shared.metrics.upstream_error("overloaded");
+                if let Ok(query) = wire::parse_query(packet) {
+                    let _ = socket.send_to(&shared.servfail(&query), peer).await;
+                }
+                return;
+            };
+            let packet = packet.to_vec();
+            let socket = socket.clone();
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let _running = running;
+                if let Some(answer) = shared.forward(&packet, false).await {
+                    let _ = socket.send_to(&answer, peer).await;
+                }
                 shared
                     .metrics
                     .duration
                     .observe(started.elapsed().as_secs_f64());
-            }
-            Handled::Drop => {}
-            Handled::Forward => {
-                let packet = packet.to_vec();
-                let socket = socket.clone();
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    if let Some(answer) = shared.forward(&packet, false).await {
-                        let _ = socket.send_to(&answer, peer).await;
-                    }
-                    shared
-                        .metrics
-                        .duration
-                        .observe(started.elapsed().as_secs_f64());
-                });
-            }
+            });
         }
     }
 }
 
 async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(shared.config.max_tcp_connections));
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -312,35 +483,99 @@ async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
                     continue;
                 }
             },
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        admit(stream, &shared, &shutdown, false);
+    }
+    // Lame duck: connections already queued get their query answered.
+    drain_accept_queue(listener, |stream| admit(stream, &shared, &shutdown, true));
+}
+
+fn admit(stream: TcpStream, shared: &Arc<Shared>, shutdown: &CancellationToken, draining: bool) {
+    shared.metrics.tcp_accepted.inc();
+    match shared.limiter.admit() {
+        Admission::Admitted(slot) => {
+            let shared = shared.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                serve_connection(stream, slot, &shared, shutdown, draining).await;
+            });
+        }
+        Admission::AfterEviction(pending) | Admission::Wait(pending) => {
+            let shared = shared.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                match pending.slot().await {
+                    Some(slot) => serve_connection(stream, slot, &shared, shutdown, draining).await,
+                    None => {
+                        shared.metrics.tcp_rejected.inc();
+                    }
+                }
+            });
+        }
+        Admission::Rejected => {
             shared.metrics.tcp_rejected.inc();
             drop(stream);
-            continue;
-        };
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            serve_connection(stream, &shared, shutdown).await;
-        });
+        }
     }
 }
 
-async fn serve_connection(mut stream: TcpStream, shared: &Shared, shutdown: CancellationToken) {
+/// Serves one connection's queries in order. `draining`: a connection
+/// taken from the listener's queue at shutdown: one query, then close.
+async fn serve_connection(
+    mut stream: TcpStream,
+    slot: Slot,
+    shared: &Shared,
+    shutdown: CancellationToken,
+    draining: bool,
+) {
     let _ = stream.set_nodelay(true);
+    shared.metrics.tcp_connections.inc();
+    let _open = OpenConnection(shared.metrics.tcp_connections.clone());
     let mut response = Response::default();
     let mut rng = SmallRng::seed_from_u64(rand::random());
     let mut packet = Vec::new();
+    let first_wait = if draining {
+        shared.config.tcp_read_timeout
+    } else {
+        shared.config.tcp_idle_timeout
+    };
+    let mut answered = 0usize;
     loop {
-        let len = tokio::select! {
-            len = tokio::time::timeout(shared.config.tcp_idle_timeout, stream.read_u16()) => match len {
-                Ok(Ok(len)) => len as usize,
-                _ => return, // idle too long, closed, or broken
-            },
-            _ = shutdown.cancelled() => return,
+        slot.idle();
+        let wait = if answered == 0 {
+            first_wait
+        } else {
+            shared.config.tcp_idle_timeout
         };
+        let mut deadline = tokio::time::Instant::now() + wait;
+        let mut shutdown_seen = draining;
+        let len = {
+            let read = stream.read_u16();
+            tokio::pin!(read);
+            loop {
+                tokio::select! {
+                    biased;
+                    len = &mut read => match len {
+                        Ok(len) => break len as usize,
+                        Err(_) => return, // closed or broken
+                    },
+                    // Another client needs the slot; this one was idle the longest.
+                    _ = slot.evicted() => return,
+                    _ = tokio::time::sleep_until(deadline) => return, // idle too long
+                    _ = shutdown.cancelled(), if !shutdown_seen => {
+                        // Between queries: close (clients retry elsewhere).
+                        if answered > 0 {
+                            return;
+                        }
+                        // Accepted just before: its first query gets a moment.
+                        shutdown_seen = true;
+                        deadline = deadline.min(tokio::time::Instant::now() + FIRST_QUERY_AT_SHUTDOWN);
+                    }
+                }
+            }
+        };
+        slot.busy();
         packet.resize(len, 0);
         let read = tokio::time::timeout(
             shared.config.tcp_read_timeout,
@@ -370,5 +605,17 @@ async fn serve_connection(mut stream: TcpStream, shared: &Shared, shutdown: Canc
             .metrics
             .duration
             .observe(started.elapsed().as_secs_f64());
+        answered += 1;
+        if draining || shutdown.is_cancelled() {
+            return;
+        }
+    }
+}
+
+struct OpenConnection(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

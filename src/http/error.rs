@@ -2,7 +2,7 @@
 //! and a status. `code` is stable and machine-readable (clients branch on
 //! it; the message is for people): `bad_request`, `not_found`,
 //! `service_not_found`, `no_such_port`, `no_endpoints`, `not_synced`,
-//! `method_not_allowed`.
+//! `method_not_allowed`, `body_not_allowed`, `too_many_watch_streams`.
 
 use axum::Json;
 use axum::http::StatusCode;

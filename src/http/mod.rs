@@ -7,6 +7,8 @@
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`, `/debug/endpoints`.
 //! - [`view`]: the JSON shapes, shared by the routes above.
 //! - [`error`]: the one JSON error shape every route uses.
+//! - [`server`]: the accept loop and connection limits (cap with idle
+//!   eviction, header timeout and size, idle timeout, lame duck).
 //!
 //! Handlers only read [`Index`] snapshots; nothing here talks to Kubernetes.
 
@@ -14,6 +16,7 @@ pub mod error;
 pub mod ops;
 pub mod pick;
 pub mod query;
+pub mod server;
 pub mod services;
 pub mod view;
 pub mod watch;
@@ -23,14 +26,16 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::Method;
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::balance::Pickers;
+use crate::handover::Lifecycle;
 use crate::index::Index;
 use crate::metrics::{Metrics, RequestLabels, RouteLabels};
 use crate::source::status::SourceStatus;
@@ -67,6 +72,10 @@ pub struct AppState {
     pub config: Arc<HttpConfig>,
     /// Fires on shutdown: blocking queries answer at once, streams end.
     pub shutdown: CancellationToken,
+    /// Draining (SIGTERM): `/readyz` says 503 while answers go on.
+    pub lifecycle: Arc<Lifecycle>,
+    /// One permit per open watch stream (`--max-watch-streams`).
+    pub watch_slots: Arc<Semaphore>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -81,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), refuse_bodies))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_request,
@@ -89,11 +99,39 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves until `shutdown` fires, then finishes in-flight requests.
-pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    config: server::ServeConfig,
+) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let metrics = state.metrics.clone();
+    server::serve(listener, router(state), config, metrics, shutdown).await
+}
+
+/// Every route is a GET: a request with a body is refused before a byte of
+/// the body is read (the connection then closes; nothing is buffered).
+async fn refuse_bodies(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0");
+    if has_body {
+        state.metrics.record_http_rejected("body");
+        let mut response = ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request bodies are not accepted: every route is a GET",
+        )
+        .with_code("body_not_allowed")
+        .into_response();
+        response.headers_mut().insert(
+            header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        return response;
+    }
+    next.run(request).await
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {

@@ -14,19 +14,25 @@ pub async fn healthz() -> Response {
     Json(serde_json::json!({ "status": "ok", "version": crate::VERSION })).into_response()
 }
 
-/// Readiness: the first full sync is done. Staying ready through a later
-/// outage is deliberate: a slightly stale answer beats none.
+/// Readiness: the first full sync is done (or a snapshot was loaded at
+/// start), and the agent is not shutting down. Staying ready through a
+/// later outage is deliberate: a slightly stale answer beats none.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let snapshot = state.index.load();
     let failures = state.status.failures();
     let staleness = super::view::Staleness::of(&state.status);
+    let draining = state.lifecycle.is_draining();
+    let ready = snapshot.synced && !draining;
     let body = serde_json::json!({
-        "ready": snapshot.synced,
+        "ready": ready,
+        "synced": snapshot.synced,
+        "draining": draining,
         "stale": staleness.stale,
         "staleSeconds": staleness.seconds,
+        "staleReason": staleness.reason,
         "failures": failures,
     });
-    let status = if snapshot.synced {
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -60,6 +66,7 @@ pub async fn debug_endpoints(
         "synced": snapshot.synced,
         "stale": !failures.is_empty(),
         "staleSeconds": super::view::Staleness::of(&state.status).seconds,
+        "staleReason": super::view::Staleness::of(&state.status).reason,
         "failures": failures,
         "generation": snapshot.generation,
         "services": services,

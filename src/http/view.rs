@@ -25,13 +25,18 @@ pub struct ServiceView<'a> {
     /// Seconds since the source stopped answering, while stale.
     #[serde(rename = "staleSeconds", skip_serializing_if = "Option::is_none")]
     pub stale_seconds: Option<f64>,
+    /// Why the answer is stale (e.g. "serving the snapshot of <time> ...").
+    #[serde(rename = "staleReason", skip_serializing_if = "Option::is_none")]
+    pub stale_reason: Option<String>,
 }
 
-/// Staleness as the API reports it: a flag and, while stale, its age.
-#[derive(Clone, Copy, Debug, Default)]
+/// Staleness as the API reports it: a flag and, while stale, its age and
+/// the cause.
+#[derive(Clone, Debug, Default)]
 pub struct Staleness {
     pub stale: bool,
     pub seconds: Option<f64>,
+    pub reason: Option<String>,
 }
 
 impl Staleness {
@@ -40,6 +45,7 @@ impl Staleness {
         Self {
             stale: age.is_some(),
             seconds: age.map(|d| (d.as_secs_f64() * 10.0).round() / 10.0),
+            reason: age.and_then(|_| status.stale_reason()),
         }
     }
 }
@@ -57,6 +63,7 @@ impl<'a> ServiceView<'a> {
             terminating_fallback: service.terminating_fallback,
             stale: staleness.stale,
             stale_seconds: staleness.seconds,
+            stale_reason: staleness.reason,
         }
     }
 
@@ -72,6 +79,7 @@ impl<'a> ServiceView<'a> {
             terminating_fallback: false,
             stale: staleness.stale,
             stale_seconds: staleness.seconds,
+            stale_reason: staleness.reason,
         }
     }
 }
@@ -95,6 +103,8 @@ pub struct ServiceList<'a> {
     pub stale: bool,
     #[serde(rename = "staleSeconds", skip_serializing_if = "Option::is_none")]
     pub stale_seconds: Option<f64>,
+    #[serde(rename = "staleReason", skip_serializing_if = "Option::is_none")]
+    pub stale_reason: Option<String>,
     pub generation: u64,
     pub services: Vec<ServiceSummary<'a>>,
 }
@@ -105,6 +115,7 @@ impl<'a> ServiceList<'a> {
             synced: snapshot.synced,
             stale: staleness.stale,
             stale_seconds: staleness.seconds,
+            stale_reason: staleness.reason,
             generation: snapshot.generation,
             services: snapshot
                 .sorted()

@@ -43,6 +43,8 @@ struct WatchState {
     sent: Option<(u64, bool)>,
     format: Format,
     _guard: StreamGuard,
+    /// This stream's place under `--max-watch-streams`.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 pub async fn watch(
@@ -74,11 +76,19 @@ pub async fn watch(
             }
         }
     };
+    let Ok(slot) = app.watch_slots.clone().try_acquire_owned() else {
+        app.metrics.record_http_rejected("watch_streams");
+        return Err(ApiError::unavailable(
+            "too many open watch streams (--max-watch-streams); retry later or use blocking queries",
+        )
+        .with_code("too_many_watch_streams"));
+    };
     let key = ServiceKey::new(&namespace, &name);
     let changes = app.index.notifier().subscribe(&key);
     app.metrics.watch_streams.inc();
     let state = WatchState {
         _guard: StreamGuard(app.metrics.watch_streams.clone()),
+        _slot: slot,
         app,
         key,
         changes,

@@ -12,4 +12,4 @@ pub mod store;
 
 pub use merge::{DEFAULT_WEIGHT, Endpoint, EndpointPort, ServedService};
 pub use objects::{ServiceKey, ServiceObject, SliceKey, SliceObject};
-pub use store::{Change, Index, IndexGauges, PodKey, Scope, Snapshot};
+pub use store::{Change, Contents, Index, IndexGauges, PodKey, Scope, Snapshot};

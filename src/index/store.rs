@@ -121,6 +121,9 @@ struct Writer {
     /// completed their first list yet.
     unsynced_parts: HashSet<String>,
     any_part_registered: bool,
+    /// Seeded from a snapshot on disk: synced (stale) before any part has
+    /// listed; the parts' first lists replace the seeded objects.
+    seeded: bool,
     revision_counter: u64,
     locality: Locality,
     /// Pod `kubedisco.io/weight` labels: namespace → Pod name → weight.
@@ -261,37 +264,38 @@ fn dns_name(key: &ServiceKey) -> Arc<str> {
     format!("{}.{}", key.name, key.namespace).into()
 }
 
-fn index_addresses(by_ip: &mut imbl::HashMap<IpAddr, Arc<[ServiceKey]>>, service: &ServedService) {
-    for endpoint in &service.endpoints {
-        let mut keys: Vec<ServiceKey> = by_ip
-            .get(&endpoint.ip)
-            .map(|keys| keys.to_vec())
-            .unwrap_or_default();
-        if !keys.contains(&service.key) {
-            keys.push(service.key.clone());
-            keys.sort();
-            by_ip.insert(endpoint.ip, keys.into());
-        }
-    }
-}
-
-fn unindex_addresses(
+/// Updates the address map for one Service, touching only the addresses
+/// that came or went: a weight change in a 10 000-endpoint Service moves
+/// no address and costs nothing here.
+fn reindex_addresses(
     by_ip: &mut imbl::HashMap<IpAddr, Arc<[ServiceKey]>>,
-    service: &ServedService,
+    key: &ServiceKey,
+    old: Option<&ServedService>,
+    new: Option<&ServedService>,
 ) {
-    for endpoint in &service.endpoints {
-        let Some(keys) = by_ip.get(&endpoint.ip) else {
+    let addresses = |service: Option<&ServedService>| -> HashSet<IpAddr> {
+        service
+            .map(|s| s.endpoints.iter().map(|e| e.ip).collect())
+            .unwrap_or_default()
+    };
+    let (before, after) = (addresses(old), addresses(new));
+    for ip in before.difference(&after) {
+        let Some(keys) = by_ip.get(ip) else {
             continue;
         };
-        let rest: Vec<ServiceKey> = keys
-            .iter()
-            .filter(|k| **k != service.key)
-            .cloned()
-            .collect();
+        let rest: Vec<ServiceKey> = keys.iter().filter(|k| *k != key).cloned().collect();
         if rest.is_empty() {
-            by_ip.remove(&endpoint.ip);
+            by_ip.remove(ip);
         } else {
-            by_ip.insert(endpoint.ip, rest.into());
+            by_ip.insert(*ip, rest.into());
+        }
+    }
+    for ip in after.difference(&before) {
+        let mut keys: Vec<ServiceKey> = by_ip.get(ip).map(|k| k.to_vec()).unwrap_or_default();
+        if !keys.contains(key) {
+            keys.push(key.clone());
+            keys.sort();
+            by_ip.insert(*ip, keys.into());
         }
     }
 }
@@ -304,6 +308,21 @@ pub struct Index {
     gauges: IndexGauges,
     /// Flips to true once; lets `/readyz` and startup code wait for sync.
     synced_tx: watch::Sender<bool>,
+    /// Flips to true once every declared part has listed (a seeded index is
+    /// synced before that).
+    listed_tx: watch::Sender<bool>,
+}
+
+/// Everything the writer side holds: what a snapshot on disk saves, and
+/// what [`Index::seed`] loads back (see `crate::snapshot`).
+#[derive(Clone, Debug, Default)]
+pub struct Contents {
+    pub services: Vec<ServiceObject>,
+    pub slices: Vec<SliceObject>,
+    pub pod_weights: Vec<(PodKey, u32)>,
+    /// The revision counter when exported; a seeded index continues above
+    /// it, so revisions keep growing across a restart.
+    pub generation: u64,
 }
 
 impl Default for Index {
@@ -320,6 +339,7 @@ impl Index {
             notifier: Notifier::default(),
             gauges,
             synced_tx: watch::channel(false).0,
+            listed_tx: watch::channel(false).0,
         }
     }
 
@@ -453,6 +473,53 @@ impl Index {
         self.publish(&mut writer, touched);
     }
 
+    /// A copy of every object the writer holds, for a snapshot on disk.
+    pub fn export(&self) -> Contents {
+        let writer = self.lock_writer();
+        Contents {
+            services: writer.services.values().cloned().collect(),
+            slices: writer.slices.values().cloned().collect(),
+            pod_weights: writer
+                .pod_weights
+                .iter()
+                .flat_map(|(namespace, pods)| {
+                    pods.iter()
+                        .map(|(name, weight)| ((namespace.clone(), name.clone()), *weight))
+                })
+                .collect(),
+            generation: writer.revision_counter,
+        }
+    }
+
+    /// Loads a snapshot from disk before the sources start: the objects go
+    /// through the usual merge rules and the index is synced at once. The
+    /// parts declared later still list; each first list replaces what the
+    /// snapshot held in its scope, as a re-list does.
+    pub fn seed(&self, contents: Contents) {
+        let mut writer = self.lock_writer();
+        let mut touched = BTreeSet::new();
+        writer.seeded = true;
+        writer.revision_counter = writer.revision_counter.max(contents.generation);
+        for (pod, weight) in contents.pod_weights {
+            writer.set_pod_weight(pod, Some(weight), &mut touched);
+        }
+        for service in contents.services {
+            writer.insert_service(service, &mut touched);
+        }
+        for slice in contents.slices {
+            writer.insert_slice(slice, &mut touched);
+        }
+        self.publish(&mut writer, touched);
+    }
+
+    /// Resolves once every declared part has listed at least once (for a
+    /// seeded index, when nothing of the snapshot is served any more
+    /// unchecked).
+    pub async fn wait_listed(&self) {
+        let mut rx = self.listed_tx.subscribe();
+        let _ = rx.wait_for(|listed| *listed).await;
+    }
+
     fn lock_writer(&self) -> std::sync::MutexGuard<'_, Writer> {
         // A panic while writing cannot leave a half-published snapshot (the
         // swap is the last step), so the writer state is still usable.
@@ -489,8 +556,8 @@ impl Index {
             };
             if let Some(old) = &old {
                 endpoint_count -= old.endpoints.len();
-                unindex_addresses(&mut by_ip, old);
             }
+            reindex_addresses(&mut by_ip, &key, old.as_deref(), new.as_ref());
             writer.revision_counter += 1;
             changed.push((key.clone(), writer.revision_counter));
             match new {
@@ -499,7 +566,6 @@ impl Index {
                     new.revision = writer.revision_counter;
                     endpoint_count += new.endpoints.len();
                     let new = Arc::new(new);
-                    index_addresses(&mut by_ip, &new);
                     by_dns_name.insert(dns_name(&key), new.clone());
                     services.insert(key, new);
                 }
@@ -521,7 +587,12 @@ impl Index {
                 }
             }
         }
-        let synced = writer.any_part_registered && writer.unsynced_parts.is_empty();
+        let listed = writer.any_part_registered && writer.unsynced_parts.is_empty();
+        if listed {
+            self.listed_tx
+                .send_if_modified(|l| !std::mem::replace(l, true));
+        }
+        let synced = writer.seeded || listed;
         if changed.is_empty() && !quietly_modified && synced == current.synced {
             return;
         }

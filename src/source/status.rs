@@ -31,6 +31,19 @@ impl SourceStatus {
             });
     }
 
+    /// As [`SourceStatus::failed`], with the time the part's data was last
+    /// known fresh (e.g. when a snapshot loaded at start was taken).
+    pub fn failed_since(&self, part: &str, error: &str, since: SystemTime) {
+        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        failing.insert(
+            part.to_string(),
+            PartFailure {
+                error: error.to_string(),
+                since,
+            },
+        );
+    }
+
     pub fn succeeded(&self, part: &str) {
         let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
         if !failing.is_empty() {
@@ -53,6 +66,15 @@ impl SourceStatus {
         let failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
         let since = failing.values().map(|f| f.since).min()?;
         Some(since.elapsed().unwrap_or_default())
+    }
+
+    /// The oldest current failure's cause: why answers are stale.
+    pub fn stale_reason(&self) -> Option<String> {
+        let failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        failing
+            .values()
+            .min_by_key(|f| f.since)
+            .map(|f| f.error.clone())
     }
 
     /// The parts failing right now, with their causes.

@@ -2,10 +2,13 @@
 // resolver (net.Resolver with PreferGo and a custom dialer), the way Go
 // services do, and prints what it got:
 //
-//	go run . 127.0.0.1:1053 orders.shop.svc.cluster.local _grpc._tcp.orders.shop.svc.cluster.local
+//	go run . 127.0.0.1:1053 orders.shop.svc.cluster.local _grpc._tcp.orders.shop.svc.cluster.local [N]
 //
 // prints "host <ip>" per address and "srv <target> <port> <priority> <weight>"
 // per SRV record (in the order Go returns them: by priority, weight-shuffled).
+// With N, it then looks the SRV name up N more times and prints
+// "first <target> <count>": how often each target came first, which is how a
+// client that dials the first record spreads its connections.
 package main
 
 import (
@@ -13,13 +16,14 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
 
 func main() {
-	if len(os.Args) != 4 {
-		fmt.Fprintln(os.Stderr, "usage: go-resolver SERVER HOST SRVNAME")
+	if len(os.Args) != 4 && len(os.Args) != 5 {
+		fmt.Fprintln(os.Stderr, "usage: go-resolver SERVER HOST SRVNAME [N]")
 		os.Exit(2)
 	}
 	server, host, srvName := os.Args[1], os.Args[2], os.Args[3]
@@ -30,7 +34,7 @@ func main() {
 			return d.DialContext(ctx, network, server)
 		},
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
 	addrs, err := resolver.LookupHost(ctx, host)
@@ -49,5 +53,24 @@ func main() {
 	}
 	for _, r := range records {
 		fmt.Println("srv", r.Target, r.Port, r.Priority, r.Weight)
+	}
+	if len(os.Args) == 5 {
+		n, err := strconv.Atoi(os.Args[4])
+		if err != nil || n < 1 {
+			fmt.Fprintln(os.Stderr, "N must be a positive integer")
+			os.Exit(2)
+		}
+		first := map[string]int{}
+		for i := 0; i < n; i++ {
+			_, records, err := resolver.LookupSRV(ctx, "", "", strings.TrimSuffix(srvName, "."))
+			if err != nil || len(records) == 0 {
+				fmt.Fprintln(os.Stderr, "LookupSRV:", err)
+				os.Exit(1)
+			}
+			first[records[0].Target]++
+		}
+		for target, count := range first {
+			fmt.Println("first", target, count)
+		}
 	}
 }

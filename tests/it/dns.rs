@@ -182,6 +182,16 @@ async fn each_response_code_has_its_case() {
         "took {:?}",
         started.elapsed()
     );
+    let metrics = reqwest::get(agent.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("kubedisco_dns_upstream_errors_total{reason="),
+        "{metrics}"
+    );
     // BADVERS: EDNS version 1.
     let badvers = dig(
         &agent,
@@ -392,6 +402,18 @@ async fn names_the_agent_does_not_serve_go_upstream() {
     // Over TCP as well.
     let tcp = dig(&agent, &["+tcp", "api.example.test", "A", "+short"]);
     assert_eq!(tcp.trim(), "192.0.2.7");
+    let metrics = reqwest::get(agent.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("kubedisco_dns_forwarded_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

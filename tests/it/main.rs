@@ -12,3 +12,5 @@ mod http_api;
 mod manifest_source;
 mod netif;
 mod outage;
+mod reliability;
+mod weights;

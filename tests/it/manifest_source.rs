@@ -229,3 +229,29 @@ fn invalid_flags_exit_2_naming_the_flag() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--ttl"));
 }
+
+#[tokio::test]
+async fn health_answers_for_probes() {
+    let agent = Agent::start(&["--source", "demo"]).await;
+    let addr = agent.http.to_string();
+    for args in [&["health"][..], &["health", "--ready"][..]] {
+        let output = Command::new(binary())
+            .args(args)
+            .args(["--addr", &addr])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(output.stdout.is_empty());
+    }
+    let dead = format!("127.0.0.1:{}", free_port());
+    let output = Command::new(binary())
+        .args(["health", "--ready", "--addr", &dead])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/readyz"));
+}

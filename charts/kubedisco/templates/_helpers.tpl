@@ -214,12 +214,12 @@ initContainers:
       {{- include "kubedisco.args" . | nindent 6 }}
     env:
       {{- include "kubedisco.env" . | nindent 6 }}
-    # The app starts once the agent answers on 127.0.0.1 (its DNS and HTTP
-    # sockets are bound before it answers). Kubelet probes cannot reach
-    # 127.0.0.1 inside the pod, hence exec.
+    # The app starts once the agent is ready: synced, so its first DNS
+    # answer is a real one. Kubelet probes cannot reach 127.0.0.1 inside
+    # the pod, hence exec.
     startupProbe:
       exec:
-        command: ["kubedisco", "dump", "-o", "json", "--timeout", "1s"]
+        command: ["kubedisco", "health", "--ready", "--timeout", "1s"]
       {{- toYaml .Values.sidecar.startupProbe | nindent 6 }}
     resources:
       {{- toYaml .Values.resources | nindent 6 }}
