@@ -1,5 +1,5 @@
 # The DNS benchmark's chart, written by bench/dns/run:
-#   gnuplot -e "datafile='plot.tsv'; outfile='dns-qps.png'; fixedqps='N'" plot.gp
+#   gnuplot -e "datafile='plot.tsv'; outfile='dns-qps.png'; fixedqps='N'; setup='...'" plot.gp
 # datafile: one row per target: label, qps, p99 ms at full load, p99 ms at the
 # fixed rate.
 set terminal pngcairo size 1500,480 font "sans,11" noenhanced
@@ -15,7 +15,7 @@ set yrange [0:*]
 set offsets 0, 0, graph 0.1, 0
 set xtics nomirror scale 0
 
-set multiplot layout 1,3 title "DNS benchmark: dnsperf against each server, server pinned to one CPU (median round)"
+set multiplot layout 1,3 title sprintf("DNS benchmark: dnsperf against each server (medians); %s", setup)
 
 set title "queries per second, no rate limit (higher is better)"
 set ylabel "qps"

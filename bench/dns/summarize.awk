@@ -1,7 +1,7 @@
 # Summarises bench/dns/run's per-run results (dns-results.tsv) into the
 # Markdown tables of dns-summary.md (stdout) and the plot's data (file `plot`).
 #
-#   awk -F'\t' -v max_other=25 -v fixed=14000 -v plot=plot.tsv -f summarize.awk dns-results.tsv
+#   awk -F'\t' -v max_other=25 -v fixed=14000 -v fifo=0 -v plot=plot.tsv -f summarize.awk dns-results.tsv
 #
 # Columns: 1 phase (max|fixed), 2 round, 3 target, 4 qps, 5 avg_ms, 6 p50_ms,
 # 7 p99_ms, 8 p999_ms, 9 lost, 10 server_cpu_pct, 11 server_cpu_us_per_query,
@@ -9,13 +9,14 @@
 #
 # A round is clean when every run in it saw at most `max_other` % of one CPU
 # used by the rest of the machine. Each figure is the median over the clean
-# rounds (over all rounds when none is clean): of qps at full speed, of p99
+# rounds (over all rounds when none is clean, or with fifo=1, when the
+# measured processes ran as SCHED_FIFO): of qps at full speed, of p99
 # at the fixed rate; the row shown is that median run.
 
 NR == 1 { next }
 {
 	rounds[$2] = 1
-	if ($13 + 0 > max_other + 0) dirty[$2] = 1
+	if (!fifo && $13 + 0 > max_other + 0) dirty[$2] = 1
 	key = $1 SUBSEP $3
 	n[key]++
 	row[key, n[key]] = $0
@@ -60,7 +61,9 @@ END {
 		qps[t] = f[4]
 	}
 
-	if (use_all)
+	if (fifo)
+		printf "Servers and dnsperf ran as SCHED_FIFO: the rest of the machine ran only while they waited, so every round counts. Medians over all %d round(s).\n\n", total
+	else if (use_all)
 		printf "No round was clean (the rest of the machine used more than %d%% of a CPU in some run of every round): medians over all %d round(s).\n\n", max_other, total
 	else
 		printf "Medians over the %d clean round(s) of %d (clean: the rest of the machine used at most %d%% of a CPU in every run of the round).\n\n", clean, total, max_other
