@@ -25,7 +25,6 @@
 //! Sockets of other processes are found in `/proc/net/{tcp,udp}[6]` of
 //! this network namespace (none found elsewhere than Linux).
 
-use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -58,7 +57,7 @@ pub enum Transport {
 /// agent's connected sockets do not count). A socket bound to the wildcard
 /// address of the same family serves it too.
 pub fn others_serving(addr: SocketAddr, transport: Transport) -> usize {
-    let ours = own_socket_inodes();
+    let ours = crate::netif::own_socket_inodes();
     let (v4, v6, state) = match transport {
         Transport::Tcp => ("/proc/net/tcp", "/proc/net/tcp6", "0A"),
         Transport::Udp => ("/proc/net/udp", "/proc/net/udp6", "07"),
@@ -78,7 +77,7 @@ pub fn others_serving(addr: SocketAddr, transport: Transport) -> usize {
 /// Sockets of other processes bound to `addr` over UDP and connected (a
 /// waiting successor's marker, or a lame-duck agent's sockets).
 pub fn others_waiting(addr: SocketAddr) -> usize {
-    let ours = own_socket_inodes();
+    let ours = crate::netif::own_socket_inodes();
     ["/proc/net/udp", "/proc/net/udp6"]
         .iter()
         .filter_map(|file| std::fs::read_to_string(file).ok())
@@ -107,7 +106,7 @@ pub fn sockets_serving(table: &str, addr: SocketAddr, state: &str) -> Vec<u64> {
             if u16::from_str_radix(port, 16).ok()? != addr.port() {
                 return None;
             }
-            let ip = parse_proc_address(ip)?;
+            let ip = crate::netif::parse_proc_address(ip)?;
             let ip = match ip {
                 IpAddr::V6(v6) => v6
                     .to_ipv4_mapped()
@@ -120,45 +119,6 @@ pub fn sockets_serving(table: &str, addr: SocketAddr, state: &str) -> Vec<u64> {
             serves.then(|| inode.parse().ok()).flatten()
         })
         .collect()
-}
-
-fn own_socket_inodes() -> HashSet<u64> {
-    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
-        return HashSet::new();
-    };
-    entries
-        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
-        .filter_map(|target| {
-            target
-                .to_str()?
-                .strip_prefix("socket:[")?
-                .strip_suffix(']')?
-                .parse()
-                .ok()
-        })
-        .collect()
-}
-
-/// `/proc/net` prints addresses as 32-bit words in host byte order.
-fn parse_proc_address(hex: &str) -> Option<IpAddr> {
-    let word = |i: usize| -> Option<[u8; 4]> {
-        Some(
-            u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16)
-                .ok()?
-                .to_ne_bytes(),
-        )
-    };
-    match hex.len() {
-        8 => Some(IpAddr::V4(Ipv4Addr::from(word(0)?))),
-        32 => {
-            let mut bytes = [0u8; 16];
-            for i in 0..4 {
-                bytes[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
-            }
-            Some(IpAddr::V6(Ipv6Addr::from(bytes)))
-        }
-        _ => None,
-    }
 }
 
 /// Where a lame-duck UDP socket bound to `local` is connected so that it

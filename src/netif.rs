@@ -500,7 +500,7 @@ pub fn other_listeners(ip: IpAddr) -> Vec<u64> {
     found
 }
 
-fn own_socket_inodes() -> HashSet<u64> {
+pub(crate) fn own_socket_inodes() -> HashSet<u64> {
     let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
         return HashSet::new();
     };
@@ -545,7 +545,7 @@ pub fn listeners_in(table: &str, ip: IpAddr, tcp: bool) -> Vec<u64> {
 }
 
 /// `/proc/net` prints addresses as 32-bit words in host byte order.
-fn parse_proc_address(hex: &str) -> Option<IpAddr> {
+pub(crate) fn parse_proc_address(hex: &str) -> Option<IpAddr> {
     let word = |i: usize| -> Option<[u8; 4]> {
         Some(
             u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16)
