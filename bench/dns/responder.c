@@ -36,7 +36,7 @@
 /*
  * The fixed response, a typical answer of the benchmark's query mix:
  * NOERROR, authoritative, 1 question (svc-0.bench-0.svc.cluster.local A)
- * and 5 A records of 10.0.0.1-5, TTL 5 (124 bytes).
+ * and 5 A records of 10.0.0.1-5, TTL 5 (129 bytes).
  */
 static const unsigned char response[] = {
 	0x00, 0x00, 0x85, 0x00, /* ID (replaced), QR AA RD, NOERROR */
