@@ -182,12 +182,7 @@ async fn each_response_code_has_its_case() {
         "took {:?}",
         started.elapsed()
     );
-    let metrics = reqwest::get(agent.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = agent.metrics().await;
     assert!(
         metrics.contains("kubedisco_dns_upstream_errors_total{reason="),
         "{metrics}"
@@ -402,12 +397,7 @@ async fn names_the_agent_does_not_serve_go_upstream() {
     // Over TCP as well.
     let tcp = dig(&agent, &["+tcp", "api.example.test", "A", "+short"]);
     assert_eq!(tcp.trim(), "192.0.2.7");
-    let metrics = reqwest::get(agent.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = agent.metrics().await;
     assert!(
         metrics
             .lines()

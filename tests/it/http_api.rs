@@ -114,12 +114,7 @@ async fn health_readiness_and_metrics() {
     let (status, ready) = agent.get("/readyz").await.unwrap();
     assert_eq!((status, &ready["ready"]), (200, &serde_json::json!(true)));
     agent.get("/v1/services/shop/orders").await.unwrap();
-    let metrics = reqwest::get(agent.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = agent.metrics().await;
     for series in [
         "kubedisco_synced 1",
         "kubedisco_services 4",

@@ -156,15 +156,7 @@ async fn edits_are_picked_up_and_a_broken_file_keeps_its_last_good_state() {
     })
     .await;
     assert!(agent.log().contains("live.yaml"), "{}", agent.log_tail());
-    let (_, metrics) = (
-        200,
-        reqwest::get(agent.url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    let metrics = agent.metrics().await;
     assert!(
         metrics.contains("kubedisco_source_errors_total{source=\"manifest\"}"),
         "{metrics}"

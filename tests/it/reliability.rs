@@ -19,7 +19,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-use crate::support::agent::{binary, free_port, ips_of};
+use crate::support::agent::{binary, free_port, ips_of, spawn_process};
 use crate::support::cluster::{PrivateCluster, kubeconfig};
 use crate::support::eventually::eventually_within;
 use crate::support::kube::ip_range;
@@ -100,22 +100,9 @@ impl Proc {
             http.port(),
             std::process::id()
         ));
-        let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(binary())
-            .arg("agent")
-            .arg("--http-addr")
-            .arg(http.to_string())
-            .arg("--dns-addr")
-            .arg(dns.to_string())
-            .args(["--upstream", "127.0.0.1:9"])
-            .args(args)
-            .env("KUBECONFIG", kubeconfig())
-            .env("KUBEDISCO_LOG_LEVEL", "info,kubedisco=debug")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start kubedisco");
+        let mut with_upstream = vec!["--upstream", "127.0.0.1:9"];
+        with_upstream.extend_from_slice(args);
+        let child = spawn_process(http, dns, &with_upstream, env, &log_path);
         Proc { child, log_path }
     }
 
@@ -1098,12 +1085,7 @@ async fn slow_oversized_and_bodied_requests_are_cut_off() {
         }
     })
     .await;
-    let metrics = reqwest::get(agent.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = agent.metrics().await;
     for series in [
         "kubedisco_http_requests_rejected_total{reason=\"body\"} 1",
         "kubedisco_http_requests_rejected_total{reason=\"watch_streams\"}",

@@ -104,12 +104,7 @@ async fn a_pod_label_sets_the_weight_seen_over_http_and_srv() {
         "{}",
         agent.log_tail()
     );
-    let metrics = reqwest::get(agent.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = agent.metrics().await;
     assert!(
         metrics.contains("kubedisco_invalid_weights_total{source=\"pod\"}"),
         "{metrics}"

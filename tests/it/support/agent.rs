@@ -31,6 +31,33 @@ pub fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_kubedisco"))
 }
 
+/// Starts `kubedisco agent` on the given ports against the test control
+/// plane (the environment may override `KUBECONFIG`), logging to
+/// `log_path`. The one place tests launch the agent binary.
+pub fn spawn_process(
+    http: SocketAddr,
+    dns: SocketAddr,
+    args: &[&str],
+    env: &[(&str, &str)],
+    log_path: &Path,
+) -> Child {
+    let log = std::fs::File::create(log_path).unwrap();
+    Command::new(binary())
+        .arg("agent")
+        .arg("--http-addr")
+        .arg(http.to_string())
+        .arg("--dns-addr")
+        .arg(dns.to_string())
+        .args(args)
+        .env("KUBECONFIG", kubeconfig())
+        .env("KUBEDISCO_LOG_LEVEL", "info,kubedisco=debug")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start kubedisco")
+}
+
 impl Agent {
     /// Starts `kubedisco agent <args>` against the test control plane
     /// (unless `args` names another `--source`), without waiting for sync.
@@ -47,21 +74,7 @@ impl Agent {
         let log_dir = std::env::temp_dir().join("kubedisco-it");
         std::fs::create_dir_all(&log_dir).unwrap();
         let log_path = log_dir.join(format!("agent-{port}.log"));
-        let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(binary())
-            .arg("agent")
-            .arg("--http-addr")
-            .arg(http.to_string())
-            .arg("--dns-addr")
-            .arg(dns.to_string())
-            .args(args)
-            .env("KUBECONFIG", kubeconfig())
-            .env("KUBEDISCO_LOG_LEVEL", "info,kubedisco=debug")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start kubedisco");
+        let child = spawn_process(http, dns, args, env, &log_path);
         Agent {
             child,
             http,
@@ -124,6 +137,16 @@ impl Agent {
     pub async fn endpoint_ips(&self, namespace: &str, name: &str) -> Result<Vec<String>, String> {
         let body = self.service(namespace, name).await?;
         Ok(ips_of(&body))
+    }
+
+    /// The Prometheus exposition of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body")
     }
 
     pub fn log_tail(&self) -> String {
