@@ -12,18 +12,7 @@ use crate::support::agent::free_port;
 use crate::support::cluster::repo_root;
 use crate::support::{Agent, TestNamespace, eventually};
 
-/// `dig` against the agent; returns stdout.
-fn dig(agent: &Agent, args: &[&str]) -> String {
-    let output = Command::new("dig")
-        .arg(format!("@{}", agent.dns.ip()))
-        .arg("-p")
-        .arg(agent.dns.port().to_string())
-        .args(["+time=5", "+tries=1"])
-        .args(args)
-        .output()
-        .expect("dig is installed (bind9-dnsutils)");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use crate::support::agent::dig;
 
 fn status(output: &str) -> &str {
     output

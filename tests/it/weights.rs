@@ -10,6 +10,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
+use crate::support::agent::dig;
 use crate::support::cluster::repo_root;
 use crate::support::kube::ip_range;
 use crate::support::{Agent, TestNamespace, eventually};
@@ -23,20 +24,7 @@ fn weight_of(body: &Value, ip: &str) -> Option<u64> {
 }
 
 fn dig_srv(agent: &Agent, name: &str) -> Vec<(String, u16, u16)> {
-    let output = Command::new("dig")
-        .arg(format!("@{}", agent.dns.ip()))
-        .args([
-            "-p",
-            &agent.dns.port().to_string(),
-            "+short",
-            "+time=5",
-            "+tries=1",
-            name,
-            "SRV",
-        ])
-        .output()
-        .expect("dig");
-    String::from_utf8_lossy(&output.stdout)
+    dig(agent, &["+short", name, "SRV"])
         .lines()
         .filter_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();

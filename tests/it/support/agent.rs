@@ -187,3 +187,16 @@ pub fn ips_of(body: &Value) -> Vec<String> {
     ips.sort();
     ips
 }
+
+/// `dig` against the agent's DNS port (+time=5 +tries=1); returns stdout.
+pub fn dig(agent: &Agent, args: &[&str]) -> String {
+    let output = Command::new("dig")
+        .arg(format!("@{}", agent.dns.ip()))
+        .arg("-p")
+        .arg(agent.dns.port().to_string())
+        .args(["+time=5", "+tries=1"])
+        .args(args)
+        .output()
+        .expect("dig is installed (bind9-dnsutils)");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
