@@ -44,6 +44,23 @@ pub enum AgentError {
     LinkLocal(#[from] NetifError),
     #[error("HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error(
+        "--http-addr {http} and --dns-addr {dns} overlap: DNS also serves TCP, and both \
+         sockets share ports by design (SO_REUSEPORT), so they would split each other's \
+         connections; give them different ports"
+    )]
+    SamePort { http: SocketAddr, dns: SocketAddr },
+}
+
+/// True when TCP sockets bound to `a` and `b` would take the same
+/// connections: same port, and one address is the other or a wildcard of
+/// the same family (`[::]` also takes IPv4 unless the socket is v6-only, so
+/// it overlaps everything).
+fn tcp_addresses_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    let covers = |wide: SocketAddr, other: SocketAddr| {
+        wide.ip().is_unspecified() && (wide.is_ipv6() || other.is_ipv4())
+    };
+    a.port() == b.port() && a.port() != 0 && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
 }
 
 /// A TCP socket bound with SO_REUSEPORT, not yet listening: binding fails
@@ -79,6 +96,12 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
 }
 
 async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
+    if tcp_addresses_overlap(args.http_addr, args.dns_addr) {
+        return Err(AgentError::SamePort {
+            http: args.http_addr,
+            dns: args.dns_addr,
+        });
+    }
     let metrics = Arc::new(Metrics::new());
     let index = Arc::new(Index::new(metrics.index.clone()));
     let status = Arc::new(SourceStatus::default());
@@ -494,5 +517,25 @@ async fn shutdown_signal() -> &'static str {
     {
         let _ = tokio::signal::ctrl_c().await;
         "interrupt"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_and_dns_must_not_share_a_tcp_port() {
+        let overlap =
+            |a: &str, b: &str| tcp_addresses_overlap(a.parse().unwrap(), b.parse().unwrap());
+        assert!(overlap("127.0.0.1:53", "127.0.0.1:53"));
+        assert!(overlap("0.0.0.0:53", "127.0.0.1:53"));
+        assert!(overlap("127.0.0.1:53", "[::]:53"));
+        assert!(overlap("[::]:53", "[::1]:53"));
+        assert!(!overlap("127.0.0.1:53", "127.0.0.1:8053"));
+        assert!(!overlap("127.0.0.1:53", "127.0.0.2:53"));
+        assert!(!overlap("0.0.0.0:53", "[::1]:53"));
+        // Port 0: each socket gets its own port.
+        assert!(!overlap("127.0.0.1:0", "127.0.0.1:0"));
     }
 }

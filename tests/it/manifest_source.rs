@@ -213,6 +213,29 @@ fn a_missing_source_path_stops_the_agent_with_a_clear_error() {
 }
 
 #[test]
+fn http_and_dns_on_one_port_is_refused_before_serving() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let output = Command::new(binary())
+        .args([
+            "agent",
+            "--source",
+            "demo",
+            "--http-addr",
+            &addr,
+            "--dns-addr",
+            &addr,
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--http-addr") && stderr.contains("--dns-addr") && stderr.contains(&addr),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn invalid_flags_exit_2_naming_the_flag() {
     let output = Command::new(binary())
         .args(["agent", "--ttl", "soon"])

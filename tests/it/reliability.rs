@@ -19,7 +19,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-use crate::support::agent::{binary, free_port, ips_of, spawn_process};
+use crate::support::agent::{agent_addresses, binary, ips_of, spawn_process};
 use crate::support::cluster::{PrivateCluster, kubeconfig};
 use crate::support::eventually::eventually_within;
 use crate::support::kube::ip_range;
@@ -195,10 +195,6 @@ async fn three_endpoints(test: &str) -> TestNamespace {
     ns.wait_for_ready_addresses("web", &ip_range(first, 3))
         .await;
     ns
-}
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 // ---------------------------------------------------------------------------
@@ -643,7 +639,7 @@ fn probe_dns_tcp(
 async fn sigterm_hands_the_ports_to_the_agent_sharing_them_without_losing_a_query() {
     require_dnsperf();
     let ns = three_endpoints("handover").await;
-    let (http, dns) = (local(free_port()), local(free_port()));
+    let (http, dns) = agent_addresses();
     let args = ["--namespaces", &ns.name];
     let old = Proc::spawn("old", http, dns, &args, &[]);
     old.wait_log("synced: ready").await;
@@ -661,7 +657,7 @@ async fn sigterm_hands_the_ports_to_the_agent_sharing_them_without_losing_a_quer
         let queries = queries.clone();
         std::thread::spawn(move || {
             Command::new("dnsperf")
-                .args(["-s", "127.0.0.1", "-p", &dns.port().to_string()])
+                .args(["-s", &dns.ip().to_string(), "-p", &dns.port().to_string()])
                 .arg("-d")
                 .arg(&queries)
                 .args(["-l", "8", "-Q", "2000", "-c", "8", "-t", "2"])
@@ -747,7 +743,7 @@ async fn sigterm_hands_the_ports_to_the_agent_sharing_them_without_losing_a_quer
 async fn in_a_rolling_update_the_old_agent_turns_unready_and_answers_until_the_new_one_has_synced()
 {
     let ns = three_endpoints("rolling").await;
-    let (http, dns) = (local(free_port()), local(free_port()));
+    let (http, dns) = agent_addresses();
     let mut old = Proc::spawn("old", http, dns, &["--namespaces", &ns.name], &[]);
     old.wait_log("synced: ready").await;
 
@@ -855,7 +851,7 @@ async fn in_a_rolling_update_the_old_agent_turns_unready_and_answers_until_the_n
 
 #[tokio::test]
 async fn sigterm_without_a_successor_does_not_wait_for_one() {
-    let (http, dns) = (local(free_port()), local(free_port()));
+    let (http, dns) = agent_addresses();
     let mut agent = Proc::spawn("alone", http, dns, &["--source", "demo"], &[]);
     agent.wait_log("synced: ready").await;
     agent.sigterm();
@@ -890,7 +886,7 @@ fn open_idle(addr: SocketAddr, count: usize) -> Vec<TcpStream> {
 }
 
 async fn idle_connections_case(ns: &TestNamespace, caps: &[&str], label: &str) {
-    let (http, dns) = (local(free_port()), local(free_port()));
+    let (http, dns) = agent_addresses();
     let mut args = vec!["--namespaces", ns.name.as_str()];
     args.extend_from_slice(caps);
     let agent = Proc::spawn("idle", http, dns, &args, &[]);

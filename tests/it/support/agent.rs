@@ -1,7 +1,7 @@
 //! A real `kubedisco agent` process for a test, and a small client for its
 //! HTTP API. The process is killed when the handle drops.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -25,6 +25,31 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// A loopback address of its own for one agent (127.64.0.1–127.127.255.254).
+///
+/// The agent's sockets use SO_REUSEPORT (for hand-over), so two agents
+/// that happened to get the same port from [`free_port`] between its check
+/// and their bind would silently share it, each answering half the
+/// connections. With an address per agent that needs the same address and
+/// the same port.
+pub fn own_loopback_ip() -> IpAddr {
+    let [a, b, c]: [u8; 3] = rand::random();
+    IpAddr::V4(Ipv4Addr::new(127, 64 + (a & 63), b, 1 + c % 254))
+}
+
+/// An HTTP and a DNS address for one agent: its own loopback address, and
+/// two ports free on it (held together while chosen, so never the same).
+pub fn agent_addresses() -> (SocketAddr, SocketAddr) {
+    let ip = own_loopback_ip();
+    let first = TcpListener::bind((ip, 0)).expect("free port");
+    let second = TcpListener::bind((ip, 0)).expect("free port");
+    let port = |l: &TcpListener| l.local_addr().expect("bound").port();
+    (
+        SocketAddr::new(ip, port(&first)),
+        SocketAddr::new(ip, port(&second)),
+    )
 }
 
 pub fn binary() -> &'static Path {
@@ -68,12 +93,10 @@ impl Agent {
     /// As [`Agent::spawn`], with extra environment (it wins over the
     /// defaults, e.g. another `KUBECONFIG`).
     pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Agent {
-        let port = free_port();
-        let http: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let dns: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let (http, dns) = agent_addresses();
         let log_dir = std::env::temp_dir().join("kubedisco-it");
         std::fs::create_dir_all(&log_dir).unwrap();
-        let log_path = log_dir.join(format!("agent-{port}.log"));
+        let log_path = log_dir.join(format!("agent-{}-{}.log", http.ip(), http.port()));
         let child = spawn_process(http, dns, args, env, &log_path);
         Agent {
             child,

@@ -9,13 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -111,6 +111,28 @@ func FreePort(t testing.TB, ip string) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// agentAddresses returns an HTTP and a DNS address for one agent: a loopback
+// address of its own (127.64.0.1-127.127.255.254) and two ports free on it,
+// held together while chosen so they differ. The agent's sockets use
+// SO_REUSEPORT (for hand-over), so two agents that got the same port between
+// FreePort's check and their bind would silently share it, each answering
+// half the connections; with an address per agent that needs the same
+// address too.
+func agentAddresses(t testing.TB) (httpAddr, dnsAddr string) {
+	t.Helper()
+	ip := net.IPv4(127, byte(64+rand.IntN(64)), byte(rand.IntN(256)), byte(1+rand.IntN(254))).String()
+	var listeners [2]net.Listener
+	for i := range listeners {
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			t.Fatalf("free port on %s: %v", ip, err)
+		}
+		defer l.Close()
+		listeners[i] = l
+	}
+	return listeners[0].Addr().String(), listeners[1].Addr().String()
+}
+
 // Agent is a real kubedisco agent serving the manifests in Dir.
 type Agent struct {
 	t testing.TB
@@ -134,8 +156,7 @@ func StartAgent(t testing.TB, extra ...string) *Agent {
 	t.Helper()
 	bin := Binary(t)
 	dir := t.TempDir()
-	httpAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t, "127.0.0.1")))
-	dnsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t, "127.0.0.1")))
+	httpAddr, dnsAddr := agentAddresses(t)
 	log, err := os.CreateTemp(t.TempDir(), "agent-*.log")
 	if err != nil {
 		t.Fatal(err)
