@@ -2,15 +2,25 @@
 // a real API server, churns them at a given rate, and measures how long a
 // change takes to show up in kubedisco's watch stream and in DNS answers.
 //
-//	scalegen load -services N -endpoints M      create or update to N × M (100 endpoints per slice)
+//	scalegen load -services N -endpoints M      converge to exactly N × M (100 endpoints per slice)
+//	scalegen check -services N -endpoints M     list everything back; fail unless it is N × M
 //	scalegen churn -services N -rate R -duration D
 //	scalegen propagate -services N -changes C -kd-http ADDR -dns NAME=ADDR...
-//	scalegen sizes -services N                  bytes of one watch event per object kind
+//	scalegen sizes                              bytes of one watch event per object kind
 //
 // Services are svc-<i> in namespaces scale-<i % namespaces>; slice <s> of
 // Service i is svc-<i>-<s>; endpoint j of Service i has the address
 // 10.<n>>16>.<n>>8&255>.<n&255> with n = i*256 + j + 1. Addresses written by
-// propagate and churn come from 10.200.0.0/13 and never collide with those.
+// propagate come from 10.200.0.0/13 and never collide with those.
+//
+// The slices look like what the EndpointSlice controller writes for the Pods
+// of a Deployment: the controller's labels (managed-by, service-name,
+// headless, the Service's own), an owner reference to the Service,
+// generateName, the last-change-trigger-time annotation, and per endpoint
+// ready/serving/terminating set explicitly, nodeName (node-0..node-99), zone
+// (zone-a/b/c by node) and a targetRef to a Pod named like
+// svc-7-5d59d67564-x2k8q with a uid. The Services have no selector, so the
+// control plane's own EndpointSlice controller leaves these slices alone.
 package main
 
 import (
@@ -36,15 +46,23 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
-const perSlice = 100
+const (
+	perSlice = 100
+	nodes    = 100
+	// What the EndpointSlice controller puts in endpointslice.kubernetes.io/managed-by.
+	controllerName = "endpointslice-controller.k8s.io"
+)
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: scalegen load|churn|propagate|sizes [flags] (-h for flags)")
+	fmt.Fprintln(os.Stderr, "usage: scalegen load|check|churn|propagate|sizes [flags] (-h for flags)")
 	os.Exit(2)
 }
 
@@ -56,6 +74,8 @@ func main() {
 	switch os.Args[1] {
 	case "load":
 		err = load(os.Args[2:])
+	case "check":
+		err = check(os.Args[2:])
 	case "churn":
 		err = churn(os.Args[2:])
 	case "propagate":
@@ -71,14 +91,48 @@ func main() {
 	}
 }
 
-func client() (*kubernetes.Clientset, error) {
+func config() (*rest.Config, error) {
 	cfg, err := clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
 	if err != nil {
 		return nil, err
 	}
 	cfg.QPS = 5000
 	cfg.Burst = 10000
+	return cfg, nil
+}
+
+func client() (*kubernetes.Clientset, error) {
+	cfg, err := config()
+	if err != nil {
+		return nil, err
+	}
 	return kubernetes.NewForConfig(cfg)
+}
+
+// parse parses a subcommand's flags and connects to the API server.
+func parse(fs *flag.FlagSet, args []string) (*kubernetes.Clientset, error) {
+	_ = fs.Parse(args)
+	return client()
+}
+
+// pointFlags: the data point (N Services × M endpoints in K namespaces)
+// that load writes and check expects.
+func pointFlags(fs *flag.FlagSet) (services, endpoints, namespaces *int) {
+	return fs.Int("services", 1000, "Services"), fs.Int("endpoints", 10, "endpoints per Service (at most 255)"),
+		fs.Int("namespaces", 10, "namespaces")
+}
+
+// pages calls list with Limit and each Continue token it returns until the
+// last page.
+func pages(list func(opts metav1.ListOptions) (cont string, err error)) error {
+	opts := metav1.ListOptions{Limit: 500}
+	for {
+		cont, err := list(opts)
+		if err != nil || cont == "" {
+			return err
+		}
+		opts.Continue = cont
+	}
 }
 
 func nsOf(i, namespaces int) string { return fmt.Sprintf("scale-%d", i%namespaces) }
@@ -88,10 +142,64 @@ func endpointIP(i, j int) string {
 	return fmt.Sprintf("10.%d.%d.%d", n>>16, n>>8&255, n&255)
 }
 
-// probeIP: addresses for propagate and churn, 10.200.0.0 upwards.
+// probeIP: addresses for propagate, 10.200.0.0 upwards.
 func probeIP(k int) string {
 	n := uint32(200<<16 + k + 1)
 	return fmt.Sprintf("10.%d.%d.%d", n>>16, n>>8&255, n&255)
+}
+
+// mix is splitmix64's finaliser: deterministic, well-spread names and uids.
+func mix(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
+	x = (x ^ x>>27) * 0x94d049bb133111eb
+	return x ^ x>>31
+}
+
+// safe encodes h in n characters of the alphabet Kubernetes uses for
+// generated name suffixes and pod-template-hash values.
+func safe(h uint64, n int) string {
+	const alphabet = "bcdfghjklmnpqrstvwxz2456789"
+	b := make([]byte, n)
+	for k := range b {
+		b[k] = alphabet[h%uint64(len(alphabet))]
+		h /= uint64(len(alphabet))
+	}
+	return string(b)
+}
+
+// pod is the identity of the Pod behind endpoint j of Service i; gen > 0
+// names a replacement Pod (a new name, uid and node).
+type pod struct{ name, uid, node, zone string }
+
+func podOf(i, j int, gen uint64) pod {
+	key := uint64(i)<<32 | uint64(j)<<8 ^ gen<<44
+	h1, h2 := mix(key), mix(key^0x5bd1e995)
+	n := (i + j + int(gen)) % nodes
+	return pod{
+		// <deployment>-<pod-template-hash>-<suffix>, the hash fixed per Service.
+		name: fmt.Sprintf("svc-%d-%s-%s", i, safe(mix(uint64(i)^0x6b8b4567), 10), safe(h1, 5)),
+		uid: fmt.Sprintf("%08x-%04x-4%03x-%04x-%012x", uint32(h1>>32), uint16(h1>>16), uint16(h1)&0xfff,
+			uint16(h2>>48)&0x3fff|0x8000, h2&0xffffffffffff),
+		node: fmt.Sprintf("node-%d", n),
+		zone: "zone-" + string(rune('a'+n%3)),
+	}
+}
+
+// endpoint j of Service i as the EndpointSlice controller writes it for a
+// Deployment's Pod.
+func endpoint(i, j, namespaces int, gen uint64, ip string, ready bool) discoveryv1.Endpoint {
+	p := podOf(i, j, gen)
+	serving, terminating := ready, false
+	return discoveryv1.Endpoint{
+		Addresses:  []string{ip},
+		Conditions: discoveryv1.EndpointConditions{Ready: &ready, Serving: &serving, Terminating: &terminating},
+		NodeName:   &p.node,
+		Zone:       &p.zone,
+		TargetRef: &corev1.ObjectReference{
+			Kind: "Pod", Namespace: nsOf(i, namespaces), Name: p.name, UID: types.UID(p.uid),
+		},
+	}
 }
 
 var slicePorts = func() []discoveryv1.EndpointPort {
@@ -100,8 +208,9 @@ var slicePorts = func() []discoveryv1.EndpointPort {
 }()
 
 func service(i, namespaces int) *corev1.Service {
+	name := fmt.Sprintf("svc-%d", i)
 	return &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("svc-%d", i), Namespace: nsOf(i, namespaces)},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: nsOf(i, namespaces), Labels: map[string]string{"app": name}},
 		Spec: corev1.ServiceSpec{
 			ClusterIP: corev1.ClusterIPNone,
 			Ports:     []corev1.ServicePort{{Name: "http", Port: 8080, Protocol: corev1.ProtocolTCP}},
@@ -109,27 +218,39 @@ func service(i, namespaces int) *corev1.Service {
 	}
 }
 
-func slice(i, s, endpoints, namespaces int) *discoveryv1.EndpointSlice {
-	ready := true
+func sliceName(i, s int) string { return fmt.Sprintf("svc-%d-%d", i, s) }
+
+// sliceEndpoints: the endpoints of slice s of Service i at M endpoints.
+func sliceEndpoints(i, s, endpoints, namespaces int) []discoveryv1.Endpoint {
 	var eps []discoveryv1.Endpoint
 	for j := s * perSlice; j < endpoints && j < (s+1)*perSlice; j++ {
-		eps = append(eps, discoveryv1.Endpoint{
-			Addresses:  []string{endpointIP(i, j)},
-			Conditions: discoveryv1.EndpointConditions{Ready: &ready},
-		})
+		eps = append(eps, endpoint(i, j, namespaces, 0, endpointIP(i, j), true))
 	}
+	return eps
+}
+
+func slice(i, s, endpoints, namespaces int, svcUID types.UID, trigger string) *discoveryv1.EndpointSlice {
+	svc := fmt.Sprintf("svc-%d", i)
+	yes := true
 	return &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:      fmt.Sprintf("svc-%d-%d", i, s),
-			Namespace: nsOf(i, namespaces),
+			Name:         sliceName(i, s),
+			GenerateName: svc + "-",
+			Namespace:    nsOf(i, namespaces),
 			Labels: map[string]string{
-				discoveryv1.LabelServiceName: fmt.Sprintf("svc-%d", i),
-				discoveryv1.LabelManagedBy:   "scalegen",
+				"app":                        svc,
+				corev1.IsHeadlessService:     "",
+				discoveryv1.LabelServiceName: svc,
+				discoveryv1.LabelManagedBy:   controllerName,
 			},
+			Annotations: map[string]string{corev1.EndpointsLastChangeTriggerTime: trigger},
+			OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: "v1", Kind: "Service", Name: svc, UID: svcUID, Controller: &yes, BlockOwnerDeletion: &yes,
+			}},
 		},
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Ports:       slicePorts,
-		Endpoints:   eps,
+		Endpoints:   sliceEndpoints(i, s, endpoints, namespaces),
 	}
 }
 
@@ -160,49 +281,103 @@ func parallel(n, workers int, f func(int) error) error {
 	return first
 }
 
+var (
+	servicesGVR = schema.GroupVersionResource{Version: "v1", Resource: "services"}
+	slicesGVR   = schema.GroupVersionResource{Group: "discovery.k8s.io", Version: "v1", Resource: "endpointslices"}
+)
+
+// existing lists the names (and uids) of one resource in the scale-*
+// namespaces, metadata only, in pages: "ns/name" -> uid.
+func existing(ctx context.Context, mc metadata.Interface, gvr schema.GroupVersionResource, namespaces int) (map[string]types.UID, error) {
+	out := map[string]types.UID{}
+	for k := 0; k < namespaces; k++ {
+		ns := fmt.Sprintf("scale-%d", k)
+		err := pages(func(opts metav1.ListOptions) (string, error) {
+			list, err := mc.Resource(gvr).Namespace(ns).List(ctx, opts)
+			if err != nil {
+				return "", err
+			}
+			for _, o := range list.Items {
+				out[ns+"/"+o.Name] = o.UID
+			}
+			return list.Continue, nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// load converges the scale-* namespaces to exactly N Services × M endpoints:
+// missing Services and slices are created, existing slices get their
+// endpoints replaced, slices and Services beyond N × M are deleted.
 func load(args []string) error {
 	fs := flag.NewFlagSet("load", flag.ExitOnError)
-	services := fs.Int("services", 1000, "Services")
-	endpoints := fs.Int("endpoints", 10, "endpoints per Service (at most 255)")
-	namespaces := fs.Int("namespaces", 10, "namespaces")
+	services, endpoints, namespaces := pointFlags(fs)
 	workers := fs.Int("workers", 16, "parallel writers")
 	_ = fs.Parse(args)
 	if *endpoints < 1 || *endpoints > 255 || *services < 1 || *namespaces < 1 {
 		return errors.New("load: need 1 <= endpoints <= 255, services >= 1, namespaces >= 1")
 	}
-	c, err := client()
+	cfg, err := config()
+	if err != nil {
+		return err
+	}
+	c, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	mc, err := metadata.NewForConfig(cfg)
 	if err != nil {
 		return err
 	}
 	ctx := context.Background()
 	start := time.Now()
+	trigger := start.UTC().Format(time.RFC3339Nano)
 	for k := 0; k < *namespaces && k < *services; k++ {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("scale-%d", k)}}
 		if _, err := c.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			return err
 		}
 	}
+	haveSvcs, err := existing(ctx, mc, servicesGVR, *namespaces)
+	if err != nil {
+		return err
+	}
+	haveSlices, err := existing(ctx, mc, slicesGVR, *namespaces)
+	if err != nil {
+		return err
+	}
 	slices := (*endpoints + perSlice - 1) / perSlice
-	var created, updated atomic.Int64
+	var svcCreated, svcDeleted, created, updated, deleted atomic.Int64
 	err = parallel(*services, *workers, func(i int) error {
 		svc := service(i, *namespaces)
-		if _, err := c.CoreV1().Services(svc.Namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			return err
+		uid, ok := haveSvcs[svc.Namespace+"/"+svc.Name]
+		if !ok {
+			got, err := c.CoreV1().Services(svc.Namespace).Create(ctx, svc, metav1.CreateOptions{})
+			if err != nil {
+				return err
+			}
+			uid = got.UID
+			svcCreated.Add(1)
 		}
 		for s := 0; s < slices; s++ {
-			want := slice(i, s, *endpoints, *namespaces)
+			want := slice(i, s, *endpoints, *namespaces, uid, trigger)
 			api := c.DiscoveryV1().EndpointSlices(want.Namespace)
-			_, err := api.Create(ctx, want, metav1.CreateOptions{})
-			if err == nil {
+			if _, ok := haveSlices[want.Namespace+"/"+want.Name]; !ok {
+				if _, err := api.Create(ctx, want, metav1.CreateOptions{}); err != nil {
+					return err
+				}
 				created.Add(1)
 				continue
 			}
-			if !apierrors.IsAlreadyExists(err) {
-				return err
-			}
-			// Exists: replace its endpoints (a strategic merge patch on
-			// EndpointSlice endpoints replaces the list).
-			patch, _ := json.Marshal(map[string]any{"endpoints": want.Endpoints})
+			// Exists: replace its endpoints (a JSON merge patch replaces
+			// lists whole), as the controller does when Pods come and go.
+			patch, _ := json.Marshal(map[string]any{
+				"metadata":  map[string]any{"annotations": want.Annotations},
+				"endpoints": want.Endpoints,
+			})
 			if _, err := api.Patch(ctx, want.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 				return err
 			}
@@ -213,15 +388,145 @@ func load(args []string) error {
 	if err != nil {
 		return err
 	}
+	// Everything else in the scale-* namespaces goes: slices first, then
+	// Services (whose owner references would also let the garbage
+	// collector remove their slices, later).
+	wanted := func(key string, slice bool) bool {
+		var i, s int
+		ns, name, _ := strings.Cut(key, "/")
+		if slice {
+			if n, _ := fmt.Sscanf(name, "svc-%d-%d", &i, &s); n != 2 || sliceName(i, s) != name || s >= slices {
+				return false
+			}
+		} else if n, _ := fmt.Sscanf(name, "svc-%d", &i); n != 1 || fmt.Sprintf("svc-%d", i) != name {
+			return false
+		}
+		return i < *services && nsOf(i, *namespaces) == ns
+	}
+	remove := func(have map[string]types.UID, slice bool, count *atomic.Int64) error {
+		var gone []string
+		for key := range have {
+			if !wanted(key, slice) {
+				gone = append(gone, key)
+			}
+		}
+		return parallel(len(gone), *workers, func(k int) error {
+			ns, name, _ := strings.Cut(gone[k], "/")
+			var err error
+			if slice {
+				err = c.DiscoveryV1().EndpointSlices(ns).Delete(ctx, name, metav1.DeleteOptions{})
+			} else {
+				err = c.CoreV1().Services(ns).Delete(ctx, name, metav1.DeleteOptions{})
+			}
+			if err != nil && !apierrors.IsNotFound(err) {
+				return err
+			}
+			count.Add(1)
+			return nil
+		})
+	}
+	if err := remove(haveSlices, true, &deleted); err != nil {
+		return err
+	}
+	if err := remove(haveSvcs, false, &svcDeleted); err != nil {
+		return err
+	}
 	el := time.Since(start).Seconds()
-	objs := float64(created.Load() + updated.Load())
-	fmt.Printf("services=%d endpoints_per_service=%d slices_created=%d slices_updated=%d seconds=%.2f slices_per_second=%.0f\n",
-		*services, *endpoints, created.Load(), updated.Load(), el, objs/el)
+	objs := float64(created.Load() + updated.Load() + deleted.Load())
+	fmt.Printf("services=%d endpoints_per_service=%d services_created=%d services_deleted=%d slices_created=%d slices_updated=%d slices_deleted=%d seconds=%.2f slices_per_second=%.0f\n",
+		*services, *endpoints, svcCreated.Load(), svcDeleted.Load(), created.Load(), updated.Load(), deleted.Load(), el, objs/el)
+	return nil
+}
+
+// check lists every Service and EndpointSlice in the scale-* namespaces
+// back from the API server and fails unless they are exactly what load
+// -services N -endpoints M writes: Services svc-0..N-1, each with slices
+// svc-<i>-0.. holding M endpoints (controller fields set) in all.
+func check(args []string) error {
+	fs := flag.NewFlagSet("check", flag.ExitOnError)
+	services, endpoints, namespaces := pointFlags(fs)
+	c, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	perSvc := map[string]int{} // "ns/svc-i" -> endpoints
+	nSvc, nSlices, nEps := 0, 0, 0
+	var problems []string
+	countServices := func(ns string, list *corev1.ServiceList) {
+		for _, s := range list.Items {
+			var i int
+			if n, _ := fmt.Sscanf(s.Name, "svc-%d", &i); n != 1 || i >= *services || nsOf(i, *namespaces) != ns {
+				problems = append(problems, "unexpected Service "+ns+"/"+s.Name)
+			}
+			nSvc++
+		}
+	}
+	countSlices := func(ns string, list *discoveryv1.EndpointSliceList) {
+		for _, es := range list.Items {
+			nSlices++
+			nEps += len(es.Endpoints)
+			perSvc[ns+"/"+es.Labels[discoveryv1.LabelServiceName]] += len(es.Endpoints)
+			if es.Labels[discoveryv1.LabelManagedBy] != controllerName || len(es.OwnerReferences) != 1 {
+				problems = append(problems, "slice without the controller's labels or owner "+ns+"/"+es.Name)
+			}
+			for _, e := range es.Endpoints {
+				if e.NodeName == nil || e.Zone == nil || e.TargetRef == nil || e.Conditions.Ready == nil ||
+					e.Conditions.Serving == nil || e.Conditions.Terminating == nil {
+					problems = append(problems, "endpoint without controller fields in "+ns+"/"+es.Name)
+					break
+				}
+			}
+		}
+	}
+	for k := 0; k < *namespaces; k++ {
+		ns := fmt.Sprintf("scale-%d", k)
+		err := pages(func(opts metav1.ListOptions) (string, error) {
+			list, err := c.CoreV1().Services(ns).List(ctx, opts)
+			if err != nil {
+				return "", err
+			}
+			countServices(ns, list)
+			return list.Continue, nil
+		})
+		if err == nil {
+			err = pages(func(opts metav1.ListOptions) (string, error) {
+				list, err := c.DiscoveryV1().EndpointSlices(ns).List(ctx, opts)
+				if err != nil {
+					return "", err
+				}
+				countSlices(ns, list)
+				return list.Continue, nil
+			})
+		}
+		if err != nil {
+			return err
+		}
+	}
+	slices := (*endpoints + perSlice - 1) / perSlice
+	for i := 0; i < *services; i++ {
+		key := nsOf(i, *namespaces) + fmt.Sprintf("/svc-%d", i)
+		if got := perSvc[key]; got != *endpoints {
+			problems = append(problems, fmt.Sprintf("%s has %d endpoints, want %d", key, got, *endpoints))
+		}
+	}
+	fmt.Printf("services=%d slices=%d endpoints=%d\n", nSvc, nSlices, nEps)
+	if nSvc != *services || nSlices != *services*slices || nEps != *services**endpoints {
+		problems = append(problems, fmt.Sprintf("want services=%d slices=%d endpoints=%d", *services, *services*slices, *services**endpoints))
+	}
+	if len(problems) > 0 {
+		if len(problems) > 10 {
+			problems = append(problems[:10], fmt.Sprintf("... %d more", len(problems)-10))
+		}
+		return errors.New("check: " + strings.Join(problems, "; "))
+	}
 	return nil
 }
 
 // churn: JSON patches that flip endpoint 0 of slice 0 of Service k % N
-// between ready and not ready, spread round-robin, at a fixed rate.
+// between ready and not ready (ready and serving together, as the
+// controller writes a Pod's readiness), spread round-robin, at a fixed
+// rate. Every update changes what is served.
 func churn(args []string) error {
 	fs := flag.NewFlagSet("churn", flag.ExitOnError)
 	services := fs.Int("services", 1000, "Services to spread updates over")
@@ -229,8 +534,7 @@ func churn(args []string) error {
 	rate := fs.Float64("rate", 100, "slice updates per second")
 	duration := fs.Duration("duration", 10*time.Second, "how long")
 	workers := fs.Int("workers", 8, "parallel writers")
-	_ = fs.Parse(args)
-	c, err := client()
+	c, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -256,7 +560,8 @@ func churn(args []string) error {
 		}
 		i := k % *services
 		ready := (k / *services)%2 == 1
-		patch := fmt.Sprintf(`[{"op":"replace","path":"/endpoints/0/conditions/ready","value":%v}]`, ready)
+		patch := fmt.Sprintf(`[{"op":"replace","path":"/endpoints/0/conditions/ready","value":%v},`+
+			`{"op":"replace","path":"/endpoints/0/conditions/serving","value":%v}]`, ready, ready)
 		_, err := c.DiscoveryV1().EndpointSlices(nsOf(i, *namespaces)).Patch(ctx, fmt.Sprintf("svc-%d-0", i),
 			types.JSONPatchType, []byte(patch), metav1.PatchOptions{})
 		return err
@@ -334,8 +639,7 @@ func propagate(args []string) error {
 	timeout := fs.Duration("timeout", 10*time.Second, "give up on one change after this")
 	pause := fs.Duration("pause", 20*time.Millisecond, "between changes")
 	out := fs.String("out", "", "per-change TSV file")
-	_ = fs.Parse(args)
-	c, err := client()
+	c, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -420,7 +724,10 @@ func propagate(args []string) error {
 	for k := 0; k < *changes; k++ {
 		i := k % *services
 		ip := probeIP(base + k)
-		patch := fmt.Sprintf(`[{"op":"replace","path":"/endpoints/0/addresses/0","value":%q}]`, ip)
+		// A Pod replaced by a new one: endpoint 0 gets a new address,
+		// Pod name, uid and node.
+		ep, _ := json.Marshal(endpoint(i, 0, *namespaces, uint64(base+k+1), ip, true))
+		patch := fmt.Sprintf(`[{"op":"replace","path":"/endpoints/0","value":%s}]`, ep)
 		name := fmt.Sprintf("svc-%d.%s.svc.cluster.local.", i, nsOf(i, *namespaces))
 		t0 := time.Now()
 		if _, err := c.DiscoveryV1().EndpointSlices(nsOf(i, *namespaces)).Patch(ctx, fmt.Sprintf("svc-%d-0", i),
@@ -507,35 +814,56 @@ func propagate(args []string) error {
 	return nil
 }
 
-// sizes: bytes of one watch event (JSON, as kube-runtime and CoreDNS's
-// client-go receive them without protobuf) for a Service and for slice 0 of
-// Service 0, read back from the API server.
+// sizes: bytes of one MODIFIED watch event, JSON as kube-runtime and
+// CoreDNS's client-go receive it without protobuf (with managedFields and
+// the envelope), of slice 0 of Service 0 and of Service 0. Measured on a
+// real watch: its first frame is the object's synthetic ADDED event; the
+// size reported is that frame's with the type MODIFIED.
 func sizes(args []string) error {
 	fs := flag.NewFlagSet("sizes", flag.ExitOnError)
 	namespaces := fs.Int("namespaces", 10, "namespaces")
-	_ = fs.Parse(args)
-	c, err := client()
+	c, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
-	ctx := context.Background()
-	raw, err := c.DiscoveryV1().RESTClient().Get().Namespace(nsOf(0, *namespaces)).Resource("endpointslices").
-		Name("svc-0-0").DoRaw(ctx)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	frame := func(rc rest.Interface, resource, name string) ([]byte, error) {
+		body, err := rc.Get().Namespace(nsOf(0, *namespaces)).Resource(resource).
+			Param("watch", "true").Param("fieldSelector", "metadata.name="+name).
+			SetHeader("Accept", "application/json").Stream(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer body.Close()
+		line, err := bufio.NewReaderSize(body, 1<<20).ReadBytes('\n')
+		if err != nil {
+			return nil, fmt.Errorf("watch %s/%s: %w", resource, name, err)
+		}
+		var ev struct {
+			Type   string          `json:"type"`
+			Object json.RawMessage `json:"object"`
+		}
+		if err := json.Unmarshal(line, &ev); err != nil || ev.Type != "ADDED" {
+			return nil, fmt.Errorf("watch %s/%s: first frame is not an ADDED event: %.200s", resource, name, line)
+		}
+		return line, nil
+	}
+	modified := func(line []byte) int { return len(line) - len("ADDED") + len("MODIFIED") }
+	sl, err := frame(c.DiscoveryV1().RESTClient(), "endpointslices", "svc-0-0")
 	if err != nil {
 		return err
 	}
-	sraw, err := c.CoreV1().RESTClient().Get().Namespace(nsOf(0, *namespaces)).Resource("services").
-		Name("svc-0").DoRaw(ctx)
+	sv, err := frame(c.CoreV1().RESTClient(), "services", "svc-0")
 	if err != nil {
 		return err
 	}
-	compact := func(b []byte) int {
-		var buf bytes.Buffer
-		_ = json.Compact(&buf, b)
-		return buf.Len() + len(`{"type":"MODIFIED","object":}`) + 1
+	var ev struct {
+		Object discoveryv1.EndpointSlice `json:"object"`
 	}
-	var es discoveryv1.EndpointSlice
-	_ = json.Unmarshal(raw, &es)
-	fmt.Printf("endpointslice_event_bytes=%d endpoints=%d service_event_bytes=%d\n", compact(raw), len(es.Endpoints), compact(sraw))
+	if err := json.Unmarshal(sl, &ev); err != nil {
+		return err
+	}
+	fmt.Printf("endpointslice_event_bytes=%d endpoints=%d service_event_bytes=%d\n", modified(sl), len(ev.Object.Endpoints), modified(sv))
 	return nil
 }
