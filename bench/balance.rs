@@ -4,6 +4,7 @@
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kubedisco::balance::{Candidate, Pickers, SmoothRoundRobin, pick_by_key, pick_weighted_random};
@@ -68,21 +69,22 @@ fn slice_of(service: &str, name: &str, first: u32, count: u32) -> SliceObject {
             protocol: Protocol::Tcp,
         }],
         endpoints: (first..first + count)
-            .map(|i| SliceEndpoint {
-                address: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)),
-                ready: true,
-                serving: true,
-                terminating: false,
-                hostname: None,
-                node: Some(format!("node-{}", i % 100).into()),
-                zone: Some(format!("zone-{}", i % 3).into()),
-                target_ref: Some(TargetRef {
-                    kind: "Pod".into(),
-                    namespace: Some("shop".into()),
-                    name: format!("pod-{i}").into(),
-                }),
-                hint_zones: vec![],
-                hint_nodes: vec![],
+            .map(|i| {
+                Arc::new(SliceEndpoint {
+                    address: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)),
+                    ready: true,
+                    serving: true,
+                    terminating: false,
+                    hostname: None,
+                    node: Some(format!("node-{}", i % 100).into()),
+                    zone: Some(format!("zone-{}", i % 3).into()),
+                    target_ref: Some(TargetRef {
+                        kind: "Pod".into(),
+                        namespace: Some("shop".into()),
+                        name: format!("pod-{i}").into(),
+                    }),
+                    hints: None,
+                })
             })
             .collect(),
         weight: None,

@@ -4,6 +4,7 @@
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use kubedisco::index::objects::{
@@ -40,19 +41,20 @@ fn slice(i: usize, generation: u32) -> SliceObject {
             protocol: Protocol::Tcp,
         }],
         endpoints: (0..ENDPOINTS as u32)
-            .map(|e| SliceEndpoint {
-                address: IpAddr::V4(Ipv4Addr::from(base + e)),
-                // Flip one endpoint's readiness per generation, so every
-                // applied event really changes the served state.
-                ready: !(e == 0 && generation % 2 == 1),
-                serving: true,
-                terminating: false,
-                hostname: None,
-                node: Some(format!("node-{}", e % 50).into()),
-                zone: Some(format!("zone-{}", e % 3).into()),
-                target_ref: None,
-                hint_zones: vec![],
-                hint_nodes: vec![],
+            .map(|e| {
+                Arc::new(SliceEndpoint {
+                    address: IpAddr::V4(Ipv4Addr::from(base + e)),
+                    // Flip one endpoint's readiness per generation, so every
+                    // applied event really changes the served state.
+                    ready: !(e == 0 && generation % 2 == 1),
+                    serving: true,
+                    terminating: false,
+                    hostname: None,
+                    node: Some(format!("node-{}", e % 50).into()),
+                    zone: Some(format!("zone-{}", e % 3).into()),
+                    target_ref: None,
+                    hints: None,
+                })
             })
             .collect(),
         weight: None,

@@ -37,8 +37,9 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::index::intern::intern;
 use crate::index::objects::{
-    Protocol, ServiceKey, ServicePort, SliceEndpoint, SliceKey, SlicePort, TargetRef,
+    Protocol, ServiceKey, ServicePort, SliceEndpoint, SliceKey, SlicePort, TargetRef, TopologyHints,
 };
 use crate::index::{Contents, Index, ServiceObject, SliceObject};
 use crate::metrics::Metrics;
@@ -276,7 +277,7 @@ impl SnapService {
     fn into_object(self) -> Result<ServiceObject, LoadError> {
         Ok(ServiceObject {
             key: ServiceKey {
-                namespace: self.namespace,
+                namespace: intern(&self.namespace),
                 name: self.name,
             },
             headless: self.headless,
@@ -331,8 +332,8 @@ impl From<&SliceObject> for SnapSlice {
                         namespace: t.namespace.clone(),
                         name: t.name.clone(),
                     }),
-                    hint_zones: e.hint_zones.clone(),
-                    hint_nodes: e.hint_nodes.clone(),
+                    hint_zones: e.hint_zones().to_vec(),
+                    hint_nodes: e.hint_nodes().to_vec(),
                 })
                 .collect(),
             weight: s.weight,
@@ -344,10 +345,10 @@ impl SnapSlice {
     fn into_object(self) -> Result<SliceObject, LoadError> {
         Ok(SliceObject {
             key: SliceKey {
-                namespace: self.namespace,
+                namespace: intern(&self.namespace),
                 name: self.name,
             },
-            service: self.service,
+            service: self.service.as_deref().map(intern),
             ports: self
                 .ports
                 .into_iter()
@@ -362,21 +363,27 @@ impl SnapSlice {
             endpoints: self
                 .endpoints
                 .into_iter()
-                .map(|e| SliceEndpoint {
-                    address: e.address,
-                    ready: e.ready,
-                    serving: e.serving,
-                    terminating: e.terminating,
-                    hostname: e.hostname,
-                    node: e.node,
-                    zone: e.zone,
-                    target_ref: e.target_ref.map(|t| TargetRef {
-                        kind: t.kind,
-                        namespace: t.namespace,
-                        name: t.name,
-                    }),
-                    hint_zones: e.hint_zones,
-                    hint_nodes: e.hint_nodes,
+                .map(|e| {
+                    // Shared like the converter's strings (see index::intern).
+                    let shared = |s: Arc<str>| intern(&s);
+                    Arc::new(SliceEndpoint {
+                        address: e.address,
+                        ready: e.ready,
+                        serving: e.serving,
+                        terminating: e.terminating,
+                        hostname: e.hostname,
+                        node: e.node.map(shared),
+                        zone: e.zone.map(shared),
+                        target_ref: e.target_ref.map(|t| TargetRef {
+                            kind: intern(&t.kind),
+                            namespace: t.namespace.map(shared),
+                            name: t.name,
+                        }),
+                        hints: TopologyHints::boxed(
+                            e.hint_zones.into_iter().map(shared).collect(),
+                            e.hint_nodes.into_iter().map(shared).collect(),
+                        ),
+                    })
                 })
                 .collect(),
             weight: self.weight,
@@ -783,7 +790,7 @@ mod tests {
             namespace: Some("ns".into()),
             name: "web-1".into(),
         });
-        terminating.hint_zones = vec!["zone-a".into()];
+        terminating.hints = TopologyHints::boxed(["zone-a".into()].into(), Box::default());
         let mut weighted = slice("a", "web", 8080, vec![endpoint("10.0.0.1"), terminating]);
         weighted.weight = Some(7);
         index.apply([

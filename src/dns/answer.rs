@@ -72,14 +72,32 @@ impl Zone {
 
 /// The dashed-IP host label Kubernetes DNS uses for endpoints without a
 /// hostname: `10-1-2-3`, or for IPv6 the address with `:` → `-`.
-pub fn dashed_ip(ip: IpAddr) -> String {
-    ip.to_string().replace(['.', ':'], "-")
+/// Room for the longest dashed address (IPv6: 39 characters).
+type LabelBuffer = [u8; 48];
+
+/// `10.0.0.1` → `10-0-0-1`, `fd00::1` → `fd00--1`, written into `buffer`.
+fn dashed_ip(ip: IpAddr, buffer: &mut LabelBuffer) -> &[u8] {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+    // Cannot fail: the buffer holds any address.
+    let _ = write!(cursor, "{ip}");
+    let len = cursor.position() as usize;
+    let label = &mut buffer[..len];
+    for byte in label.iter_mut() {
+        if matches!(*byte, b'.' | b':') {
+            *byte = b'-';
+        }
+    }
+    label
 }
 
-fn host_label(endpoint: &Endpoint) -> String {
-    match &endpoint.hostname {
-        Some(hostname) => hostname.to_string(),
-        None => dashed_ip(endpoint.ip),
+/// An endpoint's first label in DNS names: its hostname, else its dashed
+/// address, as CoreDNS names them. On the stack: SRV answers write one per
+/// target and the query path allocates nothing.
+fn host_label<'a>(endpoint: &'a Endpoint, buffer: &'a mut LabelBuffer) -> &'a [u8] {
+    match endpoint.hostname() {
+        Some(hostname) => hostname.as_bytes(),
+        None => dashed_ip(endpoint.ip(), buffer),
     }
 }
 
@@ -94,11 +112,11 @@ fn shuffle_key(rng: &mut impl Rng, weight: u32) -> f64 {
 }
 
 fn is_ipv4(endpoint: &&Endpoint) -> bool {
-    endpoint.ip.is_ipv4()
+    endpoint.ip().is_ipv4()
 }
 
 fn is_ipv6(endpoint: &&Endpoint) -> bool {
-    endpoint.ip.is_ipv6()
+    endpoint.ip().is_ipv6()
 }
 
 /// Writes the answer to `query` from `snapshot` into `response`.
@@ -212,7 +230,7 @@ pub fn answer(
             let matching: Vec<&Endpoint> = service
                 .endpoints
                 .iter()
-                .filter(|e| host_label(e).as_bytes().eq_ignore_ascii_case(host))
+                .filter(|e| host_label(e, &mut [0; 48]).eq_ignore_ascii_case(host))
                 .collect();
             if matching.is_empty() {
                 nxdomain(response);
@@ -226,13 +244,13 @@ pub fn answer(
             match family {
                 Some(v4) => {
                     let mut any = false;
-                    for endpoint in matching.iter().filter(|e| e.ip.is_ipv4() == v4) {
+                    for endpoint in matching.iter().filter(|e| e.ip().is_ipv4() == v4) {
                         write_address(
                             response,
                             Section::Answer,
                             NameRef::Pointer(12),
                             ttl,
-                            endpoint.ip,
+                            endpoint.ip(),
                         );
                         any = true;
                     }
@@ -320,7 +338,7 @@ fn write_addresses(
             Section::Answer,
             NameRef::Pointer(12),
             ttl,
-            endpoint.ip,
+            endpoint.ip(),
         );
     }
 }
@@ -338,9 +356,10 @@ fn write_srv(
 ) {
     let mut targets: Vec<(u16, IpAddr)> = Vec::new();
     for endpoint in service.endpoints.iter().filter(|e| keep(e)) {
-        let host = host_label(endpoint);
+        let mut buffer: LabelBuffer = [0; 48];
+        let host = host_label(endpoint, &mut buffer);
         let mut target_at = None;
-        for endpoint_port in &endpoint.ports {
+        for endpoint_port in endpoint.ports.iter() {
             let matches = port.is_none_or(|(name, protocol)| {
                 endpoint_port.name.as_bytes() == name
                     && endpoint_port
@@ -354,7 +373,7 @@ fn write_srv(
             }
             let target = match target_at {
                 Some(at) => NameRef::Pointer(at),
-                None => NameRef::LabelThenPointer(host.as_bytes(), service_at),
+                None => NameRef::LabelThenPointer(host, service_at),
             };
             let at = response.srv(
                 NameRef::Pointer(12),
@@ -366,7 +385,7 @@ fn write_srv(
             );
             if target_at.is_none() {
                 target_at = Some(at);
-                targets.push((at, endpoint.ip));
+                targets.push((at, endpoint.ip()));
             }
         }
     }
@@ -383,21 +402,27 @@ fn reverse(
     response: &mut Response,
 ) -> Option<Outcome> {
     let ip = reverse_name_to_ip(query)?;
-    let Some(keys) = snapshot.by_ip.get(&ip) else {
+    let Some(owners) = snapshot.by_ip.get(&ip) else {
         return Some(Outcome::Forward);
     };
     if query.qtype != rtype::PTR {
         return Some(Outcome::Forward);
     }
     response.start(query, true);
-    for key in keys.iter() {
+    for key in owners.keys() {
         let Some(service) = snapshot.services.get(key) else {
             continue;
         };
-        for endpoint in service.endpoints.iter().filter(|e| e.ip == ip) {
+        // Endpoints are ordered by address.
+        let first = service.endpoints.partition_point(|e| e.ip() < ip);
+        for endpoint in service.endpoints[first..]
+            .iter()
+            .take_while(|e| e.ip() == ip)
+        {
+            let mut buffer: LabelBuffer = [0; 48];
             let target = format!(
                 "{}.{}.{}.svc.{}",
-                host_label(endpoint),
+                String::from_utf8_lossy(host_label(endpoint, &mut buffer)),
                 key.name,
                 key.namespace,
                 zone.name

@@ -91,7 +91,7 @@ pub async fn pick(
             if port.is_none() && !port_names.is_empty() {
                 return None;
             }
-            let address = match (endpoint.ip, port) {
+            let address = match (endpoint.ip(), port) {
                 (ip @ std::net::IpAddr::V6(_), Some(port)) => format!("[{ip}]:{port}"),
                 (ip, Some(port)) => format!("{ip}:{port}"),
                 (ip, None) => ip.to_string(),
@@ -146,7 +146,7 @@ pub async fn pick(
         name: &key.name,
         revision: service.revision,
         address: address.clone(),
-        ip: endpoint.ip,
+        ip: endpoint.ip(),
         port: *port,
         port_name,
         endpoint,

@@ -53,28 +53,92 @@ pub struct EndpointPort {
 }
 
 /// One endpoint (one address) of a served Service.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+///
+/// Compact on purpose: the slice entry that won the merge is shared with the
+/// writer's copy of the slice (not copied), and the merged ports are shared
+/// by every endpoint of the Service that has the same ones (normally all).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
-    pub ip: IpAddr,
-    pub ports: Vec<EndpointPort>,
-    pub ready: bool,
-    pub serving: bool,
-    pub terminating: bool,
-    pub zone: Option<Arc<str>>,
-    pub node: Option<Arc<str>>,
-    pub hostname: Option<Arc<str>>,
-    #[serde(rename = "targetRef")]
-    pub target_ref: Option<TargetRef>,
+    /// The slice's entry for this address that won the merge.
+    pub listed: Arc<SliceEndpoint>,
+    pub ports: Arc<[EndpointPort]>,
     pub weight: u32,
     /// Topology tier: 0 is preferred, higher numbers are fallbacks.
     pub priority: u32,
 }
 
 impl Endpoint {
+    pub fn ip(&self) -> IpAddr {
+        self.listed.address
+    }
+
+    pub fn ready(&self) -> bool {
+        self.listed.ready
+    }
+
+    pub fn serving(&self) -> bool {
+        self.listed.serving
+    }
+
+    pub fn terminating(&self) -> bool {
+        self.listed.terminating
+    }
+
+    pub fn zone(&self) -> Option<&str> {
+        self.listed.zone.as_deref()
+    }
+
+    pub fn node(&self) -> Option<&str> {
+        self.listed.node.as_deref()
+    }
+
+    pub fn hostname(&self) -> Option<&str> {
+        self.listed.hostname.as_deref()
+    }
+
+    pub fn target_ref(&self) -> Option<&TargetRef> {
+        self.listed.target_ref.as_ref()
+    }
+
     pub fn port(&self, name: &str, protocol: Option<Protocol>) -> Option<&EndpointPort> {
         self.ports
             .iter()
             .find(|port| &*port.name == name && protocol.is_none_or(|p| p == port.protocol))
+    }
+}
+
+/// The API's JSON shape of an endpoint (flat, as it always was).
+impl Serialize for Endpoint {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Flat<'a> {
+            ip: IpAddr,
+            ports: &'a [EndpointPort],
+            ready: bool,
+            serving: bool,
+            terminating: bool,
+            zone: Option<&'a str>,
+            node: Option<&'a str>,
+            hostname: Option<&'a str>,
+            #[serde(rename = "targetRef")]
+            target_ref: Option<&'a TargetRef>,
+            weight: u32,
+            priority: u32,
+        }
+        Flat {
+            ip: self.ip(),
+            ports: &self.ports,
+            ready: self.ready(),
+            serving: self.serving(),
+            terminating: self.terminating(),
+            zone: self.zone(),
+            node: self.node(),
+            hostname: self.hostname(),
+            target_ref: self.target_ref(),
+            weight: self.weight,
+            priority: self.priority,
+        }
+        .serialize(serializer)
     }
 }
 
@@ -117,7 +181,7 @@ fn condition_rank(endpoint: &SliceEndpoint) -> u8 {
 }
 
 struct Accumulated<'a> {
-    endpoint: &'a SliceEndpoint,
+    endpoint: &'a Arc<SliceEndpoint>,
     rank: u8,
     weight: u32,
     ports: BTreeMap<(Arc<str>, Protocol), (u16, u8)>,
@@ -176,55 +240,56 @@ pub fn merge<'a>(
         let pod_namespace = target.namespace.as_deref().unwrap_or(namespace);
         (context.pod_weight)(pod_namespace, &target.name)
     };
-    let all: Vec<(Endpoint, &SliceEndpoint)> = by_address
-        .into_iter()
-        .map(|(ip, acc)| {
-            (
-                Endpoint {
-                    ip,
-                    ports: acc
-                        .ports
-                        .into_iter()
-                        .map(|((name, protocol), (port, _))| EndpointPort {
-                            name,
-                            port,
-                            protocol,
-                        })
-                        .collect(),
-                    ready: acc.endpoint.ready,
-                    serving: acc.endpoint.serving,
-                    terminating: acc.endpoint.terminating,
-                    zone: acc.endpoint.zone.clone(),
-                    node: acc.endpoint.node.clone(),
-                    hostname: acc.endpoint.hostname.clone(),
-                    target_ref: acc.endpoint.target_ref.clone(),
-                    weight: pod_weight(&acc.endpoint.target_ref).unwrap_or(acc.weight),
-                    priority: 0,
-                },
-                acc.endpoint,
-            )
+    // Endpoints with the same ports share one list.
+    let mut last_ports: Option<Arc<[EndpointPort]>> = None;
+    let all: Vec<Endpoint> = by_address
+        .into_values()
+        .map(|acc| {
+            let ports: Vec<EndpointPort> = acc
+                .ports
+                .into_iter()
+                .map(|((name, protocol), (port, _))| EndpointPort {
+                    name,
+                    port,
+                    protocol,
+                })
+                .collect();
+            let ports = match &last_ports {
+                Some(shared) if **shared == *ports => shared.clone(),
+                _ => {
+                    let shared: Arc<[EndpointPort]> = ports.into();
+                    last_ports = Some(shared.clone());
+                    shared
+                }
+            };
+            Endpoint {
+                weight: pod_weight(&acc.endpoint.target_ref).unwrap_or(acc.weight),
+                listed: acc.endpoint.clone(),
+                ports,
+                priority: 0,
+            }
         })
         .collect();
 
-    let any_ready = all.iter().any(|(e, _)| e.ready);
+    let any_ready = all.iter().any(Endpoint::ready);
     let usable = |e: &Endpoint| {
         if service.publish_not_ready {
             true
         } else if any_ready {
-            e.ready
+            e.ready()
         } else {
-            e.serving && e.terminating
+            e.serving() && e.terminating()
         }
     };
-    let usable_flags: Vec<bool> = all.iter().map(|(e, _)| usable(e)).collect();
+    let usable_flags: Vec<bool> = all.iter().map(usable).collect();
     let inputs: Vec<TierInput<'_>> = all
         .iter()
         .zip(&usable_flags)
-        .map(|((endpoint, source), &usable)| TierInput {
-            node: endpoint.node.as_deref(),
-            zone: endpoint.zone.as_deref(),
-            hint_zones: &source.hint_zones,
-            hint_nodes: &source.hint_nodes,
+        .map(|(endpoint, &usable)| TierInput {
+            node: endpoint.node(),
+            zone: endpoint.zone(),
+            hint_zones: endpoint.listed.hint_zones(),
+            hint_nodes: endpoint.listed.hint_nodes(),
             weight: endpoint.weight,
             usable,
         })
@@ -234,10 +299,12 @@ pub fn merge<'a>(
         service.traffic_distribution.as_deref(),
         context.locality,
     );
-    let mut endpoints = Vec::new();
-    let mut unusable = Vec::new();
-    for (((mut endpoint, _), usable), priority) in all.into_iter().zip(usable_flags).zip(priorities)
-    {
+    drop(inputs);
+    // Exact capacities: snapshots keep these lists for as long as they live.
+    let usable_count = usable_flags.iter().filter(|usable| **usable).count();
+    let mut endpoints = Vec::with_capacity(usable_count);
+    let mut unusable = Vec::with_capacity(all.len() - usable_count);
+    for ((mut endpoint, usable), priority) in all.into_iter().zip(usable_flags).zip(priorities) {
         endpoint.priority = priority;
         if usable {
             endpoints.push(endpoint);
@@ -285,8 +352,7 @@ pub(crate) mod tests {
             node: None,
             zone: None,
             target_ref: None,
-            hint_zones: vec![],
-            hint_nodes: vec![],
+            hints: None,
         }
     }
 
@@ -307,13 +373,13 @@ pub(crate) mod tests {
                 port: Some(port),
                 protocol: Protocol::Tcp,
             }],
-            endpoints,
+            endpoints: endpoints.into_iter().map(Arc::new).collect(),
             weight: None,
         }
     }
 
     fn ips(served: &[Endpoint]) -> Vec<String> {
-        served.iter().map(|e| e.ip.to_string()).collect()
+        served.iter().map(|e| e.ip().to_string()).collect()
     }
 
     #[test]
@@ -337,7 +403,7 @@ pub(crate) mod tests {
         let b = slice("b", "web", 80, vec![endpoint("10.0.0.1")]);
         let served = merge(&service("web"), [&a, &b], 1, &MergeContext::plain());
         assert_eq!(ips(&served.endpoints), ["10.0.0.1", "10.0.0.2"]);
-        assert!(served.endpoints[0].ready);
+        assert!(served.endpoints[0].ready());
         assert_eq!(served.endpoints[0].ports.len(), 1);
     }
 

@@ -4,10 +4,14 @@
 //! - [`merge`]: the rules that turn one Service's slices into served endpoints.
 //! - [`store`]: the writer side, the published [`Snapshot`], revisions.
 //! - [`notify`]: per-Service wake-ups for blocking queries and watch streams.
+//! - [`intern`]: one shared copy of strings that repeat across endpoints.
+//! - [`sharded`]: the copy-on-write map behind the snapshot's address index.
 
+pub mod intern;
 pub mod merge;
 pub mod notify;
 pub mod objects;
+pub mod sharded;
 pub mod store;
 
 pub use merge::{DEFAULT_WEIGHT, Endpoint, EndpointPort, ServedService};

@@ -123,7 +123,9 @@ pub struct TargetRef {
 }
 
 /// One endpoint of an EndpointSlice, reduced to its first address, as
-/// kube-proxy does: the addresses of one endpoint are fungible.
+/// kube-proxy does: the addresses of one endpoint are fungible. Strings that
+/// repeat across endpoints (node, zone, kind, namespace) are interned
+/// ([`super::intern`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SliceEndpoint {
     pub address: IpAddr,
@@ -137,10 +139,35 @@ pub struct SliceEndpoint {
     pub node: Option<Arc<str>>,
     pub zone: Option<Arc<str>>,
     pub target_ref: Option<TargetRef>,
-    /// `hints.forZones`, kept for topology-aware balancing.
-    pub hint_zones: Vec<Arc<str>>,
-    /// `hints.forNodes`, kept for topology-aware balancing.
-    pub hint_nodes: Vec<Arc<str>>,
+    /// `hints`, kept for topology-aware balancing. Boxed: most endpoints
+    /// have none, and then it costs one word.
+    pub hints: Option<Box<TopologyHints>>,
+}
+
+/// An endpoint's `hints` (`forZones`, `forNodes`), as names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TopologyHints {
+    pub zones: Box<[Arc<str>]>,
+    pub nodes: Box<[Arc<str>]>,
+}
+
+impl TopologyHints {
+    /// None when both lists are empty.
+    pub fn boxed(zones: Box<[Arc<str>]>, nodes: Box<[Arc<str>]>) -> Option<Box<Self>> {
+        (!zones.is_empty() || !nodes.is_empty()).then(|| Box::new(Self { zones, nodes }))
+    }
+}
+
+impl SliceEndpoint {
+    /// `hints.forZones`.
+    pub fn hint_zones(&self) -> &[Arc<str>] {
+        self.hints.as_ref().map_or(&[], |h| &h.zones)
+    }
+
+    /// `hints.forNodes`.
+    pub fn hint_nodes(&self) -> &[Arc<str>] {
+        self.hints.as_ref().map_or(&[], |h| &h.nodes)
+    }
 }
 
 /// What the index needs of an EndpointSlice.
@@ -150,7 +177,9 @@ pub struct SliceObject {
     /// Label `kubernetes.io/service-name`; a slice without it belongs to no Service.
     pub service: Option<Arc<str>>,
     pub ports: Vec<SlicePort>,
-    pub endpoints: Vec<SliceEndpoint>,
+    /// Shared with the served endpoints merged from them, so the index
+    /// holds each endpoint's data once.
+    pub endpoints: Vec<Arc<SliceEndpoint>>,
     /// Annotation `kubedisco.io/weight`, already validated.
     pub weight: Option<u32>,
 }

@@ -21,9 +21,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 
-use super::merge::{MergeContext, ServedService, merge};
+use super::merge::{Endpoint, MergeContext, ServedService, merge};
 use super::notify::Notifier;
 use super::objects::{ServiceKey, ServiceObject, SliceKey, SliceObject};
+use super::sharded::ShardedMap;
 use crate::balance::topology::Locality;
 
 /// Deleted Services remembered for blocking queries; see [`Snapshot::tombstones`].
@@ -48,7 +49,36 @@ pub struct Snapshot {
     /// without building a key.
     pub by_dns_name: imbl::HashMap<Arc<str>, Arc<ServedService>>,
     /// Usable endpoint addresses → the Services serving them (for PTR).
-    pub by_ip: imbl::HashMap<IpAddr, Arc<[ServiceKey]>>,
+    pub by_ip: ShardedMap<IpAddr, AddressOwners>,
+}
+
+/// The Services an endpoint address belongs to: nearly always one, which
+/// then costs no allocation of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AddressOwners {
+    One(ServiceKey),
+    /// Sorted, two or more.
+    Many(Arc<[ServiceKey]>),
+}
+
+impl AddressOwners {
+    pub fn keys(&self) -> &[ServiceKey] {
+        match self {
+            AddressOwners::One(key) => std::slice::from_ref(key),
+            AddressOwners::Many(keys) => keys,
+        }
+    }
+
+    fn from_keys(mut keys: Vec<ServiceKey>) -> Option<Self> {
+        match keys.len() {
+            0 => None,
+            1 => keys.pop().map(AddressOwners::One),
+            _ => {
+                keys.sort();
+                Some(AddressOwners::Many(keys.into()))
+            }
+        }
+    }
 }
 
 impl Snapshot {
@@ -116,7 +146,9 @@ pub struct IndexGauges {
 struct Writer {
     services: HashMap<ServiceKey, ServiceObject>,
     slices: HashMap<SliceKey, SliceObject>,
-    slices_by_service: HashMap<ServiceKey, BTreeSet<Arc<str>>>,
+    /// The names of each Service's slices, sorted. (A Vec: most Services
+    /// have one slice, and a set would allocate a node of eleven.)
+    slices_by_service: HashMap<ServiceKey, Vec<Arc<str>>>,
     /// Source parts (e.g. "services", "endpointslices/shop") that have not
     /// completed their first list yet.
     unsynced_parts: HashSet<String>,
@@ -128,13 +160,75 @@ struct Writer {
     locality: Locality,
     /// Pod `kubedisco.io/weight` labels: namespace → Pod name → weight.
     pod_weights: HashMap<Arc<str>, HashMap<Arc<str>, u32>>,
-    /// Which Services each Pod's endpoints belong to (with a count of the
-    /// slices that say so), so a label change re-merges only those.
-    services_by_pod: HashMap<PodKey, HashMap<ServiceKey, u32>>,
+    /// Which Services each Pod's endpoints belong to, so a label change
+    /// re-merges only those. It costs an entry per endpoint, so it is built
+    /// when the first Pod weight arrives (most agents never see one) and
+    /// kept from then on.
+    services_by_pod: Option<HashMap<PodKey, PodServices>>,
 }
 
 /// A Pod's identity (namespace, name).
 pub type PodKey = (Arc<str>, Arc<str>);
+
+/// The Services whose slices list a Pod, each with the number of slices
+/// that do: nearly always one Service, stored without a map of its own.
+#[derive(Debug)]
+enum PodServices {
+    One(ServiceKey, u32),
+    Many(HashMap<ServiceKey, u32>),
+}
+
+impl PodServices {
+    fn add(&mut self, service: &ServiceKey) {
+        match self {
+            PodServices::One(key, count) if key == service => *count += 1,
+            PodServices::One(key, count) => {
+                let many = HashMap::from([(key.clone(), *count), (service.clone(), 1)]);
+                *self = PodServices::Many(many);
+            }
+            PodServices::Many(counts) => *counts.entry(service.clone()).or_default() += 1,
+        }
+    }
+
+    /// Takes one slice's mention of `service` away; true when none is left.
+    fn remove(&mut self, service: &ServiceKey) -> bool {
+        match self {
+            PodServices::One(key, count) => {
+                if key == service {
+                    *count -= 1;
+                }
+                *count == 0
+            }
+            PodServices::Many(counts) => {
+                if let Some(count) = counts.get_mut(service) {
+                    *count -= 1;
+                    if *count == 0 {
+                        counts.remove(service);
+                    }
+                }
+                counts.is_empty()
+            }
+        }
+    }
+
+    fn keys(&self) -> Vec<ServiceKey> {
+        match self {
+            PodServices::One(key, _) => vec![key.clone()],
+            PodServices::Many(counts) => counts.keys().cloned().collect(),
+        }
+    }
+}
+
+fn add_pods(by_pod: &mut HashMap<PodKey, PodServices>, slice: &SliceObject, service: &ServiceKey) {
+    for pod in pods_of(slice) {
+        match by_pod.get_mut(&pod) {
+            Some(services) => services.add(service),
+            None => {
+                by_pod.insert(pod, PodServices::One(service.clone(), 1));
+            }
+        }
+    }
+}
 
 fn pods_of(slice: &SliceObject) -> impl Iterator<Item = PodKey> + '_ {
     slice.endpoints.iter().filter_map(|endpoint| {
@@ -176,8 +270,22 @@ impl Writer {
                 removed
             }
         };
-        if changed && let Some(services) = self.services_by_pod.get(&(namespace, name)) {
-            touched.extend(services.keys().cloned());
+        if weight.is_some() && self.services_by_pod.is_none() {
+            let mut by_pod = HashMap::new();
+            for slice in self.slices.values() {
+                if let Some(service) = slice.service_key() {
+                    add_pods(&mut by_pod, slice, &service);
+                }
+            }
+            self.services_by_pod = Some(by_pod);
+        }
+        if changed
+            && let Some(services) = self
+                .services_by_pod
+                .as_ref()
+                .and_then(|by_pod| by_pod.get(&(namespace, name)))
+        {
+            touched.extend(services.keys());
         }
     }
 
@@ -195,17 +303,12 @@ impl Writer {
     fn insert_slice(&mut self, slice: SliceObject, touched: &mut BTreeSet<ServiceKey>) {
         self.remove_slice(&slice.key, touched);
         if let Some(service) = slice.service_key() {
-            self.slices_by_service
-                .entry(service.clone())
-                .or_default()
-                .insert(slice.key.name.clone());
-            for pod in pods_of(&slice) {
-                *self
-                    .services_by_pod
-                    .entry(pod)
-                    .or_default()
-                    .entry(service.clone())
-                    .or_default() += 1;
+            let names = self.slices_by_service.entry(service.clone()).or_default();
+            if let Err(at) = names.binary_search(&slice.key.name) {
+                names.insert(at, slice.key.name.clone());
+            }
+            if let Some(by_pod) = &mut self.services_by_pod {
+                add_pods(by_pod, &slice, &service);
             }
             touched.insert(service);
         }
@@ -217,21 +320,19 @@ impl Writer {
             return;
         };
         if let Some(service) = old.service_key() {
-            for pod in pods_of(&old) {
-                if let Some(services) = self.services_by_pod.get_mut(&pod) {
-                    if let Some(count) = services.get_mut(&service) {
-                        *count -= 1;
-                        if *count == 0 {
-                            services.remove(&service);
-                        }
-                    }
-                    if services.is_empty() {
-                        self.services_by_pod.remove(&pod);
+            if let Some(by_pod) = &mut self.services_by_pod {
+                for pod in pods_of(&old) {
+                    if let Some(services) = by_pod.get_mut(&pod)
+                        && services.remove(&service)
+                    {
+                        by_pod.remove(&pod);
                     }
                 }
             }
             if let Some(names) = self.slices_by_service.get_mut(&service) {
-                names.remove(&key.name);
+                if let Ok(at) = names.binary_search(&key.name) {
+                    names.remove(at);
+                }
                 if names.is_empty() {
                     self.slices_by_service.remove(&service);
                 }
@@ -268,34 +369,42 @@ fn dns_name(key: &ServiceKey) -> Arc<str> {
 /// that came or went: a weight change in a 10 000-endpoint Service moves
 /// no address and costs nothing here.
 fn reindex_addresses(
-    by_ip: &mut imbl::HashMap<IpAddr, Arc<[ServiceKey]>>,
+    by_ip: &mut ShardedMap<IpAddr, AddressOwners>,
     key: &ServiceKey,
     old: Option<&ServedService>,
     new: Option<&ServedService>,
 ) {
     let addresses = |service: Option<&ServedService>| -> HashSet<IpAddr> {
         service
-            .map(|s| s.endpoints.iter().map(|e| e.ip).collect())
+            .map(|s| s.endpoints.iter().map(Endpoint::ip).collect())
             .unwrap_or_default()
     };
     let (before, after) = (addresses(old), addresses(new));
     for ip in before.difference(&after) {
-        let Some(keys) = by_ip.get(ip) else {
+        let Some(owners) = by_ip.get(ip) else {
             continue;
         };
-        let rest: Vec<ServiceKey> = keys.iter().filter(|k| *k != key).cloned().collect();
-        if rest.is_empty() {
-            by_ip.remove(ip);
-        } else {
-            by_ip.insert(*ip, rest.into());
-        }
+        let rest: Vec<ServiceKey> = owners
+            .keys()
+            .iter()
+            .filter(|k| *k != key)
+            .cloned()
+            .collect();
+        match AddressOwners::from_keys(rest) {
+            Some(owners) => by_ip.insert(*ip, owners),
+            None => by_ip.remove(ip),
+        };
     }
     for ip in after.difference(&before) {
-        let mut keys: Vec<ServiceKey> = by_ip.get(ip).map(|k| k.to_vec()).unwrap_or_default();
+        let mut keys: Vec<ServiceKey> = by_ip
+            .get(ip)
+            .map(|owners| owners.keys().to_vec())
+            .unwrap_or_default();
         if !keys.contains(key) {
             keys.push(key.clone());
-            keys.sort();
-            by_ip.insert(*ip, keys.into());
+            if let Some(owners) = AddressOwners::from_keys(keys) {
+                by_ip.insert(*ip, owners);
+            }
         }
     }
 }
@@ -631,7 +740,7 @@ mod tests {
         index
             .load()
             .get("ns", name)
-            .map(|s| s.endpoints.iter().map(|e| e.ip.to_string()).collect())
+            .map(|s| s.endpoints.iter().map(|e| e.ip().to_string()).collect())
             .unwrap_or_default()
     }
 
@@ -785,11 +894,17 @@ mod tests {
         let snapshot = index.load();
         assert!(snapshot.by_dns_name.contains_key("web.ns"));
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        assert_eq!(snapshot.by_ip[&ip].len(), 2);
+        assert_eq!(
+            snapshot.by_ip.get(&ip).unwrap().keys(),
+            &[key("api"), key("web")]
+        );
         index.apply([Change::DeleteService(key("web"))]);
         let snapshot = index.load();
         assert!(!snapshot.by_dns_name.contains_key("web.ns"));
-        assert_eq!(&*snapshot.by_ip[&ip], &[key("api")]);
+        assert_eq!(
+            snapshot.by_ip.get(&ip),
+            Some(&AddressOwners::One(key("api")))
+        );
         index.apply([Change::DeleteSlice(SliceKey {
             namespace: "ns".into(),
             name: "b".into(),
@@ -829,6 +944,47 @@ mod tests {
         assert_eq!(weights(&index), [300, 7]);
         index.replace_pod_weights(&Scope::All, vec![], "pods");
         assert_eq!(weights(&index), [7, 7]);
+    }
+
+    #[test]
+    fn a_pod_weight_reaches_every_service_listing_the_pod_whenever_it_came() {
+        use crate::index::objects::TargetRef;
+        let index = Index::default();
+        let pod_endpoint = |ip: &str| {
+            let mut endpoint = endpoint(ip);
+            endpoint.target_ref = Some(TargetRef {
+                kind: "Pod".into(),
+                namespace: None,
+                name: "shared-0".into(),
+            });
+            endpoint
+        };
+        // Before any weight exists (the Pod index is built lazily).
+        index.apply([
+            Change::ApplyService(service("web")),
+            Change::ApplyService(service("api")),
+            Change::ApplySlice(slice("w", "web", 80, vec![pod_endpoint("10.0.0.1")])),
+        ]);
+        let pod: PodKey = ("ns".into(), "shared-0".into());
+        index.apply([Change::SetPodWeight(pod.clone(), Some(5))]);
+        // After: a second Service's slice lists the same Pod.
+        index.apply([Change::ApplySlice(slice(
+            "a",
+            "api",
+            80,
+            vec![pod_endpoint("10.0.0.1")],
+        ))]);
+        let weight_in = |name: &str| index.load().get("ns", name).unwrap().endpoints[0].weight;
+        assert_eq!((weight_in("web"), weight_in("api")), (5, 5));
+        index.apply([Change::SetPodWeight(pod.clone(), Some(9))]);
+        assert_eq!((weight_in("web"), weight_in("api")), (9, 9));
+        // One Service lets go of the Pod; the other still follows it.
+        index.apply([Change::DeleteSlice(SliceKey {
+            namespace: "ns".into(),
+            name: "w".into(),
+        })]);
+        index.apply([Change::SetPodWeight(pod, None)]);
+        assert_eq!(weight_in("api"), crate::index::DEFAULT_WEIGHT);
     }
 
     #[test]

@@ -13,9 +13,10 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tracing::warn;
 
+use crate::index::intern::intern;
 use crate::index::objects::{
     Protocol, ServiceKey, ServiceObject, ServicePort, SliceEndpoint, SliceKey, SliceObject,
-    SlicePort, TargetRef,
+    SlicePort, TargetRef, TopologyHints,
 };
 
 /// Service annotation: serve this ClusterIP Service's endpoints too.
@@ -58,12 +59,21 @@ fn shared(text: &str) -> Arc<str> {
     Arc::from(text)
 }
 
+/// For strings that repeat across objects (namespaces, node and zone
+/// names, kinds, port names): one shared copy ([`intern`]).
+fn common(text: &str) -> Arc<str> {
+    intern(text)
+}
+
 /// The compact form of a Service.
 pub fn service_object(service: &Service) -> ServiceObject {
     let metadata = &service.metadata;
     let namespace = metadata.namespace.as_deref().unwrap_or("default");
     let name = metadata.name.as_deref().unwrap_or_default();
-    let key = ServiceKey::new(namespace, name);
+    let key = ServiceKey {
+        namespace: common(namespace),
+        name: shared(name),
+    };
     let spec = service.spec.as_ref();
     let headless = spec
         .and_then(|s| s.cluster_ip.as_deref())
@@ -114,14 +124,14 @@ pub fn slice_object(slice: &EndpointSlice) -> Option<SliceObject> {
     }
     let metadata = &slice.metadata;
     let key = SliceKey {
-        namespace: shared(metadata.namespace.as_deref().unwrap_or("default")),
+        namespace: common(metadata.namespace.as_deref().unwrap_or("default")),
         name: shared(metadata.name.as_deref().unwrap_or_default()),
     };
     let service = metadata
         .labels
         .as_ref()
         .and_then(|labels| labels.get(SERVICE_NAME_LABEL))
-        .map(|name| shared(name));
+        .map(|name| common(name));
     let what = format!("endpointslice {}/{}", key.namespace, key.name);
     let ports = slice
         .ports
@@ -146,13 +156,13 @@ pub fn slice_object(slice: &EndpointSlice) -> Option<SliceObject> {
                 },
             };
             Some(SlicePort {
-                name: shared(port.name.as_deref().unwrap_or_default()),
+                name: common(port.name.as_deref().unwrap_or_default()),
                 port: number,
                 protocol,
             })
         })
         .collect();
-    let endpoints = slice
+    let mut endpoints: Vec<_> = slice
         .endpoints
         .iter()
         .filter_map(|endpoint| {
@@ -169,34 +179,38 @@ pub fn slice_object(slice: &EndpointSlice) -> Option<SliceObject> {
             };
             let conditions = endpoint.conditions.as_ref();
             let hints = endpoint.hints.as_ref();
-            Some(SliceEndpoint {
+            Some(Arc::new(SliceEndpoint {
                 address,
                 ready: conditions.and_then(|c| c.ready).unwrap_or(true),
                 serving: conditions.and_then(|c| c.serving).unwrap_or(true),
                 terminating: conditions.and_then(|c| c.terminating).unwrap_or(false),
                 hostname: endpoint.hostname.as_deref().map(shared),
-                node: endpoint.node_name.as_deref().map(shared),
-                zone: endpoint.zone.as_deref().map(shared),
+                node: endpoint.node_name.as_deref().map(common),
+                zone: endpoint.zone.as_deref().map(common),
                 target_ref: endpoint.target_ref.as_ref().map(|t| TargetRef {
-                    kind: shared(t.kind.as_deref().unwrap_or_default()),
-                    namespace: t.namespace.as_deref().map(shared),
+                    kind: common(t.kind.as_deref().unwrap_or_default()),
+                    namespace: t.namespace.as_deref().map(common),
                     name: shared(t.name.as_deref().unwrap_or_default()),
                 }),
-                hint_zones: hints
-                    .and_then(|h| h.for_zones.as_ref())
-                    .into_iter()
-                    .flatten()
-                    .map(|z| shared(&z.name))
-                    .collect(),
-                hint_nodes: hints
-                    .and_then(|h| h.for_nodes.as_ref())
-                    .into_iter()
-                    .flatten()
-                    .map(|n| shared(&n.name))
-                    .collect(),
-            })
+                hints: TopologyHints::boxed(
+                    hints
+                        .and_then(|h| h.for_zones.as_ref())
+                        .into_iter()
+                        .flatten()
+                        .map(|z| common(&z.name))
+                        .collect(),
+                    hints
+                        .and_then(|h| h.for_nodes.as_ref())
+                        .into_iter()
+                        .flatten()
+                        .map(|n| common(&n.name))
+                        .collect(),
+                ),
+            }))
         })
         .collect();
+    // Kept for as long as the slice exists: no spare capacity.
+    endpoints.shrink_to_fit();
     Some(SliceObject {
         weight: weight_annotation(metadata.annotations.as_ref(), WEIGHT_KEY, &what),
         key,

@@ -1,0 +1,182 @@
+//! Heap bytes the index holds per endpoint, counted exactly by a counting
+//! allocator: EndpointSlices as the controller writes them go through the
+//! agent's own conversion (`source::convert`) into the index, and what stays
+//! allocated afterwards is the index (writer side + published snapshot).
+//!
+//! Run: `cargo bench --bench memory` (prints a table; numbers in
+//! bench/RESULTS.md). Process RSS beside CoreDNS is measured by
+//! `scripts/bench scale`; this one says where the bytes go.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use k8s_openapi::api::core::v1::{ObjectReference, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kubedisco::index::{Index, Scope};
+use kubedisco::source::convert::{service_object, slice_object};
+
+/// Counts live heap bytes (requested sizes; the allocator's own rounding
+/// and headers come on top, see RSS in the scale benchmark).
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only
+// counts the sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on as is.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size, Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const NAMESPACES: usize = 10;
+const NODES: usize = 100;
+const PER_SLICE: usize = 100;
+
+/// What the EndpointSlice controller writes for a Deployment's Pods:
+/// targetRef, nodeName and zone on every endpoint (`full`), or only the
+/// address and readiness (`!full`, what bench/scale's load generator writes).
+fn slices(service: usize, endpoints: usize, full: bool) -> Vec<EndpointSlice> {
+    let namespace = format!("scale-{}", service % NAMESPACES);
+    (0..endpoints.div_ceil(PER_SLICE))
+        .map(|s| {
+            let range = s * PER_SLICE..endpoints.min((s + 1) * PER_SLICE);
+            EndpointSlice {
+                metadata: ObjectMeta {
+                    name: Some(format!("svc-{service}-{s:05x}")),
+                    namespace: Some(namespace.clone()),
+                    labels: Some(BTreeMap::from([(
+                        "kubernetes.io/service-name".to_string(),
+                        format!("svc-{service}"),
+                    )])),
+                    ..Default::default()
+                },
+                address_type: "IPv4".into(),
+                ports: Some(vec![EndpointPort {
+                    name: Some("http".into()),
+                    port: Some(8080),
+                    protocol: Some("TCP".into()),
+                    app_protocol: None,
+                }]),
+                endpoints: range
+                    .map(|j| {
+                        let ip = 0x0a00_0000u32 + (service * 1000 + j) as u32;
+                        let node = (service * 7 + j) % NODES;
+                        Endpoint {
+                            addresses: vec![std::net::Ipv4Addr::from(ip).to_string()],
+                            conditions: Some(EndpointConditions {
+                                ready: Some(true),
+                                serving: Some(true),
+                                terminating: Some(false),
+                            }),
+                            node_name: full.then(|| format!("node-{node}")),
+                            zone: full.then(|| format!("zone-{}", node % 3)),
+                            target_ref: full.then(|| ObjectReference {
+                                kind: Some("Pod".into()),
+                                namespace: Some(namespace.clone()),
+                                name: Some(format!("svc-{service}-7d9c8b5f4-{j:05x}")),
+                                uid: Some(format!("{service:08x}-0000-4000-8000-{j:012x}")),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+fn service(i: usize) -> Service {
+    Service {
+        metadata: ObjectMeta {
+            name: Some(format!("svc-{i}")),
+            namespace: Some(format!("scale-{}", i % NAMESPACES)),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: 8080,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Live heap bytes of an index holding `services` × `endpoints`.
+fn measure(services: usize, endpoints: usize, full: bool) -> usize {
+    let before = LIVE.load(Ordering::Relaxed);
+    let index = Index::default();
+    index.expect_parts(["all"]);
+    // Converted one Service at a time, as the watcher does: the API
+    // objects never all live at once.
+    let mut service_objects = Vec::with_capacity(services);
+    let mut slice_objects = Vec::new();
+    for i in 0..services {
+        service_objects.push(service_object(&service(i)));
+        slice_objects.extend(slices(i, endpoints, full).iter().filter_map(slice_object));
+    }
+    index.replace(
+        &Scope::All,
+        Some(service_objects),
+        Some(slice_objects),
+        "all",
+    );
+    let held = LIVE.load(Ordering::Relaxed) - before;
+    assert_eq!(index.load().endpoint_count, services * endpoints);
+    drop(index);
+    held
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` runs it once small.
+    let quick = std::env::args().all(|arg| arg != "--bench");
+    let points: &[(usize, usize)] = if quick {
+        &[(100, 10)]
+    } else {
+        &[(1_000, 10), (1_000, 100), (10_000, 10)]
+    };
+    println!("| Services × endpoints | endpoint fields | index heap | per endpoint |");
+    println!("|---|---|---:|---:|");
+    for &(services, endpoints) in points {
+        for full in [false, true] {
+            let bytes = measure(services, endpoints, full);
+            let total = services * endpoints;
+            println!(
+                "| {services} × {endpoints} | {} | {:.1} MiB | {} B |",
+                if full {
+                    "address, conditions, nodeName, zone, targetRef"
+                } else {
+                    "address, conditions"
+                },
+                bytes as f64 / (1 << 20) as f64,
+                bytes / total
+            );
+        }
+    }
+}
