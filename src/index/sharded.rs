@@ -6,9 +6,9 @@
 //! costs a few hundred entries, never the whole map, and readers keep the
 //! old shards for as long as they hold the old snapshot.
 //!
-//! Why not a persistent trie (`imbl::HashMap`, used for the Service maps):
-//! at 100 000 endpoint addresses its nodes cost ~230 bytes per entry, an
-//! ordinary hash map ~55; this map holds one entry per endpoint address.
+//! Why not a persistent trie (`imbl::HashMap`): at 100 000 entries its
+//! nodes cost ~230 bytes per entry, an ordinary hash map ~55, and the
+//! snapshot holds one entry per endpoint address.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -18,7 +18,8 @@ use std::sync::Arc;
 const SHARDS: usize = 256;
 
 pub struct ShardedMap<K, V> {
-    shards: Vec<Arc<HashMap<K, V>>>,
+    /// Shared as a whole until the first change after a clone.
+    shards: Arc<Vec<Arc<HashMap<K, V>>>>,
     /// Picks the shard; the same for every clone of the map.
     hasher: RandomState,
     len: usize,
@@ -37,7 +38,7 @@ impl<K, V> Clone for ShardedMap<K, V> {
 impl<K, V> Default for ShardedMap<K, V> {
     fn default() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Arc::new(HashMap::new())).collect(),
+            shards: Arc::new((0..SHARDS).map(|_| Arc::new(HashMap::new())).collect()),
             hasher: RandomState::new(),
             len: 0,
         }
@@ -66,9 +67,14 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         self.shards[self.shard_of(key)].get(key)
     }
 
+    /// The shard, copied first if a clone of the map shares it.
+    fn shard_mut(&mut self, shard: usize) -> &mut HashMap<K, V> {
+        Arc::make_mut(&mut Arc::make_mut(&mut self.shards)[shard])
+    }
+
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
         let shard = self.shard_of(&key);
-        let old = Arc::make_mut(&mut self.shards[shard]).insert(key, value);
+        let old = self.shard_mut(shard).insert(key, value);
         if old.is_none() {
             self.len += 1;
         }
@@ -83,11 +89,26 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         let shard = self.shard_of(key);
         // Copy the shard only when there is something to remove.
         self.shards[shard].get(key)?;
-        let old = Arc::make_mut(&mut self.shards[shard]).remove(key);
+        let old = self.shard_mut(shard).remove(key);
         if old.is_some() {
             self.len -= 1;
         }
         old
+    }
+
+    pub fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.get(key).is_some()
+    }
+
+    pub fn clear(&mut self) {
+        *self = Self {
+            hasher: self.hasher.clone(),
+            ..Self::default()
+        };
     }
 
     pub fn len(&self) -> usize {
@@ -100,6 +121,10 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
 
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.shards.iter().flat_map(|shard| shard.iter())
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.iter().map(|(_, value)| value)
     }
 }
 
@@ -127,10 +152,14 @@ mod tests {
         let shared = before
             .shards
             .iter()
-            .zip(&map.shards)
+            .zip(map.shards.iter())
             .filter(|(a, b)| Arc::ptr_eq(a, b))
             .count();
         assert!(shared >= SHARDS - 3, "{shared} shards shared");
         assert_eq!(map.remove(&123_456), None);
+        let mut cleared = map.clone();
+        cleared.clear();
+        assert!(cleared.is_empty() && cleared.get(&1).is_none());
+        assert_eq!(map.get(&1), Some(&2));
     }
 }

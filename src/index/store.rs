@@ -3,16 +3,17 @@
 //! Sources call [`Index::apply`] and [`Index::replace`]; both run under one
 //! writer lock that readers never take. Every call ends by publishing a new
 //! [`Snapshot`] through an [`ArcSwap`]: readers load the current one without
-//! locking, and a snapshot never changes once published. The map inside is a
-//! persistent hash map ([`imbl`]), so publishing costs O(changed Services),
-//! not O(all Services).
+//! locking, and a snapshot never changes once published. Its maps are
+//! copy-on-write by shard ([`ShardedMap`]): a new snapshot shares every
+//! shard it did not change, so publishing costs O(changed Services), not
+//! O(all Services).
 //!
 //! A re-list arrives as one [`Index::replace`] with everything the API server
 //! listed; the new state is computed aside and swapped in whole, so readers
 //! never see a half-listed index.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -33,7 +34,7 @@ const MAX_TOMBSTONES: usize = 65_536;
 /// What readers see: every served Service, as of one instant.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
-    pub services: imbl::HashMap<ServiceKey, Arc<ServedService>>,
+    pub services: ShardedMap<ServiceKey, Arc<ServedService>>,
     /// True once every source part has listed its objects at least once.
     /// Before that, absence of a Service means "not known yet".
     pub synced: bool,
@@ -43,13 +44,52 @@ pub struct Snapshot {
     pub endpoint_count: usize,
     /// The revision at which each recently deleted Service went away, so a
     /// blocking query from before the deletion returns at once.
-    pub tombstones: imbl::HashMap<ServiceKey, u64>,
+    pub tombstones: ShardedMap<ServiceKey, u64>,
     /// The same Services keyed `"<name>.<namespace>"`, the order DNS names
     /// use, so the DNS path looks a Service up from the query's bytes
     /// without building a key.
-    pub by_dns_name: imbl::HashMap<Arc<str>, Arc<ServedService>>,
+    pub by_dns_name: ShardedMap<Arc<str>, Arc<ServedService>>,
     /// Usable endpoint addresses → the Services serving them (for PTR).
-    pub by_ip: ShardedMap<IpAddr, AddressOwners>,
+    pub by_ip: AddressIndex,
+}
+
+/// Endpoint addresses → the Services serving them, IPv4 and IPv6 apart so
+/// an IPv4 key takes 4 bytes, not the 17 of an `IpAddr`.
+#[derive(Clone, Debug, Default)]
+pub struct AddressIndex {
+    v4: ShardedMap<Ipv4Addr, AddressOwners>,
+    v6: ShardedMap<Ipv6Addr, AddressOwners>,
+}
+
+impl AddressIndex {
+    pub fn get(&self, ip: &IpAddr) -> Option<&AddressOwners> {
+        match ip {
+            IpAddr::V4(ip) => self.v4.get(ip),
+            IpAddr::V6(ip) => self.v6.get(ip),
+        }
+    }
+
+    fn insert(&mut self, ip: IpAddr, owners: AddressOwners) {
+        match ip {
+            IpAddr::V4(ip) => self.v4.insert(ip, owners),
+            IpAddr::V6(ip) => self.v6.insert(ip, owners),
+        };
+    }
+
+    fn remove(&mut self, ip: &IpAddr) {
+        match ip {
+            IpAddr::V4(ip) => self.v4.remove(ip),
+            IpAddr::V6(ip) => self.v6.remove(ip),
+        };
+    }
+
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The Services an endpoint address belongs to: nearly always one, which
@@ -369,7 +409,7 @@ fn dns_name(key: &ServiceKey) -> Arc<str> {
 /// that came or went: a weight change in a 10 000-endpoint Service moves
 /// no address and costs nothing here.
 fn reindex_addresses(
-    by_ip: &mut ShardedMap<IpAddr, AddressOwners>,
+    by_ip: &mut AddressIndex,
     key: &ServiceKey,
     old: Option<&ServedService>,
     new: Option<&ServedService>,
@@ -393,7 +433,7 @@ fn reindex_addresses(
         match AddressOwners::from_keys(rest) {
             Some(owners) => by_ip.insert(*ip, owners),
             None => by_ip.remove(ip),
-        };
+        }
     }
     for ip in after.difference(&before) {
         let mut keys: Vec<ServiceKey> = by_ip
