@@ -19,7 +19,7 @@ use crate::dns::forward::{Forwarder, upstreams_from_resolv_conf};
 use crate::dns::{DnsConfig, DnsServer};
 use crate::handover::{Lifecycle, Transport, others_serving, others_waiting};
 use crate::http::server::ServeConfig;
-use crate::http::{AppState, HttpConfig};
+use crate::http::{AppState, HttpConfig, HttpContext};
 use crate::index::Index;
 use crate::metrics::Metrics;
 use crate::netif::{LinkLocal, NetifError};
@@ -235,7 +235,7 @@ async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
         })?;
     let mut dns_task = tokio::spawn(dns.run(shutdown.clone()));
 
-    let state = AppState {
+    let state = AppState::new(HttpContext {
         index: index.clone(),
         metrics: metrics.clone(),
         status,
@@ -244,7 +244,7 @@ async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
         shutdown: shutdown.clone(),
         lifecycle: lifecycle.clone(),
         watch_slots: Arc::new(Semaphore::new(args.max_watch_streams)),
-    };
+    });
     let serve_config = ServeConfig {
         max_connections: args.http_max_connections,
         idle_timeout: args.http_idle_timeout,

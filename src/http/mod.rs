@@ -62,9 +62,27 @@ impl Default for HttpConfig {
     }
 }
 
-/// What every handler gets.
+/// What every handler gets: one `Arc`, because axum clones the state for
+/// every handler and middleware of every request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<HttpContext>);
+
+impl AppState {
+    pub fn new(context: HttpContext) -> Self {
+        Self(Arc::new(context))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = HttpContext;
+
+    fn deref(&self) -> &HttpContext {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct HttpContext {
     pub index: Arc<Index>,
     pub metrics: Arc<Metrics>,
     pub status: Arc<SourceStatus>,

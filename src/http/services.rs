@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
 
@@ -20,6 +20,16 @@ use crate::duration::parse_duration;
 use crate::index::{ServiceKey, Snapshot};
 
 pub const INDEX_HEADER: &str = "x-kubedisco-index";
+
+/// The JSON of a Service view (the single-Service answer and, wrapped, a
+/// watch stream's state frame).
+pub(super) fn encode(view: &ServiceView<'_>) -> bytes::Bytes {
+    // Serializing borrowed views cannot fail (string keys, no maps of
+    // non-string keys, no failing Serialize impls).
+    serde_json::to_vec(view)
+        .expect("a service view serializes")
+        .into()
+}
 
 pub async fn list(
     State(state): State<AppState>,
@@ -117,6 +127,20 @@ async fn wait_past(
 
 fn answer(snapshot: &Snapshot, key: &ServiceKey, stale: Staleness) -> Result<Response, ApiError> {
     let (mut response, revision) = match snapshot.services.get(key) {
+        // The usual answer is the same bytes until the Service changes.
+        Some(service) if !stale.stale => (
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                service
+                    .encoded
+                    .get_or_init(|| encode(&ServiceView::found(service, stale))),
+            )
+                .into_response(),
+            service.revision,
+        ),
         Some(service) => (
             Json(ServiceView::found(service, stale)).into_response(),
             service.revision,

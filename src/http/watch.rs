@@ -133,13 +133,20 @@ async fn next_frame(
         let revision = snapshot.revision_of(&state.key);
         if state.sent != Some((revision, staleness.stale)) {
             state.sent = Some((revision, staleness.stale));
-            let view = match snapshot.services.get(&state.key) {
-                Some(service) => ServiceView::found(service, staleness),
-                None => {
-                    ServiceView::missing(&state.key.namespace, &state.key.name, revision, staleness)
-                }
+            let view_json = match snapshot.services.get(&state.key) {
+                // Every stream on this Service shares one encoding per change.
+                Some(service) if !staleness.stale => service.encoded.get_or_init(|| {
+                    super::services::encode(&ServiceView::found(service, staleness))
+                }),
+                Some(service) => super::services::encode(&ServiceView::found(service, staleness)),
+                None => super::services::encode(&ServiceView::missing(
+                    &state.key.namespace,
+                    &state.key.name,
+                    revision,
+                    staleness,
+                )),
             };
-            let frame = encode_state(state.format, &view);
+            let frame = encode_state(state.format, &view_json, revision);
             return Some((Ok(frame), state));
         }
         tokio::select! {
@@ -164,14 +171,43 @@ fn heartbeat_frame(format: Format) -> Bytes {
     }
 }
 
-fn encode_state(format: Format, view: &ServiceView<'_>) -> Bytes {
-    let event = serde_json::json!({ "type": "state", "service": view });
-    let json = event.to_string();
-    match format {
-        Format::NdJson => Bytes::from(format!("{json}\n")),
-        Format::Sse => Bytes::from(format!(
-            "event: state\nid: {}\ndata: {json}\n\n",
-            view.revision
-        )),
+/// A state frame around a Service view already encoded as JSON.
+fn encode_state(format: Format, view_json: &[u8], revision: u64) -> Bytes {
+    const OPEN: &[u8] = b"{\"type\":\"state\",\"service\":";
+    let mut frame = Vec::with_capacity(view_json.len() + OPEN.len() + 48);
+    if format == Format::Sse {
+        frame.extend_from_slice(format!("event: state\nid: {revision}\ndata: ").as_bytes());
+    }
+    frame.extend_from_slice(OPEN);
+    frame.extend_from_slice(view_json);
+    frame.push(b'}');
+    frame.extend_from_slice(match format {
+        Format::NdJson => b"\n",
+        Format::Sse => b"\n\n",
+    });
+    frame.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_frames_wrap_the_view_as_json() {
+        let view = br#"{"namespace":"shop","name":"web","revision":7}"#;
+        let line = encode_state(Format::NdJson, view, 7);
+        assert!(line.ends_with(b"}\n"));
+        let event: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(event["type"], "state");
+        assert_eq!(event["service"]["name"], "web");
+
+        let sse = encode_state(Format::Sse, view, 7);
+        let text = std::str::from_utf8(&sse).unwrap();
+        let data = text
+            .strip_prefix("event: state\nid: 7\ndata: ")
+            .and_then(|rest| rest.strip_suffix("\n\n"))
+            .expect("an SSE event with id and data");
+        let event: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(event["service"]["revision"], 7);
     }
 }

@@ -157,8 +157,45 @@ pub struct ServedService {
     /// Endpoints listed in slices but not served (not ready, or terminating
     /// while ready ones exist); kept for `/debug/endpoints` and `dump` only.
     pub unusable: Vec<Endpoint>,
+    /// The answer a front end encodes for this revision, kept by the first
+    /// request that needs it: a thousand clients polling one Service cost
+    /// one encoding per change, not one per request.
+    pub encoded: EncodedOnce,
     /// True when no endpoint is ready and serving-terminating ones are used.
     pub terminating_fallback: bool,
+}
+
+/// A slot for bytes encoded from one [`ServedService`], filled at most once
+/// (lazily: nothing is spent on Services nobody asks for). Not part of the
+/// Service's state: equality ignores it and a clone starts empty.
+#[derive(Default)]
+pub struct EncodedOnce(std::sync::OnceLock<bytes::Bytes>);
+
+impl EncodedOnce {
+    pub fn get_or_init(&self, encode: impl FnOnce() -> bytes::Bytes) -> bytes::Bytes {
+        self.0.get_or_init(encode).clone()
+    }
+}
+
+impl Clone for EncodedOnce {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for EncodedOnce {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for EncodedOnce {}
+
+impl std::fmt::Debug for EncodedOnce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let filled = self.0.get().map(bytes::Bytes::len);
+        f.debug_tuple("EncodedOnce").field(&filled).finish()
+    }
 }
 
 impl ServedService {
@@ -322,6 +359,7 @@ pub fn merge<'a>(
         endpoints,
         unusable,
         terminating_fallback,
+        encoded: EncodedOnce::default(),
     }
 }
 

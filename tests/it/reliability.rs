@@ -1188,7 +1188,7 @@ mod properties {
     use tower::ServiceExt;
 
     fn router() -> axum::Router {
-        use kubedisco::http::{AppState, HttpConfig};
+        use kubedisco::http::{AppState, HttpConfig, HttpContext};
         use kubedisco::index::{Index, Scope};
         use kubedisco::source::manifest::{DEMO, parse_manifests};
         use std::sync::Arc;
@@ -1201,7 +1201,7 @@ mod properties {
             slices.extend(parsed.slices);
         }
         index.replace(&Scope::All, Some(services), Some(slices), "demo");
-        let state = AppState {
+        let state = AppState::new(HttpContext {
             index,
             metrics: Arc::new(kubedisco::metrics::Metrics::new()),
             status: Arc::default(),
@@ -1215,7 +1215,7 @@ mod properties {
             shutdown: Default::default(),
             lifecycle: Arc::default(),
             watch_slots: Arc::new(tokio::sync::Semaphore::new(1 << 20)),
-        };
+        });
         kubedisco::http::router(state)
     }
 
