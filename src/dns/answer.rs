@@ -22,7 +22,7 @@ use std::net::IpAddr;
 use rand::Rng;
 
 use super::wire::{NameRef, Query, Response, Section, rcode, rtype};
-use crate::index::{Endpoint, ServedService, Snapshot};
+use crate::index::{Endpoint, EndpointPort, ServedService, Snapshot};
 
 /// What the zone says about a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +137,7 @@ pub fn answer(
     let ttl = zone.ttl;
     let serial = snapshot.generation as u32;
     let qtype = query.qtype;
-    let lower = |i: usize| query.label(i).to_ascii_lowercase();
+    let label_is = |i: usize, text: &[u8]| query.label(i).eq_ignore_ascii_case(text);
 
     if query.qclass != super::wire::CLASS_IN && query.qclass != super::wire::CLASS_ANY {
         response.start(query, false);
@@ -146,10 +146,10 @@ pub fn answer(
     }
 
     let is_service_shape = match relative {
-        3 => lower(2) == b"svc",
-        4 => lower(3) == b"svc",
+        3 => label_is(2, b"svc"),
+        4 => label_is(3, b"svc"),
         5 => {
-            lower(4) == b"svc"
+            label_is(4, b"svc")
                 && query.label(0).starts_with(b"_")
                 && query.label(1).starts_with(b"_")
         }
@@ -166,7 +166,7 @@ pub fn answer(
             }
             return Outcome::Answered;
         }
-        1 if lower(0) == b"dns-version" => {
+        1 if label_is(0, b"dns-version") => {
             response.start(query, true);
             match qtype {
                 rtype::TXT => response.txt(NameRef::Pointer(12), ttl, b"1.1.0"),
@@ -227,12 +227,8 @@ pub fn answer(
         },
         4 => {
             let host = query.label(0);
-            let matching: Vec<&Endpoint> = service
-                .endpoints
-                .iter()
-                .filter(|e| host_label(e, &mut [0; 48]).eq_ignore_ascii_case(host))
-                .collect();
-            if matching.is_empty() {
+            let is_host = |e: &&Endpoint| host_label(e, &mut [0; 48]).eq_ignore_ascii_case(host);
+            if !service.endpoints.iter().any(|e| is_host(&e)) {
                 nxdomain(response);
                 return Outcome::Answered;
             }
@@ -244,7 +240,8 @@ pub fn answer(
             match family {
                 Some(v4) => {
                     let mut any = false;
-                    for endpoint in matching.iter().filter(|e| e.ip().is_ipv4() == v4) {
+                    let matching = service.endpoints.iter().filter(is_host);
+                    for endpoint in matching.filter(|e| e.ip().is_ipv4() == v4) {
                         write_address(
                             response,
                             Section::Answer,
@@ -263,17 +260,10 @@ pub fn answer(
             }
         }
         _ => {
-            let port_name = query.label(0)[1..].to_ascii_lowercase();
-            let protocol = query.label(1)[1..].to_ascii_lowercase();
-            let has_port = |e: &Endpoint| {
-                e.ports.iter().any(|p| {
-                    p.name.as_bytes() == port_name.as_slice()
-                        && p.protocol
-                            .as_str()
-                            .as_bytes()
-                            .eq_ignore_ascii_case(&protocol)
-                })
-            };
+            let port_name = &query.label(0)[1..];
+            let protocol = &query.label(1)[1..];
+            let has_port =
+                |e: &Endpoint| e.ports.iter().any(|p| port_matches(p, port_name, protocol));
             if !service.endpoints.iter().any(has_port) {
                 nxdomain(response);
                 return Outcome::Answered;
@@ -285,7 +275,7 @@ pub fn answer(
                         response,
                         service,
                         ttl,
-                        Some((&port_name, &protocol)),
+                        Some((port_name, protocol)),
                         service_at,
                         has_port,
                     )
@@ -321,26 +311,56 @@ fn write_addresses(
     rng: &mut impl Rng,
     nodata: impl Fn(&mut Response),
 ) {
-    let mut ordered: Vec<(u32, f64, &Endpoint)> = service
-        .endpoints
-        .iter()
-        .filter(family)
-        .map(|e| (e.priority, shuffle_key(rng, e.weight), e))
-        .collect();
-    if ordered.is_empty() {
-        nodata(response);
-        return;
-    }
-    ordered.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
-    for (_, _, endpoint) in ordered {
-        write_address(
-            response,
-            Section::Answer,
-            NameRef::Pointer(12),
-            ttl,
-            endpoint.ip(),
+    SCRATCH.with_borrow_mut(|scratch| {
+        let ordered = &mut scratch.order;
+        ordered.clear();
+        ordered.extend(
+            service
+                .endpoints
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| family(e))
+                .map(|(i, e)| (e.priority, shuffle_key(rng, e.weight), i)),
         );
-    }
+        if ordered.is_empty() {
+            nodata(response);
+            return;
+        }
+        ordered.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        for &(_, _, i) in ordered.iter() {
+            write_address(
+                response,
+                Section::Answer,
+                NameRef::Pointer(12),
+                ttl,
+                service.endpoints[i].ip(),
+            );
+        }
+    });
+}
+
+/// Lists reused by every answer on a thread, so answering allocates only
+/// while they grow to the largest Service's size.
+#[derive(Default)]
+struct Scratch {
+    /// A/AAAA order: (tier, weighted shuffle key, endpoint index).
+    order: Vec<(u32, f64, usize)>,
+    /// SRV targets: where each target name was written, and its address.
+    targets: Vec<(u16, IpAddr)>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// Port names are lowercase in Kubernetes; DNS names compare ignoring case.
+fn port_matches(port: &EndpointPort, name: &[u8], protocol: &[u8]) -> bool {
+    port.name.as_bytes().eq_ignore_ascii_case(name)
+        && port
+            .protocol
+            .as_str()
+            .as_bytes()
+            .eq_ignore_ascii_case(protocol)
 }
 
 /// SRV records for every (endpoint, port) that `keep` accepts and whose port
@@ -354,20 +374,39 @@ fn write_srv(
     service_at: u16,
     keep: impl Fn(&Endpoint) -> bool,
 ) {
-    let mut targets: Vec<(u16, IpAddr)> = Vec::new();
+    SCRATCH.with_borrow_mut(|scratch| {
+        scratch.targets.clear();
+        write_srv_records(
+            response,
+            service,
+            ttl,
+            port,
+            service_at,
+            keep,
+            &mut scratch.targets,
+        );
+        for &(at, ip) in scratch.targets.iter() {
+            write_address(response, Section::Additional, NameRef::Pointer(at), ttl, ip);
+        }
+    });
+}
+
+fn write_srv_records(
+    response: &mut Response,
+    service: &ServedService,
+    ttl: u32,
+    port: Option<(&[u8], &[u8])>,
+    service_at: u16,
+    keep: impl Fn(&Endpoint) -> bool,
+    targets: &mut Vec<(u16, IpAddr)>,
+) {
     for endpoint in service.endpoints.iter().filter(|e| keep(e)) {
         let mut buffer: LabelBuffer = [0; 48];
         let host = host_label(endpoint, &mut buffer);
         let mut target_at = None;
         for endpoint_port in endpoint.ports.iter() {
-            let matches = port.is_none_or(|(name, protocol)| {
-                endpoint_port.name.as_bytes() == name
-                    && endpoint_port
-                        .protocol
-                        .as_str()
-                        .as_bytes()
-                        .eq_ignore_ascii_case(protocol)
-            });
+            let matches =
+                port.is_none_or(|(name, protocol)| port_matches(endpoint_port, name, protocol));
             if !matches {
                 continue;
             }
@@ -388,9 +427,6 @@ fn write_srv(
                 targets.push((at, endpoint.ip()));
             }
         }
-    }
-    for (at, ip) in targets {
-        write_address(response, Section::Additional, NameRef::Pointer(at), ttl, ip);
     }
 }
 
