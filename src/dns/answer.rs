@@ -375,59 +375,40 @@ fn write_srv(
     keep: impl Fn(&Endpoint) -> bool,
 ) {
     SCRATCH.with_borrow_mut(|scratch| {
-        scratch.targets.clear();
-        write_srv_records(
-            response,
-            service,
-            ttl,
-            port,
-            service_at,
-            keep,
-            &mut scratch.targets,
-        );
-        for &(at, ip) in scratch.targets.iter() {
+        let targets = &mut scratch.targets;
+        targets.clear();
+        for endpoint in service.endpoints.iter().filter(|e| keep(e)) {
+            let mut buffer: LabelBuffer = [0; 48];
+            let host = host_label(endpoint, &mut buffer);
+            let mut target_at = None;
+            for endpoint_port in endpoint.ports.iter() {
+                let matches =
+                    port.is_none_or(|(name, protocol)| port_matches(endpoint_port, name, protocol));
+                if !matches {
+                    continue;
+                }
+                let target = match target_at {
+                    Some(at) => NameRef::Pointer(at),
+                    None => NameRef::LabelThenPointer(host, service_at),
+                };
+                let at = response.srv(
+                    NameRef::Pointer(12),
+                    ttl,
+                    endpoint.priority.min(u32::from(u16::MAX)) as u16,
+                    endpoint.weight.min(u32::from(u16::MAX)) as u16,
+                    endpoint_port.port,
+                    target,
+                );
+                if target_at.is_none() {
+                    target_at = Some(at);
+                    targets.push((at, endpoint.ip()));
+                }
+            }
+        }
+        for &(at, ip) in targets.iter() {
             write_address(response, Section::Additional, NameRef::Pointer(at), ttl, ip);
         }
     });
-}
-
-fn write_srv_records(
-    response: &mut Response,
-    service: &ServedService,
-    ttl: u32,
-    port: Option<(&[u8], &[u8])>,
-    service_at: u16,
-    keep: impl Fn(&Endpoint) -> bool,
-    targets: &mut Vec<(u16, IpAddr)>,
-) {
-    for endpoint in service.endpoints.iter().filter(|e| keep(e)) {
-        let mut buffer: LabelBuffer = [0; 48];
-        let host = host_label(endpoint, &mut buffer);
-        let mut target_at = None;
-        for endpoint_port in endpoint.ports.iter() {
-            let matches =
-                port.is_none_or(|(name, protocol)| port_matches(endpoint_port, name, protocol));
-            if !matches {
-                continue;
-            }
-            let target = match target_at {
-                Some(at) => NameRef::Pointer(at),
-                None => NameRef::LabelThenPointer(host, service_at),
-            };
-            let at = response.srv(
-                NameRef::Pointer(12),
-                ttl,
-                endpoint.priority.min(u32::from(u16::MAX)) as u16,
-                endpoint.weight.min(u32::from(u16::MAX)) as u16,
-                endpoint_port.port,
-                target,
-            );
-            if target_at.is_none() {
-                target_at = Some(at);
-                targets.push((at, endpoint.ip()));
-            }
-        }
-    }
 }
 
 /// PTR for endpoint addresses. None when the name is not a reverse name.
