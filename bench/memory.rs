@@ -1,7 +1,8 @@
 //! Heap bytes the index holds per endpoint, counted exactly by a counting
-//! allocator: EndpointSlices as the controller writes them go through the
-//! agent's own conversion (`source::convert`) into the index, and what stays
-//! allocated afterwards is the index (writer side + published snapshot).
+//! allocator: EndpointSlices as the controller writes them go as JSON
+//! through the agent's own decoder (`source::slice`) into the index, and
+//! what stays allocated afterwards is the index (writer side + published
+//! snapshot).
 //!
 //! Run: `cargo bench --bench memory` (prints a table; numbers in
 //! bench/RESULTS.md). Process RSS beside CoreDNS is measured by
@@ -15,7 +16,8 @@ use k8s_openapi::api::core::v1::{ObjectReference, Service, ServicePort, ServiceS
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kubedisco::index::{Index, Scope};
-use kubedisco::source::convert::{service_object, slice_object};
+use kubedisco::source::convert::service_object;
+use kubedisco::source::slice::Slice;
 
 /// Counts live heap bytes (requested sizes; the allocator's own rounding
 /// and headers come on top, see RSS in the scale benchmark).
@@ -139,7 +141,14 @@ fn measure(services: usize, endpoints: usize, full: bool) -> usize {
     let mut slice_objects = Vec::new();
     for i in 0..services {
         service_objects.push(service_object(&service(i)));
-        slice_objects.extend(slices(i, endpoints, full).iter().filter_map(slice_object));
+        // Through JSON, as the API server sends them and the watcher
+        // decodes them.
+        slice_objects.extend(slices(i, endpoints, full).iter().filter_map(|slice| {
+            let json = serde_json::to_vec(slice).expect("a slice serializes");
+            serde_json::from_slice::<Slice>(&json)
+                .expect("the API's JSON decodes")
+                .into_object()
+        }));
     }
     index.replace(
         &Scope::All,

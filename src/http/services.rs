@@ -126,6 +126,11 @@ async fn wait_past(
 }
 
 fn answer(snapshot: &Snapshot, key: &ServiceKey, stale: Staleness) -> Result<Response, ApiError> {
+    // Before the first sync a Service may lack slices still on their way:
+    // no answer rather than a partial one.
+    if !snapshot.synced {
+        return Err(ApiError::not_synced());
+    }
     let (mut response, revision) = match snapshot.services.get(key) {
         // The usual answer is the same bytes until the Service changes.
         Some(service) if !stale.stale => (
@@ -145,7 +150,6 @@ fn answer(snapshot: &Snapshot, key: &ServiceKey, stale: Staleness) -> Result<Res
             Json(ServiceView::found(service, stale)).into_response(),
             service.revision,
         ),
-        None if !snapshot.synced => return Err(ApiError::not_synced()),
         None => {
             let body = serde_json::json!({
                 "error": format!(

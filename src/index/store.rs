@@ -580,13 +580,7 @@ impl Index {
                 writer.insert_slice(slice, &mut touched);
             }
         }
-        writer.unsynced_parts.remove(part);
-        self.gauges.last_sync_timestamp.set(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs_f64(),
-        );
+        self.listed(&mut writer, part);
         self.publish(&mut writer, touched);
     }
 
@@ -597,6 +591,29 @@ impl Index {
         writer.locality = locality;
         let touched: BTreeSet<ServiceKey> = writer.services.keys().cloned().collect();
         self.publish(&mut writer, touched);
+    }
+
+    /// Marks `part` as listed after its first list went in through
+    /// [`Index::apply`] as it arrived. Only for a first list on an index
+    /// that is not synced: until every part has listed, front ends answer
+    /// "not synced" and never serve the partial state, so that list need
+    /// not be swapped in whole.
+    pub fn mark_listed(&self, part: &str) {
+        let mut writer = self.lock_writer();
+        self.listed(&mut writer, part);
+        self.publish(&mut writer, BTreeSet::new());
+    }
+
+    /// `part` has listed (once more): it counts for sync, and the time is
+    /// the last sync.
+    fn listed(&self, writer: &mut Writer, part: &str) {
+        writer.unsynced_parts.remove(part);
+        self.gauges.last_sync_timestamp.set(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64(),
+        );
     }
 
     /// Replaces every Pod weight in `scope` (a re-list of weighted Pods).

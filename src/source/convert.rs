@@ -1,23 +1,19 @@
-//! Kubernetes API objects → compact index objects.
+//! Kubernetes Services → compact index objects (EndpointSlices:
+//! [`super::slice`]), and the annotation rules both share.
 //!
 //! Everything the agent does not serve is dropped here (managedFields,
 //! unrelated annotations, status), so memory grows with endpoints, not with
 //! the size of API objects.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tracing::warn;
 
 use crate::index::intern::intern;
-use crate::index::objects::{
-    Protocol, ServiceKey, ServiceObject, ServicePort, SliceEndpoint, SliceKey, SliceObject,
-    SlicePort, TargetRef, TopologyHints,
-};
+use crate::index::objects::{Protocol, ServiceKey, ServiceObject, ServicePort};
 
 /// Service annotation: serve this ClusterIP Service's endpoints too.
 pub const EXPOSE_ANNOTATION: &str = "kubedisco.io/expose";
@@ -116,156 +112,9 @@ pub fn service_object(service: &Service) -> ServiceObject {
     }
 }
 
-/// The compact form of an EndpointSlice, or None for FQDN slices, which name
-/// hosts rather than addresses and are ignored (as kube-proxy does).
-pub fn slice_object(slice: &EndpointSlice) -> Option<SliceObject> {
-    if slice.address_type == "FQDN" {
-        return None;
-    }
-    let metadata = &slice.metadata;
-    let key = SliceKey {
-        namespace: common(metadata.namespace.as_deref().unwrap_or("default")),
-        name: shared(metadata.name.as_deref().unwrap_or_default()),
-    };
-    let service = metadata
-        .labels
-        .as_ref()
-        .and_then(|labels| labels.get(SERVICE_NAME_LABEL))
-        .map(|name| common(name));
-    let what = format!("endpointslice {}/{}", key.namespace, key.name);
-    let ports = slice
-        .ports
-        .iter()
-        .flatten()
-        .filter_map(|port| {
-            let Some(protocol) = Protocol::parse(port.protocol.as_deref()) else {
-                warn!(
-                    object = what,
-                    "ignoring port with unknown protocol {:?}", port.protocol
-                );
-                return None;
-            };
-            let number = match port.port {
-                None => None,
-                Some(n) => match u16::try_from(n) {
-                    Ok(n) if n > 0 => Some(n),
-                    _ => {
-                        warn!(object = what, "ignoring port number {n} outside 1-65535");
-                        return None;
-                    }
-                },
-            };
-            Some(SlicePort {
-                name: common(port.name.as_deref().unwrap_or_default()),
-                port: number,
-                protocol,
-            })
-        })
-        .collect();
-    let mut endpoints: Vec<_> = slice
-        .endpoints
-        .iter()
-        .filter_map(|endpoint| {
-            let first = endpoint.addresses.first()?;
-            let address: IpAddr = match first.parse() {
-                Ok(address) => address,
-                Err(_) => {
-                    warn!(
-                        object = what,
-                        "ignoring endpoint with invalid address {first:?}"
-                    );
-                    return None;
-                }
-            };
-            let conditions = endpoint.conditions.as_ref();
-            let hints = endpoint.hints.as_ref();
-            Some(Arc::new(SliceEndpoint {
-                address,
-                ready: conditions.and_then(|c| c.ready).unwrap_or(true),
-                serving: conditions.and_then(|c| c.serving).unwrap_or(true),
-                terminating: conditions.and_then(|c| c.terminating).unwrap_or(false),
-                hostname: endpoint.hostname.as_deref().map(shared),
-                node: endpoint.node_name.as_deref().map(common),
-                zone: endpoint.zone.as_deref().map(common),
-                target_ref: endpoint.target_ref.as_ref().map(|t| TargetRef {
-                    kind: common(t.kind.as_deref().unwrap_or_default()),
-                    namespace: t.namespace.as_deref().map(common),
-                    name: shared(t.name.as_deref().unwrap_or_default()),
-                }),
-                hints: TopologyHints::boxed(
-                    hints
-                        .and_then(|h| h.for_zones.as_ref())
-                        .into_iter()
-                        .flatten()
-                        .map(|z| common(&z.name))
-                        .collect(),
-                    hints
-                        .and_then(|h| h.for_nodes.as_ref())
-                        .into_iter()
-                        .flatten()
-                        .map(|n| common(&n.name))
-                        .collect(),
-                ),
-            }))
-        })
-        .collect();
-    // Kept for as long as the slice exists: no spare capacity.
-    endpoints.shrink_to_fit();
-    Some(SliceObject {
-        weight: weight_annotation(metadata.annotations.as_ref(), WEIGHT_KEY, &what),
-        key,
-        service,
-        ports,
-        endpoints,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn slice_from_json(value: serde_json::Value) -> EndpointSlice {
-        serde_json::from_value(value).unwrap()
-    }
-
-    #[test]
-    fn slice_conditions_default_as_kubernetes_documents() {
-        let slice = slice_from_json(serde_json::json!({
-            "metadata": {"name": "web-1", "namespace": "shop",
-                         "labels": {"kubernetes.io/service-name": "web"},
-                         "annotations": {"kubedisco.io/weight": "250"}},
-            "addressType": "IPv4",
-            "ports": [{"name": "http", "port": 8080}],
-            "endpoints": [
-                {"addresses": ["10.0.0.1", "10.0.0.99"]},
-                {"addresses": ["10.0.0.2"], "conditions": {"ready": false, "terminating": true}},
-                {"addresses": ["not-an-ip"]}
-            ]
-        }));
-        let compact = slice_object(&slice).unwrap();
-        assert_eq!(compact.service.as_deref(), Some("web"));
-        assert_eq!(compact.weight, Some(250));
-        assert_eq!(compact.ports[0].protocol, Protocol::Tcp);
-        assert_eq!(compact.endpoints.len(), 2);
-        let first = &compact.endpoints[0];
-        assert_eq!(first.address.to_string(), "10.0.0.1");
-        assert!(first.ready && first.serving && !first.terminating);
-        let second = &compact.endpoints[1];
-        assert!(!second.ready && second.serving && second.terminating);
-    }
-
-    #[test]
-    fn fqdn_slices_are_ignored_and_bad_weights_dropped() {
-        let fqdn = slice_from_json(serde_json::json!({
-            "metadata": {"name": "x"}, "addressType": "FQDN", "endpoints": []
-        }));
-        assert!(slice_object(&fqdn).is_none());
-        let bad = slice_from_json(serde_json::json!({
-            "metadata": {"name": "x", "annotations": {"kubedisco.io/weight": "-3"}},
-            "addressType": "IPv4", "endpoints": []
-        }));
-        assert_eq!(slice_object(&bad).unwrap().weight, None);
-    }
 
     #[test]
     fn services_are_served_when_headless_or_exposed() {

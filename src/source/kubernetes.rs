@@ -16,7 +16,6 @@ use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
@@ -26,7 +25,8 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::convert::{WEIGHT_KEY, parse_weight, service_object, slice_object};
+use super::convert::{WEIGHT_KEY, parse_weight, service_object};
+use super::slice::Slice;
 use super::status::SourceStatus;
 use crate::index::objects::{ServiceKey, SliceKey};
 use crate::index::{Change, Index, PodKey, Scope, ServiceObject, SliceObject};
@@ -56,7 +56,7 @@ trait Watched:
     type Compact: Send + 'static;
     /// The plural resource name, for logs, metrics and sync parts.
     const RESOURCE: &'static str;
-    fn compact(&self) -> Option<Self::Compact>;
+    fn compact(self) -> Option<Self::Compact>;
     fn applied(compact: Self::Compact) -> Change;
     fn deleted(&self) -> Change;
     fn replace(index: &Index, scope: &Scope, items: Vec<Self::Compact>, part: &str);
@@ -65,8 +65,8 @@ trait Watched:
 impl Watched for Service {
     type Compact = ServiceObject;
     const RESOURCE: &'static str = "services";
-    fn compact(&self) -> Option<ServiceObject> {
-        Some(service_object(self))
+    fn compact(self) -> Option<ServiceObject> {
+        Some(service_object(&self))
     }
     fn applied(compact: ServiceObject) -> Change {
         Change::ApplyService(compact)
@@ -82,11 +82,13 @@ impl Watched for Service {
     }
 }
 
-impl Watched for EndpointSlice {
+/// EndpointSlices are decoded straight into what the index keeps
+/// ([`Slice`]): at start-up every slice in the cluster is listed at once.
+impl Watched for Slice {
     type Compact = SliceObject;
     const RESOURCE: &'static str = "endpointslices";
-    fn compact(&self) -> Option<SliceObject> {
-        slice_object(self)
+    fn compact(self) -> Option<SliceObject> {
+        self.into_object()
     }
     fn applied(compact: SliceObject) -> Change {
         Change::ApplySlice(compact)
@@ -126,7 +128,7 @@ impl KubernetesSource {
     /// The sync parts this source reports, declared to the index up front.
     pub fn parts(&self) -> Vec<String> {
         let mut parts = Vec::new();
-        let mut resources = vec![Service::RESOURCE, EndpointSlice::RESOURCE];
+        let mut resources = vec![Service::RESOURCE, Slice::RESOURCE];
         if self.pod_weights {
             resources.push(POD_RESOURCE);
         }
@@ -164,7 +166,7 @@ impl KubernetesSource {
             if self.pod_weights {
                 tasks.spawn(self.clone().watch_pod_weights(namespace.clone(), streaming));
             }
-            tasks.spawn(self.clone().watch::<EndpointSlice>(namespace, streaming));
+            tasks.spawn(self.clone().watch::<Slice>(namespace, streaming));
         }
         shutdown.cancelled().await;
         tasks.abort_all();
@@ -174,10 +176,19 @@ impl KubernetesSource {
     /// a server without the WatchList feature either rejects them or silently
     /// never ends the initial stream; a watch that matches nothing tells us
     /// which, cheaply.
+    ///
+    /// The probe runs on a client of its own. On the watchers' client its
+    /// TLS connection would leave a session ticket behind, the watchers'
+    /// connections would resume that session, and a resumed handshake
+    /// stalls the first request by the server's delayed ACK (40 ms on
+    /// Linux): the client writes its Finished and the request as two small
+    /// segments and, without TCP_NODELAY (kube-rs does not set it), Nagle
+    /// holds the request back until the Finished is acknowledged.
     async fn streaming_lists_supported(&self) -> bool {
-        let api: Api<EndpointSlice> = match self.namespaces.first() {
-            Some(ns) => Api::namespaced(self.client.clone(), ns),
-            None => Api::all(self.client.clone()),
+        let client = Self::client().await.unwrap_or_else(|_| self.client.clone());
+        let api: Api<Slice> = match self.namespaces.first() {
+            Some(ns) => Api::namespaced(client, ns),
+            None => Api::all(client),
         };
         let config = watcher::Config::default()
             .streaming_lists()
@@ -239,6 +250,13 @@ impl KubernetesSource {
         );
         let mut buffer: Vec<K::Compact> = Vec::new();
         let mut listed_once = false;
+        // The first list goes to the index in batches as it arrives (see
+        // FIRST_LIST_BATCH) while nobody can be served from the index; a
+        // list that starts over is buffered and replaced whole, as re-lists
+        // always are.
+        let mut incremental = false;
+        let mut list_attempts = 0u32;
+        let mut applied = 0usize;
         let mut errors = ErrorLog::default();
         while let Some(item) = stream.next().await {
             let event = match item {
@@ -259,15 +277,30 @@ impl KubernetesSource {
             match event {
                 Event::Init => {
                     buffer.clear();
+                    list_attempts += 1;
+                    applied = 0;
+                    incremental = !listed_once && list_attempts == 1 && !self.index.load().synced;
                     if listed_once {
                         self.metrics.record_watch_restart(K::RESOURCE);
                         info!(resource = K::RESOURCE, "re-listing");
                     }
                 }
-                Event::InitApply(object) => buffer.extend(object.compact()),
+                Event::InitApply(object) => {
+                    buffer.extend(object.compact());
+                    if incremental && buffer.len() >= FIRST_LIST_BATCH {
+                        applied += buffer.len();
+                        self.index.apply(buffer.drain(..).map(K::applied));
+                    }
+                }
                 Event::InitDone => {
-                    let count = buffer.len();
-                    K::replace(&self.index, &scope, std::mem::take(&mut buffer), &part);
+                    let count = applied + buffer.len();
+                    if incremental {
+                        self.index.apply(buffer.drain(..).map(K::applied));
+                        self.index.mark_listed(&part);
+                        incremental = false;
+                    } else {
+                        K::replace(&self.index, &scope, std::mem::take(&mut buffer), &part);
+                    }
                     if !listed_once {
                         info!(resource = K::RESOURCE, count, "listed");
                     }
@@ -285,6 +318,16 @@ impl KubernetesSource {
 }
 
 const POD_RESOURCE: &str = "pods";
+
+/// Objects per index update during the first list.
+///
+/// Before the index has synced (every part listed once, or a snapshot
+/// loaded from disk) nobody is served from it, so the first list need not
+/// be swapped in whole: it is applied in batches as it arrives, and merging
+/// Services overlaps the API server's sending instead of all coming after
+/// it. Re-lists, and a first list on a seeded index, stay one atomic
+/// replace.
+const FIRST_LIST_BATCH: usize = 64;
 
 /// A watch stream that recovers promptly after an outage.
 ///

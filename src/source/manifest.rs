@@ -16,13 +16,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::SourceError;
-use super::convert::{SERVICE_NAME_LABEL, service_object, slice_object};
+use super::convert::{SERVICE_NAME_LABEL, service_object};
+use super::slice::Slice;
 use crate::index::{Index, Scope, ServiceObject, SliceObject};
 use crate::metrics::Metrics;
 
@@ -97,9 +97,9 @@ fn add_document(document: Value, parsed: &mut Parsed) -> Result<(), String> {
         }
         (Some("discovery.k8s.io/v1"), Some("EndpointSlice")) => {
             require_name(name, "EndpointSlice")?;
-            let slice: EndpointSlice = serde_json::from_value(document)
+            let slice: Slice = serde_json::from_value(document)
                 .map_err(|e| format!("EndpointSlice {name}: {e}"))?;
-            if let Some(compact) = slice_object(&slice) {
+            if let Some(compact) = slice.into_object() {
                 if compact.service.is_none() {
                     warn!(
                         "EndpointSlice {name} has no {SERVICE_NAME_LABEL} label; no Service uses it"

@@ -3,12 +3,14 @@
 //! - [`kubernetes`]: kube-runtime watchers on Services and EndpointSlices.
 //! - [`manifest`]: a file or directory of Kubernetes YAML, re-read on change
 //!   (local development, demos, tests without a cluster).
-//! - [`convert`]: the one place API objects become compact index objects,
-//!   shared by both sources so they cannot disagree.
+//! - [`convert`]: Services → compact index objects, and the annotation
+//!   rules; [`slice`]: EndpointSlices decoded straight into the compact
+//!   form. Both sources use them, so they cannot disagree.
 
 pub mod convert;
 pub mod kubernetes;
 pub mod manifest;
+pub mod slice;
 pub mod status;
 
 use std::path::PathBuf;
