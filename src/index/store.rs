@@ -593,17 +593,6 @@ impl Index {
         self.publish(&mut writer, touched);
     }
 
-    /// Marks `part` as listed after its first list went in through
-    /// [`Index::apply`] as it arrived. Only for a first list on an index
-    /// that is not synced: until every part has listed, front ends answer
-    /// "not synced" and never serve the partial state, so that list need
-    /// not be swapped in whole.
-    pub fn mark_listed(&self, part: &str) {
-        let mut writer = self.lock_writer();
-        self.listed(&mut writer, part);
-        self.publish(&mut writer, BTreeSet::new());
-    }
-
     /// `part` has listed (once more): it counts for sync, and the time is
     /// the last sync.
     fn listed(&self, writer: &mut Writer, part: &str) {

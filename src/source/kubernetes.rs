@@ -250,13 +250,6 @@ impl KubernetesSource {
         );
         let mut buffer: Vec<K::Compact> = Vec::new();
         let mut listed_once = false;
-        // The first list goes to the index in batches as it arrives (see
-        // FIRST_LIST_BATCH) while nobody can be served from the index; a
-        // list that starts over is buffered and replaced whole, as re-lists
-        // always are.
-        let mut incremental = false;
-        let mut list_attempts = 0u32;
-        let mut applied = 0usize;
         let mut errors = ErrorLog::default();
         while let Some(item) = stream.next().await {
             let event = match item {
@@ -277,30 +270,15 @@ impl KubernetesSource {
             match event {
                 Event::Init => {
                     buffer.clear();
-                    list_attempts += 1;
-                    applied = 0;
-                    incremental = !listed_once && list_attempts == 1 && !self.index.load().synced;
                     if listed_once {
                         self.metrics.record_watch_restart(K::RESOURCE);
                         info!(resource = K::RESOURCE, "re-listing");
                     }
                 }
-                Event::InitApply(object) => {
-                    buffer.extend(object.compact());
-                    if incremental && buffer.len() >= FIRST_LIST_BATCH {
-                        applied += buffer.len();
-                        self.index.apply(buffer.drain(..).map(K::applied));
-                    }
-                }
+                Event::InitApply(object) => buffer.extend(object.compact()),
                 Event::InitDone => {
-                    let count = applied + buffer.len();
-                    if incremental {
-                        self.index.apply(buffer.drain(..).map(K::applied));
-                        self.index.mark_listed(&part);
-                        incremental = false;
-                    } else {
-                        K::replace(&self.index, &scope, std::mem::take(&mut buffer), &part);
-                    }
+                    let count = buffer.len();
+                    K::replace(&self.index, &scope, std::mem::take(&mut buffer), &part);
                     if !listed_once {
                         info!(resource = K::RESOURCE, count, "listed");
                     }
@@ -318,16 +296,6 @@ impl KubernetesSource {
 }
 
 const POD_RESOURCE: &str = "pods";
-
-/// Objects per index update during the first list.
-///
-/// Before the index has synced (every part listed once, or a snapshot
-/// loaded from disk) nobody is served from it, so the first list need not
-/// be swapped in whole: it is applied in batches as it arrives, and merging
-/// Services overlaps the API server's sending instead of all coming after
-/// it. Re-lists, and a first list on a seeded index, stay one atomic
-/// replace.
-const FIRST_LIST_BATCH: usize = 64;
 
 /// A watch stream that recovers promptly after an outage.
 ///
