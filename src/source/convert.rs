@@ -55,19 +55,14 @@ fn shared(text: &str) -> Arc<str> {
     Arc::from(text)
 }
 
-/// For strings that repeat across objects (namespaces, node and zone
-/// names, kinds, port names): one shared copy ([`intern`]).
-fn common(text: &str) -> Arc<str> {
-    intern(text)
-}
-
 /// The compact form of a Service.
 pub fn service_object(service: &Service) -> ServiceObject {
     let metadata = &service.metadata;
     let namespace = metadata.namespace.as_deref().unwrap_or("default");
     let name = metadata.name.as_deref().unwrap_or_default();
     let key = ServiceKey {
-        namespace: common(namespace),
+        // Namespaces repeat across objects: one shared copy.
+        namespace: intern(namespace),
         name: shared(name),
     };
     let spec = service.spec.as_ref();

@@ -568,49 +568,43 @@ fn probe_http(
     limit: Duration,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<(usize, Vec<String>)> {
-    std::thread::spawn(move || {
-        let begun = Instant::now();
-        let (mut ok, mut failed) = (0, Vec::new());
-        let addr: SocketAddr = url
-            .trim_start_matches("http://")
-            .split('/')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let path = format!(
-            "/{}",
-            url.trim_start_matches("http://").split_once('/').unwrap().1
-        );
-        while !stop.load(Ordering::Relaxed) && begun.elapsed() < limit {
-            let result = (|| -> Result<u16, String> {
-                let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-                    .map_err(|e| e.to_string())?;
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(2)))
-                    .unwrap();
-                write!(
-                    stream,
-                    "GET {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n"
-                )
+    let addr: SocketAddr = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let path = format!(
+        "/{}",
+        url.trim_start_matches("http://").split_once('/').unwrap().1
+    );
+    probe_until(limit, stop, move || {
+        let result = (|| -> Result<u16, String> {
+            let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
                 .map_err(|e| e.to_string())?;
-                let mut response = String::new();
-                stream
-                    .read_to_string(&mut response)
-                    .map_err(|e| e.to_string())?;
-                response
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|code| code.parse().ok())
-                    .ok_or_else(|| format!("no status line in {response:?}"))
-            })();
-            match result {
-                Ok(200) => ok += 1,
-                other => failed.push(format!("{other:?}")),
-            }
-            std::thread::sleep(Duration::from_millis(5)); // pacing
+            stream
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            write!(
+                stream,
+                "GET {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n"
+            )
+            .map_err(|e| e.to_string())?;
+            let mut response = String::new();
+            stream
+                .read_to_string(&mut response)
+                .map_err(|e| e.to_string())?;
+            response
+                .split_whitespace()
+                .nth(1)
+                .and_then(|code| code.parse().ok())
+                .ok_or_else(|| format!("no status line in {response:?}"))
+        })();
+        match result {
+            Ok(200) => Ok(()),
+            other => Err(format!("{other:?}")),
         }
-        (ok, failed)
     })
 }
 
@@ -621,13 +615,28 @@ fn probe_dns_tcp(
     limit: Duration,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<(usize, Vec<String>)> {
+    probe_until(limit, stop, move || {
+        match tcp_a(server, &name, Duration::from_secs(2)) {
+            Ok((0, 3)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+}
+
+/// Runs `attempt` every 5 ms on a thread of its own until `stop` (and at
+/// most `limit`): (successes, failures).
+fn probe_until(
+    limit: Duration,
+    stop: Arc<AtomicBool>,
+    mut attempt: impl FnMut() -> Result<(), String> + Send + 'static,
+) -> std::thread::JoinHandle<(usize, Vec<String>)> {
     std::thread::spawn(move || {
         let begun = Instant::now();
         let (mut ok, mut failed) = (0, Vec::new());
         while !stop.load(Ordering::Relaxed) && begun.elapsed() < limit {
-            match tcp_a(server, &name, Duration::from_secs(2)) {
-                Ok((0, 3)) => ok += 1,
-                other => failed.push(format!("{other:?}")),
+            match attempt() {
+                Ok(()) => ok += 1,
+                Err(failure) => failed.push(failure),
             }
             std::thread::sleep(Duration::from_millis(5)); // pacing
         }

@@ -37,6 +37,19 @@ fn dig_srv(agent: &Agent, name: &str) -> Vec<(String, u16, u16)> {
         .collect()
 }
 
+/// Waits until the agent's HTTP answer for Service `web` gives `ip` this weight.
+async fn wait_for_http_weight(agent: &Agent, ns: &TestNamespace, ip: &str, want: u64, what: &str) {
+    eventually(what, || async {
+        let body = agent.service(&ns.name, "web").await?;
+        if weight_of(&body, ip) == Some(want) {
+            Ok(())
+        } else {
+            Err(body.to_string())
+        }
+    })
+    .await;
+}
+
 async fn label_pod(ns: &TestNamespace, pod: &str, value: Option<&str>) {
     let patch = json!({"metadata": {"labels": {"kubedisco.io/weight": value}}});
     ns.api::<Pod>()
@@ -76,15 +89,7 @@ async fn a_pod_label_sets_the_weight_seen_over_http_and_srv() {
 
     // A bad value is reported and ignored: back to the default.
     label_pod(&ns, "web-0", Some("heavy")).await;
-    eventually("the invalid label ignored", || async {
-        let body = agent.service(&ns.name, "web").await?;
-        if weight_of(&body, "10.130.0.1") == Some(100) {
-            Ok(())
-        } else {
-            Err(body.to_string())
-        }
-    })
-    .await;
+    wait_for_http_weight(&agent, &ns, "10.130.0.1", 100, "the invalid label ignored").await;
     assert!(
         agent
             .log()
@@ -99,26 +104,10 @@ async fn a_pod_label_sets_the_weight_seen_over_http_and_srv() {
     );
 
     label_pod(&ns, "web-0", Some("7")).await;
-    eventually("weight 7", || async {
-        let body = agent.service(&ns.name, "web").await?;
-        if weight_of(&body, "10.130.0.1") == Some(7) {
-            Ok(())
-        } else {
-            Err(body.to_string())
-        }
-    })
-    .await;
+    wait_for_http_weight(&agent, &ns, "10.130.0.1", 7, "weight 7").await;
     // The label removed: the default again.
     label_pod(&ns, "web-0", None).await;
-    eventually("the default weight", || async {
-        let body = agent.service(&ns.name, "web").await?;
-        if weight_of(&body, "10.130.0.1") == Some(100) {
-            Ok(())
-        } else {
-            Err(body.to_string())
-        }
-    })
-    .await;
+    wait_for_http_weight(&agent, &ns, "10.130.0.1", 100, "the default weight").await;
     ns.delete().await;
 }
 
