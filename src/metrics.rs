@@ -36,7 +36,9 @@ pub struct SourceLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub route: String,
+    /// One of the router's route patterns (or "unmatched"): static, so
+    /// counting a request allocates nothing.
+    pub route: &'static str,
     pub code: u16,
 }
 
@@ -52,7 +54,7 @@ pub struct ResultLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub route: String,
+    pub route: &'static str,
 }
 
 fn latency_histogram() -> Histogram {

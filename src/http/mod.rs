@@ -96,16 +96,39 @@ pub struct HttpContext {
     pub watch_slots: Arc<Semaphore>,
 }
 
+/// Every route, in the order of [`router`]; also the `route` label of the
+/// request metrics.
+const ROUTES: [&str; 8] = [
+    "/v1/services",
+    "/v1/services/{namespace}/{name}",
+    "/v1/watch/{namespace}/{name}",
+    "/v1/pick/{namespace}/{name}",
+    "/debug/endpoints",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+];
+
 pub fn router(state: AppState) -> Router {
+    let [
+        r_list,
+        r_one,
+        r_watch,
+        r_pick,
+        r_debug,
+        r_healthz,
+        r_readyz,
+        r_metrics,
+    ] = ROUTES;
     Router::new()
-        .route("/v1/services", get(services::list))
-        .route("/v1/services/{namespace}/{name}", get(services::get_one))
-        .route("/v1/watch/{namespace}/{name}", get(watch::watch))
-        .route("/v1/pick/{namespace}/{name}", get(pick::pick))
-        .route("/debug/endpoints", get(ops::debug_endpoints))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+        .route(r_list, get(services::list))
+        .route(r_one, get(services::get_one))
+        .route(r_watch, get(watch::watch))
+        .route(r_pick, get(pick::pick))
+        .route(r_debug, get(ops::debug_endpoints))
+        .route(r_healthz, get(ops::healthz))
+        .route(r_readyz, get(ops::readyz))
+        .route(r_metrics, get(ops::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), refuse_bodies))
@@ -169,8 +192,8 @@ async fn record_request(State(state): State<AppState>, request: Request, next: N
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
+        .and_then(|matched| ROUTES.into_iter().find(|route| *route == matched.as_str()))
+        .unwrap_or("unmatched");
     let waits = route.starts_with("/v1/watch")
         || request
             .uri()
@@ -182,7 +205,7 @@ async fn record_request(State(state): State<AppState>, request: Request, next: N
         .metrics
         .http_requests
         .get_or_create(&RequestLabels {
-            route: route.clone(),
+            route,
             code: response.status().as_u16(),
         })
         .inc();
