@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{ObjectReference, Service, ServicePort, ServiceS
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kubedisco::index::{Index, Scope};
-use kubedisco::source::convert::service_object;
+use kubedisco::source::service::LeanService;
 use kubedisco::source::slice::Slice;
 
 /// Counts live heap bytes (requested sizes; the allocator's own rounding
@@ -140,9 +140,14 @@ fn measure(services: usize, endpoints: usize, full: bool) -> usize {
     let mut service_objects = Vec::with_capacity(services);
     let mut slice_objects = Vec::new();
     for i in 0..services {
-        service_objects.push(service_object(&service(i)));
         // Through JSON, as the API server sends them and the watcher
         // decodes them.
+        let json = serde_json::to_vec(&service(i)).expect("a Service serializes");
+        service_objects.push(
+            serde_json::from_slice::<LeanService>(&json)
+                .expect("the API's JSON decodes")
+                .into_object(),
+        );
         slice_objects.extend(slices(i, endpoints, full).iter().filter_map(|slice| {
             let json = serde_json::to_vec(slice).expect("a slice serializes");
             serde_json::from_slice::<Slice>(&json)

@@ -172,6 +172,7 @@ async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
                     client,
                     namespaces: args.namespaces.clone(),
                     list_strategy: args.list_strategy,
+                    api_encoding: args.api_encoding,
                     pod_weights: args.pod_weights,
                     index,
                     metrics,

@@ -9,7 +9,7 @@ use clap::Args;
 use crate::balance::topology::DefaultTopology;
 use crate::duration::parse_duration;
 use crate::logging::LogFormat;
-use crate::source::kubernetes::ListStrategy;
+use crate::source::kubernetes::{ApiEncoding, ListStrategy};
 use crate::source::manifest::ManifestOrigin;
 
 /// Where the agent's Services and EndpointSlices come from.
@@ -222,6 +222,18 @@ pub struct AgentArgs {
         default_value = "auto"
     )]
     pub list_strategy: ListStrategy,
+
+    /// The encoding Services and EndpointSlices are listed and watched in:
+    /// protobuf (what kube-proxy and CoreDNS use; the API server spends
+    /// about a fifth of the CPU on it) or json (for a proxy in front of the
+    /// API server that passes only JSON).
+    #[arg(
+        long,
+        env = "KUBEDISCO_API_ENCODING",
+        value_enum,
+        default_value = "protobuf"
+    )]
+    pub api_encoding: ApiEncoding,
 
     /// How often a manifest source is checked for changes.
     #[arg(long, env = "KUBEDISCO_MANIFEST_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]

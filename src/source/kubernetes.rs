@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use futures::{FutureExt, StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
@@ -25,9 +25,11 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::convert::{WEIGHT_KEY, parse_weight, service_object};
+use super::convert::{WEIGHT_KEY, parse_weight};
+use super::service::LeanService;
 use super::slice::Slice;
 use super::status::SourceStatus;
+use super::watch::ProtoResource;
 use crate::index::objects::{ServiceKey, SliceKey};
 use crate::index::{Change, Index, PodKey, Scope, ServiceObject, SliceObject};
 use crate::metrics::Metrics;
@@ -43,9 +45,19 @@ pub enum ListStrategy {
     List,
 }
 
+/// The encoding of lists and watches of Services and EndpointSlices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ApiEncoding {
+    /// Kubernetes protobuf ([`super::watch`]).
+    Protobuf,
+    /// JSON, through kube-runtime's watcher.
+    Json,
+}
+
 /// A kind the agent watches, and how its objects reach the index.
 trait Watched:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + ProtoResource
     + Clone
     + DeserializeOwned
     + Debug
@@ -62,11 +74,13 @@ trait Watched:
     fn replace(index: &Index, scope: &Scope, items: Vec<Self::Compact>, part: &str);
 }
 
-impl Watched for Service {
+/// Services, like slices, are decoded straight into what the index keeps
+/// ([`LeanService`]).
+impl Watched for LeanService {
     type Compact = ServiceObject;
     const RESOURCE: &'static str = "services";
     fn compact(self) -> Option<ServiceObject> {
-        Some(service_object(&self))
+        Some(self.into_object())
     }
     fn applied(compact: ServiceObject) -> Change {
         Change::ApplyService(compact)
@@ -111,6 +125,7 @@ pub struct KubernetesSource {
     /// Empty means all namespaces.
     pub namespaces: Vec<String>,
     pub list_strategy: ListStrategy,
+    pub api_encoding: ApiEncoding,
     /// Also watch Pods carrying `kubedisco.io/weight` (metadata only).
     pub pod_weights: bool,
     pub index: Arc<Index>,
@@ -128,7 +143,7 @@ impl KubernetesSource {
     /// The sync parts this source reports, declared to the index up front.
     pub fn parts(&self) -> Vec<String> {
         let mut parts = Vec::new();
-        let mut resources = vec![Service::RESOURCE, Slice::RESOURCE];
+        let mut resources = vec![LeanService::RESOURCE, Slice::RESOURCE];
         if self.pod_weights {
             resources.push(POD_RESOURCE);
         }
@@ -162,7 +177,10 @@ impl KubernetesSource {
             self.namespaces.iter().cloned().map(Some).collect()
         };
         for namespace in scopes {
-            tasks.spawn(self.clone().watch::<Service>(namespace.clone(), streaming));
+            tasks.spawn(
+                self.clone()
+                    .watch::<LeanService>(namespace.clone(), streaming),
+            );
             if self.pod_weights {
                 tasks.spawn(self.clone().watch_pod_weights(namespace.clone(), streaming));
             }
@@ -228,15 +246,22 @@ impl KubernetesSource {
         if streaming {
             config = config.streaming_lists();
         }
+        let namespace_of_watch = namespace.clone();
         let probe_api = api.clone();
+        let (client, encoding) = (self.client.clone(), self.api_encoding);
         let mut stream = Supervised::new(
-            move || {
-                watcher::watcher(api.clone(), config.clone())
+            move || match encoding {
+                ApiEncoding::Protobuf => super::watch::watcher::<K>(
+                    client.clone(),
+                    namespace_of_watch.as_deref(),
+                    streaming,
+                )
+                .default_backoff()
+                .boxed(),
+                // The lean types never decode managedFields.
+                ApiEncoding::Json => watcher::watcher(api.clone(), config.clone())
                     .default_backoff()
-                    // Nothing of managedFields is ever read; drop it before
-                    // anything else sees the object.
-                    .map_ok(|event| event.modify(|object| object.meta_mut().managed_fields = None))
-                    .boxed()
+                    .boxed(),
             },
             move || {
                 let api = probe_api.clone();

@@ -15,13 +15,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::core::v1::Service;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::SourceError;
-use super::convert::{SERVICE_NAME_LABEL, service_object};
+use super::convert::SERVICE_NAME_LABEL;
+use super::service::LeanService;
 use super::slice::Slice;
 use crate::index::{Index, Scope, ServiceObject, SliceObject};
 use crate::metrics::Metrics;
@@ -90,9 +90,9 @@ fn add_document(document: Value, parsed: &mut Parsed) -> Result<(), String> {
         }
         (Some("v1"), Some("Service")) => {
             require_name(name, "Service")?;
-            let service: Service =
+            let service: LeanService =
                 serde_json::from_value(document).map_err(|e| format!("Service {name}: {e}"))?;
-            parsed.services.push(service_object(&service));
+            parsed.services.push(service.into_object());
             Ok(())
         }
         (Some("discovery.k8s.io/v1"), Some("EndpointSlice")) => {

@@ -1,17 +1,24 @@
 //! Where the index's objects come from.
 //!
-//! - [`kubernetes`]: kube-runtime watchers on Services and EndpointSlices.
+//! - [`kubernetes`]: watchers on Services and EndpointSlices; [`watch`]
+//!   lists and watches them in protobuf ([`proto`]: the wire format), the
+//!   rest through kube-runtime's JSON watcher.
 //! - [`manifest`]: a file or directory of Kubernetes YAML, re-read on change
 //!   (local development, demos, tests without a cluster).
-//! - [`convert`]: Services → compact index objects, and the annotation
-//!   rules; [`slice`]: EndpointSlices decoded straight into the compact
-//!   form. Both sources use them, so they cannot disagree.
+//! - [`service`], [`slice`]: Services and EndpointSlices decoded straight
+//!   into the compact form (`lean` holds their common visitors);
+//!   [`convert`]: the annotation and label rules they share. Both sources
+//!   use them, so they cannot disagree.
 
 pub mod convert;
 pub mod kubernetes;
+mod lean;
 pub mod manifest;
+pub mod proto;
+pub mod service;
 pub mod slice;
 pub mod status;
+pub mod watch;
 
 use std::path::PathBuf;
 

@@ -7,7 +7,7 @@
 //! once was a large part of the time to ready. [`Slice`] reads only what a
 //! [`SliceObject`] keeps, skips everything else without allocating
 //! ([`IgnoredAny`]), parses addresses while decoding and makes the strings
-//! it keeps `Arc<str>` from the start. It implements kube's [`Resource`], so
+//! it keeps `Arc<str>` from the start. It implements kube's `Resource`, so
 //! kube-runtime's watcher lists and watches it like the k8s-openapi type;
 //! the manifest source reads it too, so both sources convert slices the
 //! same way.
@@ -19,20 +19,18 @@
 //! outside 1-65535 and endpoints with an invalid address are dropped with a
 //! warning.
 
-use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Resource;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use tracing::warn;
 
-use super::convert::{SERVICE_NAME_LABEL, WEIGHT_KEY, parse_weight};
+use super::convert::{SERVICE_NAME_LABEL, WEIGHT_KEY, weight_annotation};
+use super::lean::{Common, KeyIndex, Meta, Shared, lean_resource};
+use super::proto::{self, ProtoError};
 use crate::index::intern::intern;
 use crate::index::objects::{
     Protocol, SliceEndpoint, SliceKey, SliceObject, SlicePort, TargetRef, TopologyHints,
@@ -56,29 +54,7 @@ pub struct Slice {
     problems: Vec<String>,
 }
 
-impl Resource for Slice {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        "EndpointSlice".into()
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        "discovery.k8s.io".into()
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        "v1".into()
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        "endpointslices".into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+lean_resource!(Slice, kind: "EndpointSlice", group: "discovery.k8s.io", version: "v1", plural: "endpointslices");
 
 impl Slice {
     /// The compact form, or None for an FQDN slice. Logs what was dropped.
@@ -95,21 +71,7 @@ impl Slice {
         for problem in &self.problems {
             warn!(object = what(), "{problem}");
         }
-        let weight = metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(WEIGHT_KEY))
-            .and_then(|text| match parse_weight(text) {
-                Ok(weight) => Some(weight),
-                Err(error) => {
-                    warn!(
-                        object = what(),
-                        annotation = WEIGHT_KEY,
-                        "ignoring invalid weight: {error}"
-                    );
-                    None
-                }
-            });
+        let weight = weight_annotation(metadata.annotations.as_ref(), WEIGHT_KEY, &what());
         let service = metadata
             .labels
             .as_ref()
@@ -125,169 +87,6 @@ impl Slice {
             ports: self.ports,
             endpoints,
         })
-    }
-}
-
-/// A string kept as `Arc<str>`, made from the decoder's borrowed text
-/// (one allocation, no intermediate `String`).
-#[derive(Default)]
-struct Shared(Option<Arc<str>>);
-
-/// A string that repeats across endpoints (node, zone, kind, namespace,
-/// port name): its one shared copy ([`intern`]), looked up from the
-/// decoder's borrowed text.
-#[derive(Default)]
-struct Common(Option<Arc<str>>);
-
-impl<'de> Deserialize<'de> for Shared {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        optional_text(deserializer, |text| Arc::from(text)).map(Shared)
-    }
-}
-
-impl<'de> Deserialize<'de> for Common {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        optional_text(deserializer, intern).map(Common)
-    }
-}
-
-/// A string or null, made into `Arc<str>` by `make` from the borrowed text.
-fn optional_text<'de, D: Deserializer<'de>>(
-    deserializer: D,
-    make: fn(&str) -> Arc<str>,
-) -> Result<Option<Arc<str>>, D::Error> {
-    struct V(fn(&str) -> Arc<str>);
-    impl<'de> Visitor<'de> for V {
-        type Value = Option<Arc<str>>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a string or null")
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(Some((self.0)(v)))
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_str(self)
-        }
-    }
-    deserializer.deserialize_option(V(make))
-}
-
-/// Which of the keys being looked for a map key is, compared on the
-/// borrowed text (skipped keys are never copied).
-struct KeyIndex<'a>(&'a [&'a str]);
-
-impl<'de> DeserializeSeed<'de> for KeyIndex<'_> {
-    type Value = Option<usize>;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        struct V<'a>(&'a [&'a str]);
-        impl<'de> Visitor<'de> for V<'_> {
-            type Value = Option<usize>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a map key")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<usize>, E> {
-                Ok(self.0.iter().position(|k| *k == v))
-            }
-        }
-        deserializer.deserialize_str(V(self.0))
-    }
-}
-
-/// A string map of which only `key` is kept (labels, annotations).
-struct OnlyKey(&'static str);
-
-impl<'de> DeserializeSeed<'de> for OnlyKey {
-    type Value = Option<BTreeMap<String, String>>;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        struct V(&'static str);
-        impl<'de> Visitor<'de> for V {
-            type Value = Option<BTreeMap<String, String>>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a map of strings or null")
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(None)
-            }
-            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(None)
-            }
-            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-                d.deserialize_map(self)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut kept = BTreeMap::new();
-                while let Some(found) = map.next_key_seed(KeyIndex(&[self.0]))? {
-                    if found.is_some() {
-                        let value: String = map.next_value()?;
-                        kept.insert(self.0.to_string(), value);
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-                Ok(Some(kept))
-            }
-        }
-        deserializer.deserialize_option(V(self.0))
-    }
-}
-
-/// ObjectMeta with only what [`Slice`] keeps.
-struct Meta;
-
-impl<'de> DeserializeSeed<'de> for Meta {
-    type Value = ObjectMeta;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<ObjectMeta, D::Error> {
-        struct V;
-        const KEYS: &[&str] = &[
-            "name",
-            "namespace",
-            "resourceVersion",
-            "uid",
-            "labels",
-            "annotations",
-        ];
-        impl<'de> Visitor<'de> for V {
-            type Value = ObjectMeta;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("ObjectMeta")
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<ObjectMeta, E> {
-                Ok(ObjectMeta::default())
-            }
-            fn visit_none<E: de::Error>(self) -> Result<ObjectMeta, E> {
-                Ok(ObjectMeta::default())
-            }
-            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<ObjectMeta, D::Error> {
-                d.deserialize_map(self)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ObjectMeta, A::Error> {
-                let mut meta = ObjectMeta::default();
-                while let Some(found) = map.next_key_seed(KeyIndex(KEYS))? {
-                    match found {
-                        Some(0) => meta.name = map.next_value()?,
-                        Some(1) => meta.namespace = map.next_value()?,
-                        Some(2) => meta.resource_version = map.next_value()?,
-                        Some(3) => meta.uid = map.next_value()?,
-                        Some(4) => {
-                            meta.labels = map.next_value_seed(OnlyKey(SERVICE_NAME_LABEL))?
-                        }
-                        Some(5) => meta.annotations = map.next_value_seed(OnlyKey(WEIGHT_KEY))?,
-                        // managedFields and the rest: skipped, nothing allocated.
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(meta)
-            }
-        }
-        deserializer.deserialize_option(V)
     }
 }
 
@@ -439,34 +238,41 @@ impl<'de> Visitor<'de> for Endpoints<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut endpoints = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1000));
         while let Some(raw) = seq.next_element::<RawEndpoint>()? {
-            let address = match raw.addresses {
-                FirstAddress::Valid(ip) => ip,
-                FirstAddress::None => continue,
-                FirstAddress::Invalid(text) => {
-                    self.0
-                        .push(format!("ignoring endpoint with invalid address {text:?}"));
-                    continue;
-                }
-            };
-            let conditions = raw.conditions.unwrap_or_default();
-            let hints = raw.hints.unwrap_or_default();
-            endpoints.push(Arc::new(SliceEndpoint {
-                address,
-                ready: conditions.ready.unwrap_or(true),
-                serving: conditions.serving.unwrap_or(true),
-                terminating: conditions.terminating.unwrap_or(false),
-                hostname: raw.hostname.0,
-                node: raw.node_name.0,
-                zone: raw.zone.0,
-                target_ref: raw.target_ref.map(|t| TargetRef {
-                    kind: t.kind.0.unwrap_or_else(empty),
-                    namespace: t.namespace.0,
-                    name: t.name.0.unwrap_or_else(empty),
-                }),
-                hints: TopologyHints::boxed(names(hints.for_zones), names(hints.for_nodes)),
-            }));
+            endpoints.extend(raw.into_endpoint(self.0));
         }
         Ok(endpoints)
+    }
+}
+
+impl RawEndpoint {
+    /// The kept form, or None (with a problem noted) for an endpoint
+    /// without a usable address.
+    fn into_endpoint(self, problems: &mut Vec<String>) -> Option<Arc<SliceEndpoint>> {
+        let address = match self.addresses {
+            FirstAddress::Valid(ip) => ip,
+            FirstAddress::None => return None,
+            FirstAddress::Invalid(text) => {
+                problems.push(format!("ignoring endpoint with invalid address {text:?}"));
+                return None;
+            }
+        };
+        let conditions = self.conditions.unwrap_or_default();
+        let hints = self.hints.unwrap_or_default();
+        Some(Arc::new(SliceEndpoint {
+            address,
+            ready: conditions.ready.unwrap_or(true),
+            serving: conditions.serving.unwrap_or(true),
+            terminating: conditions.terminating.unwrap_or(false),
+            hostname: self.hostname.0,
+            node: self.node_name.0,
+            zone: self.zone.0,
+            target_ref: self.target_ref.map(|t| TargetRef {
+                kind: t.kind.0.unwrap_or_else(empty),
+                namespace: t.namespace.0,
+                name: t.name.0.unwrap_or_else(empty),
+            }),
+            hints: TopologyHints::boxed(names(hints.for_zones), names(hints.for_nodes)),
+        }))
     }
 }
 
@@ -514,7 +320,12 @@ impl<'de> Deserialize<'de> for Slice {
                 let mut raw_ports: Option<Vec<RawPort>> = None;
                 while let Some(found) = map.next_key_seed(KeyIndex(KEYS))? {
                     match found {
-                        Some(0) => slice.metadata = map.next_value_seed(Meta)?,
+                        Some(0) => {
+                            slice.metadata = map.next_value_seed(Meta {
+                                labels: &[SERVICE_NAME_LABEL],
+                                annotations: &[WEIGHT_KEY],
+                            })?
+                        }
                         Some(1) => {
                             let address_type: Option<Shared> = map.next_value()?;
                             slice.fqdn = address_type
@@ -537,6 +348,149 @@ impl<'de> Deserialize<'de> for Slice {
         }
         deserializer.deserialize_map(V)
     }
+}
+
+/// The protobuf form (`k8s.io/api/discovery/v1/generated.proto`), read by
+/// the same rules as the JSON above; field numbers in the comments.
+impl Slice {
+    pub fn from_protobuf(message: &[u8]) -> Result<Slice, ProtoError> {
+        let mut slice = Slice::default();
+        let mut raw_ports = Vec::new();
+        proto::for_each(message, |number, value| {
+            match number {
+                // EndpointSlice: metadata = 1, endpoints = 2, ports = 3,
+                // addressType = 4.
+                1 => {
+                    slice.metadata = proto::object_meta(
+                        value.bytes("EndpointSlice.metadata")?,
+                        &[SERVICE_NAME_LABEL],
+                        &[WEIGHT_KEY],
+                    )?
+                }
+                2 => {
+                    let raw = endpoint_from_protobuf(value.bytes("EndpointSlice.endpoints")?)?;
+                    slice
+                        .endpoints
+                        .extend(raw.into_endpoint(&mut slice.problems));
+                }
+                3 => raw_ports.push(port_from_protobuf(value.bytes("EndpointSlice.ports")?)?),
+                4 => slice.fqdn = value.text("EndpointSlice.addressType")? == "FQDN",
+                _ => {}
+            }
+            Ok(())
+        })?;
+        slice.endpoints.shrink_to_fit();
+        slice.ports = ports(Some(raw_ports), &mut slice.problems);
+        Ok(slice)
+    }
+}
+
+fn common(value: proto::Value<'_>, field: &str) -> Result<Common, ProtoError> {
+    Ok(Common(Some(intern(value.text(field)?))))
+}
+
+fn endpoint_from_protobuf(message: &[u8]) -> Result<RawEndpoint, ProtoError> {
+    let mut endpoint = RawEndpoint {
+        addresses: FirstAddress::None,
+        conditions: None,
+        hostname: Shared(None),
+        node_name: Common(None),
+        zone: Common(None),
+        target_ref: None,
+        hints: None,
+    };
+    proto::for_each(message, |number, value| {
+        match number {
+            // Endpoint: addresses = 1, conditions = 2, hostname = 3,
+            // targetRef = 4, nodeName = 6, zone = 7, hints = 8.
+            1 if matches!(endpoint.addresses, FirstAddress::None) => {
+                let text = value.text("Endpoint.addresses")?;
+                endpoint.addresses = match text.parse() {
+                    Ok(ip) => FirstAddress::Valid(ip),
+                    Err(_) => FirstAddress::Invalid(text.to_string()),
+                };
+            }
+            2 => {
+                // EndpointConditions: ready = 1, serving = 2, terminating = 3.
+                let mut conditions = Conditions::default();
+                proto::for_each(value.bytes("Endpoint.conditions")?, |number, value| {
+                    match number {
+                        1 => conditions.ready = Some(value.boolean("conditions.ready")?),
+                        2 => conditions.serving = Some(value.boolean("conditions.serving")?),
+                        3 => {
+                            conditions.terminating = Some(value.boolean("conditions.terminating")?)
+                        }
+                        _ => {}
+                    }
+                    Ok(())
+                })?;
+                endpoint.conditions = Some(conditions);
+            }
+            3 => endpoint.hostname = Shared(Some(value.text("Endpoint.hostname")?.into())),
+            4 => {
+                // ObjectReference: kind = 1, namespace = 2, name = 3.
+                let mut target = RawTargetRef {
+                    kind: Common(None),
+                    namespace: Common(None),
+                    name: Shared(None),
+                };
+                proto::for_each(value.bytes("Endpoint.targetRef")?, |number, value| {
+                    match number {
+                        1 => target.kind = common(value, "targetRef.kind")?,
+                        2 => target.namespace = common(value, "targetRef.namespace")?,
+                        3 => target.name = Shared(Some(value.text("targetRef.name")?.into())),
+                        _ => {}
+                    }
+                    Ok(())
+                })?;
+                endpoint.target_ref = Some(target);
+            }
+            6 => endpoint.node_name = common(value, "Endpoint.nodeName")?,
+            7 => endpoint.zone = common(value, "Endpoint.zone")?,
+            8 => {
+                // EndpointHints: forZones = 1, forNodes = 2, each { name = 1 }.
+                let hints = endpoint.hints.get_or_insert_with(Hints::default);
+                proto::for_each(value.bytes("Endpoint.hints")?, |number, value| {
+                    let list = match number {
+                        1 => &mut hints.for_zones,
+                        2 => &mut hints.for_nodes,
+                        _ => return Ok(()),
+                    };
+                    let mut name = Common(None);
+                    proto::for_each(value.bytes("hint")?, |number, value| {
+                        if number == 1 {
+                            name = common(value, "hint.name")?;
+                        }
+                        Ok(())
+                    })?;
+                    list.get_or_insert_with(Vec::new).push(Named { name });
+                    Ok(())
+                })?;
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(endpoint)
+}
+
+fn port_from_protobuf(message: &[u8]) -> Result<RawPort, ProtoError> {
+    // EndpointPort: name = 1, protocol = 2, port = 3.
+    let mut port = RawPort {
+        name: Common(None),
+        port: None,
+        protocol: None,
+    };
+    proto::for_each(message, |number, value| {
+        match number {
+            1 => port.name = common(value, "EndpointPort.name")?,
+            2 => port.protocol = Some(value.text("EndpointPort.protocol")?.to_string()),
+            3 => port.port = Some(value.int32("EndpointPort.port")?),
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(port)
 }
 
 #[cfg(test)]

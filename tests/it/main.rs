@@ -7,6 +7,7 @@ mod support;
 mod agent_api;
 mod chart;
 mod dns;
+mod encoding;
 mod harness;
 mod http_api;
 mod manifest_source;

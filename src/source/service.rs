@@ -1,0 +1,339 @@
+//! Services decoded straight into what the index keeps.
+//!
+//! At start-up the agent lists every Service in the cluster; at 10 000
+//! Services, k8s-openapi's `Service` (its `managedFields` with free-form
+//! JSON, status, every label and annotation, each string a `String`) cost
+//! as much decoding as the index gained from it nothing. [`LeanService`]
+//! keeps the metadata kube-runtime's watcher needs (name, namespace,
+//! resourceVersion, uid), kubedisco's two annotations and the spec fields
+//! of a [`ServiceObject`]; the rest is skipped unread. Both sources (the
+//! watcher and manifest files) read Services through it, so they cannot
+//! disagree.
+//!
+//! The rules are those of the k8s-openapi conversion it replaces: `port` is
+//! required (as the API requires it), a port with an unknown protocol or a
+//! number outside 0-65535 is dropped, a missing protocol is TCP.
+
+use std::fmt;
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+
+use super::convert::{DEFAULT_WEIGHT_ANNOTATION, EXPOSE_ANNOTATION, weight_annotation};
+use super::lean::{Common, KeyIndex, Meta, Shared, lean_resource};
+use super::proto::{self, ProtoError};
+use crate::index::intern::intern;
+use crate::index::objects::{Protocol, ServiceKey, ServiceObject, ServicePort};
+
+/// A `v1` Service, reduced while decoding.
+///
+/// `metadata` holds only name, namespace, resourceVersion, uid and the
+/// `kubedisco.io/expose` and `kubedisco.io/default-weight` annotations.
+#[derive(Clone, Debug, Default)]
+pub struct LeanService {
+    pub metadata: ObjectMeta,
+    /// `spec.clusterIP: None`.
+    headless: bool,
+    /// `spec.type: ExternalName`: never served, whatever its annotations.
+    external_name: bool,
+    publish_not_ready: bool,
+    ports: Vec<ServicePort>,
+    traffic_distribution: Option<Arc<str>>,
+}
+
+lean_resource!(LeanService, kind: "Service", group: "", version: "v1", plural: "services");
+
+impl LeanService {
+    /// The compact form the index keeps. Logs an invalid weight annotation.
+    pub fn into_object(self) -> ServiceObject {
+        let metadata = self.metadata;
+        let key = ServiceKey {
+            // Namespaces repeat across objects: one shared copy.
+            namespace: intern(metadata.namespace.as_deref().unwrap_or("default")),
+            name: metadata.name.as_deref().unwrap_or_default().into(),
+        };
+        let annotations = metadata.annotations.as_ref();
+        let exposed = !self.external_name
+            && annotations
+                .and_then(|a| a.get(EXPOSE_ANNOTATION))
+                .is_some_and(|v| v == "true");
+        ServiceObject {
+            default_weight: weight_annotation(
+                annotations,
+                DEFAULT_WEIGHT_ANNOTATION,
+                &key.to_string(),
+            ),
+            key,
+            headless: self.headless,
+            exposed,
+            publish_not_ready: self.publish_not_ready,
+            ports: self.ports,
+            traffic_distribution: self.traffic_distribution,
+        }
+    }
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawSpec {
+    #[serde(rename = "clusterIP", default)]
+    cluster_ip: Shared,
+    #[serde(rename = "type", default)]
+    type_: Shared,
+    ports: Option<Vec<RawPort>>,
+    publish_not_ready_addresses: Option<bool>,
+    #[serde(default)]
+    traffic_distribution: Shared,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawPort {
+    #[serde(default)]
+    name: Common,
+    port: i32,
+    #[serde(default)]
+    protocol: Common,
+    target_port: Option<IntOrString>,
+}
+
+impl RawPort {
+    fn into_port(self) -> Option<ServicePort> {
+        Some(ServicePort {
+            protocol: Protocol::parse(self.protocol.0.as_deref())?,
+            port: u16::try_from(self.port).ok()?,
+            name: self.name.0.unwrap_or_else(|| intern("")),
+            target_port: self.target_port.map(|target| match target {
+                IntOrString::Int(n) => n.to_string().into(),
+                IntOrString::String(s) => s.into(),
+            }),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for LeanService {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        const KEYS: &[&str] = &["metadata", "spec"];
+        impl<'de> Visitor<'de> for V {
+            type Value = LeanService;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("Service")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LeanService, A::Error> {
+                let mut service = LeanService::default();
+                while let Some(found) = map.next_key_seed(KeyIndex(KEYS))? {
+                    match found {
+                        Some(0) => {
+                            service.metadata = map.next_value_seed(Meta {
+                                labels: &[],
+                                annotations: &[EXPOSE_ANNOTATION, DEFAULT_WEIGHT_ANNOTATION],
+                            })?
+                        }
+                        Some(1) => {
+                            let spec: Option<RawSpec> = map.next_value()?;
+                            let spec = spec.unwrap_or_default();
+                            service.headless = spec.cluster_ip.0.as_deref() == Some("None");
+                            service.external_name = spec.type_.0.as_deref() == Some("ExternalName");
+                            service.publish_not_ready =
+                                spec.publish_not_ready_addresses.unwrap_or(false);
+                            service.ports = spec
+                                .ports
+                                .into_iter()
+                                .flatten()
+                                .filter_map(RawPort::into_port)
+                                .collect();
+                            service.traffic_distribution = spec.traffic_distribution.0;
+                        }
+                        // kind, apiVersion, status: not used.
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(service)
+            }
+        }
+        deserializer.deserialize_map(V)
+    }
+}
+
+/// The protobuf form (`k8s.io/api/core/v1/generated.proto`), read by the
+/// same rules as the JSON above; field numbers in the comments.
+impl LeanService {
+    pub fn from_protobuf(message: &[u8]) -> Result<LeanService, ProtoError> {
+        let mut service = LeanService::default();
+        proto::for_each(message, |number, value| {
+            match number {
+                // Service: metadata = 1, spec = 2 (status = 3 unread).
+                1 => {
+                    service.metadata = proto::object_meta(
+                        value.bytes("Service.metadata")?,
+                        &[],
+                        &[EXPOSE_ANNOTATION, DEFAULT_WEIGHT_ANNOTATION],
+                    )?
+                }
+                2 => spec_from_protobuf(value.bytes("Service.spec")?, &mut service)?,
+                _ => {}
+            }
+            Ok(())
+        })?;
+        Ok(service)
+    }
+}
+
+fn spec_from_protobuf(message: &[u8], service: &mut LeanService) -> Result<(), ProtoError> {
+    proto::for_each(message, |number, value| {
+        match number {
+            // ServiceSpec: ports = 1, clusterIP = 3, type = 4,
+            // publishNotReadyAddresses = 13, trafficDistribution = 23.
+            1 => service
+                .ports
+                .extend(port_from_protobuf(value.bytes("ServiceSpec.ports")?)?.into_port()),
+            3 => service.headless = value.text("ServiceSpec.clusterIP")? == "None",
+            4 => service.external_name = value.text("ServiceSpec.type")? == "ExternalName",
+            13 => {
+                service.publish_not_ready = value.boolean("ServiceSpec.publishNotReadyAddresses")?
+            }
+            23 => {
+                service.traffic_distribution =
+                    Some(value.text("ServiceSpec.trafficDistribution")?.into())
+            }
+            _ => {}
+        }
+        Ok(())
+    })
+}
+
+fn port_from_protobuf(message: &[u8]) -> Result<RawPort, ProtoError> {
+    // ServicePort: name = 1, protocol = 2, port = 3, targetPort = 4.
+    let mut port = RawPort {
+        name: Common(None),
+        port: 0,
+        protocol: Common(None),
+        target_port: None,
+    };
+    proto::for_each(message, |number, value| {
+        match number {
+            1 => port.name = Common(Some(intern(value.text("ServicePort.name")?))),
+            2 => port.protocol = Common(Some(intern(value.text("ServicePort.protocol")?))),
+            3 => port.port = value.int32("ServicePort.port")?,
+            4 => {
+                // IntOrString: type = 1 (0 int, 1 string), intVal = 2, strVal = 3.
+                let (mut is_string, mut number, mut text) = (false, 0, String::new());
+                proto::for_each(value.bytes("ServicePort.targetPort")?, |field, value| {
+                    match field {
+                        1 => is_string = value.varint("IntOrString.type")? == 1,
+                        2 => number = value.int32("IntOrString.intVal")?,
+                        3 => text = value.text("IntOrString.strVal")?.to_string(),
+                        _ => {}
+                    }
+                    Ok(())
+                })?;
+                port.target_port = Some(if is_string {
+                    IntOrString::String(text)
+                } else {
+                    IntOrString::Int(number)
+                });
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(value: serde_json::Value) -> ServiceObject {
+        serde_json::from_value::<LeanService>(value)
+            .unwrap()
+            .into_object()
+    }
+
+    #[test]
+    fn services_are_served_when_headless_or_exposed() {
+        let exposed = decode(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "shop",
+                         "annotations": {"kubedisco.io/expose": "true",
+                                         "kubedisco.io/default-weight": "5", "other": "x"}},
+            "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80, "targetPort": "http"}]}
+        }));
+        assert!(!exposed.headless && exposed.exposed && exposed.is_served());
+        assert_eq!(exposed.default_weight, Some(5));
+        assert_eq!(exposed.ports[0].target_port.as_deref(), Some("http"));
+        assert_eq!(exposed.ports[0].protocol, Protocol::Tcp);
+
+        let external = decode(serde_json::json!({
+            "metadata": {"name": "ext", "annotations": {"kubedisco.io/expose": "true"}},
+            "spec": {"type": "ExternalName", "externalName": "example.org"}
+        }));
+        assert!(!external.is_served());
+        assert_eq!(&*external.key.namespace, "default");
+
+        let plain = decode(serde_json::json!({"metadata": {"name": "p"}, "spec": null}));
+        assert!(!plain.is_served() && plain.ports.is_empty());
+    }
+
+    /// What k8s-openapi's type would have given, field by field, for a
+    /// Service as the API server sends it (managedFields, status and all).
+    #[test]
+    fn keeps_what_the_index_needs_and_skips_the_rest() {
+        let value = serde_json::json!({
+            "kind": "Service", "apiVersion": "v1",
+            "metadata": {"name": "db", "namespace": "data", "resourceVersion": "42", "uid": "u-1",
+                         "labels": {"app": "db"},
+                         "annotations": {"kubedisco.io/default-weight": "70000"},
+                         "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {"f:ports": {}}}}]},
+            "spec": {"clusterIP": "None", "clusterIPs": ["None"], "selector": {"app": "db"},
+                     "publishNotReadyAddresses": true, "trafficDistribution": "PreferClose",
+                     "ports": [{"name": "pg", "port": 5432, "protocol": "TCP", "targetPort": 5432},
+                               {"name": "metrics", "port": 9187, "protocol": "UDP"},
+                               {"name": "odd", "port": 1, "protocol": "QUIC"},
+                               {"name": "big", "port": 70000}]},
+            "status": {"loadBalancer": {}}
+        });
+        let lean: LeanService = serde_json::from_value(value.clone()).unwrap();
+        let full: k8s_openapi::api::core::v1::Service = serde_json::from_value(value).unwrap();
+        assert_eq!(lean.metadata.name, full.metadata.name);
+        assert_eq!(lean.metadata.namespace, full.metadata.namespace);
+        assert_eq!(
+            lean.metadata.resource_version,
+            full.metadata.resource_version
+        );
+        assert_eq!(lean.metadata.uid, full.metadata.uid);
+        assert!(lean.metadata.managed_fields.is_none());
+        assert!(lean.metadata.labels.as_ref().unwrap().is_empty());
+        let object = lean.into_object();
+        assert!(object.headless && object.publish_not_ready);
+        // 70000 does not fit an SRV weight: ignored (and logged).
+        assert_eq!(object.default_weight, None);
+        assert_eq!(object.traffic_distribution.as_deref(), Some("PreferClose"));
+        let ports: Vec<_> = object
+            .ports
+            .iter()
+            .map(|p| (&*p.name, p.port, p.protocol, p.target_port.as_deref()))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                ("pg", 5432, Protocol::Tcp, Some("5432")),
+                ("metrics", 9187, Protocol::Udp, None)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_port_without_a_number_is_an_error() {
+        let error = serde_json::from_value::<LeanService>(serde_json::json!({
+            "metadata": {"name": "b"}, "spec": {"ports": [{"port": "notanumber"}]}
+        }))
+        .unwrap_err();
+        assert!(error.to_string().contains("invalid type"), "{error}");
+    }
+}
