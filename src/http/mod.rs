@@ -25,9 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
@@ -131,11 +129,6 @@ pub fn router(state: AppState) -> Router {
         .route(r_metrics, get(ops::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), refuse_bodies))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            record_request,
-        ))
         .with_state(state)
 }
 
@@ -150,31 +143,6 @@ pub async fn serve(
     server::serve(listener, router(state), config, metrics, shutdown).await
 }
 
-/// Every route is a GET: a request with a body is refused before a byte of
-/// the body is read (the connection then closes; nothing is buffered).
-async fn refuse_bodies(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let headers = request.headers();
-    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|length| length.as_bytes() != b"0");
-    if has_body {
-        state.metrics.record_http_rejected("body");
-        let mut response = ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request bodies are not accepted: every route is a GET",
-        )
-        .with_code("body_not_allowed")
-        .into_response();
-        response.headers_mut().insert(
-            header::CONNECTION,
-            axum::http::HeaderValue::from_static("close"),
-        );
-        return response;
-    }
-    next.run(request).await
-}
-
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no such route: {method} {}", uri.path()))
 }
@@ -186,35 +154,151 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     ))
 }
 
-/// Counts every request by route and code; times the ones that do not wait
-/// on purpose (blocking queries and streams would drown the histogram).
-async fn record_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .and_then(|matched| ROUTES.into_iter().find(|route| *route == matched.as_str()))
-        .unwrap_or("unmatched");
-    let waits = route.starts_with("/v1/watch")
-        || request
-            .uri()
-            .query()
-            .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("index=")));
-    let started = Instant::now();
-    let response = next.run(request).await.into_response();
-    state
-        .metrics
-        .http_requests
-        .get_or_create(&RequestLabels {
-            route,
-            code: response.status().as_u16(),
-        })
-        .inc();
-    if !waits {
-        state
-            .metrics
-            .http_duration
-            .get_or_create(&RouteLabels { route })
-            .observe(started.elapsed().as_secs_f64());
+/// The route pattern `path` matches in [`router`] (its metrics label),
+/// or "unmatched": worked out from the path's segments, so that counting
+/// a request needs no router extension (checked against the router in the
+/// tests below).
+pub fn route_label(path: &str) -> &'static str {
+    let mut segments = path.strip_prefix('/').unwrap_or(path).split('/');
+    let parts = [(); 5].map(|_| segments.next());
+    // (The router matches an empty segment too: `/v1/services//x` is the
+    // single-Service route, answered 400 by its name check.)
+    match parts {
+        [Some("v1"), Some("services"), None, ..] => ROUTES[0],
+        [Some("v1"), Some(kind), Some(_), Some(_), None] => match kind {
+            "services" => ROUTES[1],
+            "watch" => ROUTES[2],
+            "pick" => ROUTES[3],
+            _ => "unmatched",
+        },
+        [Some("debug"), Some("endpoints"), None, ..] => ROUTES[4],
+        [Some("healthz"), None, ..] => ROUTES[5],
+        [Some("readyz"), None, ..] => ROUTES[6],
+        [Some("metrics"), None, ..] => ROUTES[7],
+        _ => "unmatched",
     }
-    response
+}
+
+/// Every route is a GET: a request with a body is refused before a byte of
+/// the body is read (the connection then closes; nothing is buffered).
+pub fn refuse_body(headers: &axum::http::HeaderMap, metrics: &Metrics) -> Option<Response> {
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0");
+    if !has_body {
+        return None;
+    }
+    metrics.record_http_rejected("body");
+    let mut response = ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "request bodies are not accepted: every route is a GET",
+    )
+    .with_code("body_not_allowed")
+    .into_response();
+    response.headers_mut().insert(
+        header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    Some(response)
+}
+
+/// What a request is counted as: its route, and whether it waits on
+/// purpose (blocking queries and streams would drown the latency
+/// histogram).
+pub struct RequestClass {
+    pub route: &'static str,
+    pub waits: bool,
+}
+
+impl RequestClass {
+    pub fn of(uri: &axum::http::Uri) -> Self {
+        let route = route_label(uri.path());
+        let waits = route == ROUTES[2]
+            || uri
+                .query()
+                .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("index=")));
+        Self { route, waits }
+    }
+
+    /// Counts a finished request by route and code; times it unless it waits.
+    pub fn record(&self, metrics: &Metrics, code: StatusCode, started: Instant) {
+        metrics
+            .http_requests
+            .get_or_create(&RequestLabels {
+                route: self.route,
+                code: code.as_u16(),
+            })
+            .inc();
+        if !self.waits {
+            metrics
+                .http_duration
+                .get_or_create(&RouteLabels { route: self.route })
+                .observe(started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::extract::{MatchedPath, Request};
+
+    /// route_label agrees with the router's own matching on every route,
+    /// and on paths that only look like one.
+    #[tokio::test]
+    async fn route_labels_match_the_router() {
+        let mut probe = Router::new();
+        for route in ROUTES {
+            probe = probe.route(
+                route,
+                get(|matched: MatchedPath| async move { matched.as_str().to_string() }),
+            );
+        }
+        let probe = probe.fallback(|| async { "unmatched" });
+        for path in [
+            "/v1/services",
+            "/v1/services/",
+            "/v1/services/ns",
+            "/v1/services/ns/name",
+            "/v1/services/ns/name/",
+            "/v1/services//name",
+            "/v1/services/ns/name/x",
+            "/v1/watch/ns/name",
+            "/v1/watch/ns",
+            "/v1/pick/ns/name",
+            "/v1/pick/ns/name/more",
+            "/v1/other/ns/name",
+            "/debug/endpoints",
+            "/debug/endpoints/x",
+            "/healthz",
+            "/healthz/",
+            "/readyz",
+            "/metrics",
+            "/",
+            "",
+            "/v2/services",
+            "/metrics/x",
+        ] {
+            let request = Request::get(if path.is_empty() { "/" } else { path })
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let response = tower::ServiceExt::oneshot(probe.clone(), request)
+                .await
+                .unwrap();
+            let body = axum::body::to_bytes(response.into_body(), 1024)
+                .await
+                .unwrap();
+            let expected = if path.is_empty() {
+                route_label("/")
+            } else {
+                route_label(path)
+            };
+            assert_eq!(
+                std::str::from_utf8(&body).unwrap(),
+                expected,
+                "path {path:?}"
+            );
+        }
+    }
 }

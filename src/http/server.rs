@@ -20,11 +20,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::Request;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
@@ -34,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
+use super::RequestClass;
 use crate::connlimit::{Admission, Limiter, LimiterMetrics, Slot};
 use crate::metrics::Metrics;
 
@@ -201,6 +201,7 @@ async fn serve_http(stream: TcpStream, slot: Arc<Slot>, shared: Arc<Shared>, kee
         router: shared.router.clone(),
         slot: slot.clone(),
         head: head.clone(),
+        metrics: shared.metrics.clone(),
     };
     let io = TokioIo::new(Watched {
         inner: stream,
@@ -208,46 +209,104 @@ async fn serve_http(stream: TcpStream, slot: Arc<Slot>, shared: Arc<Shared>, kee
     });
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
+    let evicted = slot.evicted();
+    tokio::pin!(evicted);
+    let shutdown = shared.shutdown.cancelled();
+    tokio::pin!(shutdown);
+    // One timer for the connection's life, moved rather than made anew:
+    // set to the idle deadline, pulled in when a head begins, and checked
+    // against the real deadline when it fires (so a finished request costs
+    // no timer work).
+    let idle_until = |now| {
+        slot.idle_deadline(config.idle_timeout)
+            .unwrap_or(now + config.idle_timeout)
+    };
+    let timer = tokio::time::sleep_until(idle_until(tokio::time::Instant::now()));
+    tokio::pin!(timer);
     let mut close_by: Option<tokio::time::Instant> = None;
+    let mut head_seen: Option<tokio::time::Instant> = None;
     loop {
+        // The connection is polled first; a head that began while it was
+        // polled is reported here, not by waking the task again.
+        let wake = std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                return Poll::Ready(Wake::Closed(result));
+            }
+            if close_by.is_none() {
+                let started = head.started();
+                if started != head_seen {
+                    head_seen = started;
+                    if let Some(started) = started {
+                        return Poll::Ready(Wake::HeadBegan(started));
+                    }
+                }
+                if evicted.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Evicted);
+                }
+                // (A connection taken from the queue at shutdown has
+                // keep-alive off already: it gets its one answer.)
+                if keep_alive && shutdown.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Shutdown);
+                }
+            }
+            timer.as_mut().poll(cx).map(|()| Wake::Timer)
+        })
+        .await;
         let now = tokio::time::Instant::now();
-        // Idle: the idle timeout, or the head timeout once a head started.
-        let deadline = match (slot.idle_deadline(config.idle_timeout), head.started()) {
-            (Some(_), Some(started)) => started + config.header_timeout,
-            (Some(idle), None) => idle,
-            (None, _) => now + config.idle_timeout,
-        };
-        tokio::select! {
-            result = connection.as_mut() => {
+        match wake {
+            Wake::Closed(result) => {
                 if let Err(error) = result {
                     debug!("http connection: {error}");
                 }
                 return;
             }
-            _ = slot.evicted(), if close_by.is_none() => {
-                connection.as_mut().graceful_shutdown();
-                close_by = Some(now + CLOSE_BOUND);
-            }
-            // (A connection taken from the queue at shutdown has keep-alive
-            // off already: it gets its one answer.)
-            _ = shared.shutdown.cancelled(), if close_by.is_none() && keep_alive => {
-                // In-flight requests finish; the agent's grace bounds them.
-                connection.as_mut().graceful_shutdown();
-                close_by = Some(now + Duration::from_secs(86_400));
-            }
-            _ = head.began.notified(), if close_by.is_none() => {}
-            _ = tokio::time::sleep_until(deadline), if close_by.is_none() => {
-                if slot.idle_deadline(config.idle_timeout).is_some() && deadline <= tokio::time::Instant::now() {
-                    connection.as_mut().graceful_shutdown();
-                    close_by = Some(now + CLOSE_BOUND);
+            Wake::HeadBegan(started) => {
+                let head_deadline = started + config.header_timeout;
+                if head_deadline < timer.deadline() {
+                    timer.as_mut().reset(head_deadline);
                 }
             }
-            _ = tokio::time::sleep_until(close_by.unwrap_or(now)), if close_by.is_some() => {
-                // Idle, yet not closed by hyper (e.g. half a head read): drop.
-                return;
+            Wake::Evicted => {
+                connection.as_mut().graceful_shutdown();
+                close_by = Some(now + CLOSE_BOUND);
+                timer.as_mut().reset(now + CLOSE_BOUND);
+            }
+            Wake::Shutdown => {
+                // In-flight requests finish; the agent's grace bounds them.
+                connection.as_mut().graceful_shutdown();
+                let bound = now + Duration::from_secs(86_400);
+                close_by = Some(bound);
+                timer.as_mut().reset(bound);
+            }
+            // Idle, yet not closed by hyper (e.g. half a head read): drop.
+            Wake::Timer if close_by.is_some() => return,
+            Wake::Timer => {
+                // Idle: the idle timeout, or the head timeout once a head
+                // started; busy: look again an idle timeout from now.
+                let deadline = match (slot.idle_deadline(config.idle_timeout), head.started()) {
+                    (Some(_), Some(started)) => started + config.header_timeout,
+                    (Some(idle), None) => idle,
+                    (None, _) => now + config.idle_timeout,
+                };
+                if deadline <= now {
+                    connection.as_mut().graceful_shutdown();
+                    close_by = Some(now + CLOSE_BOUND);
+                    timer.as_mut().reset(now + CLOSE_BOUND);
+                } else {
+                    timer.as_mut().reset(deadline);
+                }
             }
         }
     }
+}
+
+/// Why [`serve_http`]'s loop woke.
+enum Wake {
+    Closed(Result<(), hyper::Error>),
+    HeadBegan(tokio::time::Instant),
+    Evicted,
+    Shutdown,
+    Timer,
 }
 
 /// When the head of the next request began to arrive: set by the first
@@ -257,8 +316,6 @@ async fn serve_http(stream: TcpStream, slot: Arc<Slot>, shared: Arc<Shared>, kee
 struct HeadClock {
     started: std::sync::Mutex<Option<tokio::time::Instant>>,
     in_request: std::sync::atomic::AtomicBool,
-    /// Wakes the connection loop to time the head that just began.
-    began: tokio::sync::Notify,
 }
 
 impl HeadClock {
@@ -271,7 +328,6 @@ impl HeadClock {
             let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
             if started.is_none() {
                 *started = Some(tokio::time::Instant::now());
-                self.began.notify_one();
             }
         }
     }
@@ -351,10 +407,15 @@ impl Drop for GaugeGuard {
 /// The router as a hyper service that marks its connection busy from the
 /// request's head until the response body's end (a watch stream keeps its
 /// connection busy; a finished request leaves it idle, so evictable).
+///
+/// It also counts and times every request, and refuses bodies, here rather
+/// than in axum middleware: two middleware layers cost as much per request
+/// as the rest of the route.
 struct Tracked {
     router: Router,
     slot: Arc<Slot>,
     head: Arc<HeadClock>,
+    metrics: Arc<Metrics>,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for Tracked {
@@ -367,9 +428,15 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Tracked {
         self.head.head_complete();
         let busy = Busy(self.slot.clone(), self.head.clone());
         let router = self.router.clone();
+        let metrics = self.metrics.clone();
         Box::pin(async move {
-            let request: Request = request.map(Body::new);
-            let response = router.oneshot(request).await?;
+            let started = Instant::now();
+            let class = RequestClass::of(request.uri());
+            let response = match super::refuse_body(request.headers(), &metrics) {
+                Some(refused) => refused,
+                None => router.oneshot(request.map(Body::new)).await?,
+            };
+            class.record(&metrics, response.status(), started);
             Ok(response.map(|body| {
                 Body::new(Guarded {
                     inner: body,
