@@ -505,6 +505,38 @@ mod tests {
         assert!(decode_event::<Slice>(&frame("SURPRISE", &[])).is_err());
     }
 
+    /// A proxy that answers JSON to a protobuf request: the error says
+    /// what to do, and nothing is applied.
+    #[tokio::test]
+    async fn a_json_answer_is_an_error_that_names_the_fix() {
+        use futures::StreamExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await.unwrap();
+            let body = r#"{"kind":"EndpointSliceList","apiVersion":"discovery.k8s.io/v1","metadata":{"resourceVersion":"1"},"items":[]}"#;
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(response.as_bytes()).await.unwrap();
+        });
+        let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+        let client = Client::try_from(config).unwrap();
+        let mut events = Box::pin(watcher::<Slice>(client, None, false));
+        assert!(matches!(events.next().await, Some(Ok(Event::Init))));
+        match events.next().await {
+            Some(Err(Error::InitialListFailed(kube::Error::Api(status)))) => {
+                assert!(status.message.contains("--api-encoding json"), "{status:?}");
+                assert!(status.message.contains("application/json"), "{status:?}");
+            }
+            other => panic!("expected the list to fail, got {other:?}"),
+        }
+    }
+
     #[test]
     fn error_answers_become_statuses() {
         let status = error_status(
