@@ -140,7 +140,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
     let metrics = state.metrics.clone();
-    server::serve(listener, router(state), config, metrics, shutdown).await
+    let direct_state = state.clone();
+    let direct: server::Direct = Arc::new(move |method: &Method, uri: &axum::http::Uri| {
+        services::get_one_direct(&direct_state, method, uri)
+    });
+    server::serve(listener, router(state), direct, config, metrics, shutdown).await
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {

@@ -60,11 +60,18 @@ impl Default for ServeConfig {
 /// hyper's smallest read buffer; a header limit below it is raised to it.
 pub const MIN_HEADER_BYTES: usize = 8192;
 
+/// Answers the requests it can without the router (None: the router's
+/// turn); see [`super::services::get_one_direct`].
+pub type Direct = Arc<
+    dyn Fn(&axum::http::Method, &axum::http::Uri) -> Option<axum::response::Response> + Send + Sync,
+>;
+
 /// Serves `router` on `listener` until `shutdown` fires, then finishes the
 /// work in progress; returns when every connection has closed.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    direct: Direct,
     config: ServeConfig,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -78,6 +85,7 @@ pub async fn serve(
     );
     let shared = Arc::new(Shared {
         router,
+        direct,
         config,
         metrics,
         shutdown: shutdown.clone(),
@@ -110,6 +118,7 @@ pub async fn serve(
 
 struct Shared {
     router: Router,
+    direct: Direct,
     config: ServeConfig,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -199,6 +208,7 @@ async fn serve_http(stream: TcpStream, slot: Arc<Slot>, shared: Arc<Shared>, kee
     let head = Arc::new(HeadClock::default());
     let service = Tracked {
         router: shared.router.clone(),
+        direct: shared.direct.clone(),
         slot: slot.clone(),
         head: head.clone(),
         metrics: shared.metrics.clone(),
@@ -413,6 +423,7 @@ impl Drop for GaugeGuard {
 /// as the rest of the route.
 struct Tracked {
     router: Router,
+    direct: Direct,
     slot: Arc<Slot>,
     head: Arc<HeadClock>,
     metrics: Arc<Metrics>,
@@ -427,13 +438,15 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Tracked {
         self.slot.busy();
         self.head.head_complete();
         let busy = Busy(self.slot.clone(), self.head.clone());
+        let started = Instant::now();
+        let class = RequestClass::of(request.uri());
+        let immediate = super::refuse_body(request.headers(), &self.metrics)
+            .or_else(|| (self.direct)(request.method(), request.uri()));
         let router = self.router.clone();
         let metrics = self.metrics.clone();
         Box::pin(async move {
-            let started = Instant::now();
-            let class = RequestClass::of(request.uri());
-            let response = match super::refuse_body(request.headers(), &metrics) {
-                Some(refused) => refused,
+            let response = match immediate {
+                Some(response) => response,
                 None => router.oneshot(request.map(Body::new)).await?,
             };
             class.record(&metrics, response.status(), started);

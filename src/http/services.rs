@@ -97,6 +97,36 @@ pub async fn get_one(
     answer(&snapshot, &key, Staleness::of(&state.status))
 }
 
+/// `GET /v1/services/{namespace}/{name}` without parameters, the request
+/// clients poll most, answered without the router: the same name checks
+/// and the same [`answer`] as [`get_one`], minus routing, extractors and
+/// their allocations. None for anything else, and for a request whose
+/// answer would be an error about the request itself (percent-encoded or
+/// invalid names): the router answers those, so every message stays in one
+/// place. The tests check both paths give the same answers.
+pub fn get_one_direct(
+    state: &AppState,
+    method: &axum::http::Method,
+    uri: &axum::http::Uri,
+) -> Option<Response> {
+    if method != axum::http::Method::GET || uri.query().is_some() {
+        return None;
+    }
+    let rest = uri.path().strip_prefix("/v1/services/")?;
+    let (namespace, name) = rest.split_once('/')?;
+    if name.contains('/') || rest.contains('%') {
+        return None;
+    }
+    query::validate_name("namespace", namespace).ok()?;
+    query::validate_name("service name", name).ok()?;
+    let key = ServiceKey::new(namespace, name);
+    let snapshot = state.index.load();
+    Some(
+        answer(&snapshot, &key, Staleness::of(&state.status))
+            .unwrap_or_else(IntoResponse::into_response),
+    )
+}
+
 /// Waits until `key`'s revision passes `index`, the wait ends, or the agent
 /// shuts down; returns the snapshot to answer from.
 async fn wait_past(

@@ -1197,6 +1197,10 @@ mod properties {
     use tower::ServiceExt;
 
     fn router() -> axum::Router {
+        kubedisco::http::router(state())
+    }
+
+    fn state() -> kubedisco::http::AppState {
         use kubedisco::http::{AppState, HttpConfig, HttpContext};
         use kubedisco::index::{Index, Scope};
         use kubedisco::source::manifest::{DEMO, parse_manifests};
@@ -1210,7 +1214,7 @@ mod properties {
             slices.extend(parsed.slices);
         }
         index.replace(&Scope::All, Some(services), Some(slices), "demo");
-        let state = AppState::new(HttpContext {
+        AppState::new(HttpContext {
             index,
             metrics: Arc::new(kubedisco::metrics::Metrics::new()),
             status: Arc::default(),
@@ -1224,8 +1228,7 @@ mod properties {
             shutdown: Default::default(),
             lifecycle: Arc::default(),
             watch_slots: Arc::new(tokio::sync::Semaphore::new(1 << 20)),
-        });
-        kubedisco::http::router(state)
+        })
     }
 
     fn segment() -> impl Strategy<Value = String> {
@@ -1309,6 +1312,28 @@ mod properties {
                     prop_assert!(json["code"].is_string() && json["error"].is_string(), "{uri}: {json}");
                 }
             }
+        }
+
+        #[test]
+        fn the_direct_single_service_answer_is_the_routers(namespace in segment(), name in segment()) {
+            let path = format!("/v1/services/{}/{}", encode(&namespace), encode(&name));
+            let Ok(uri) = path.parse::<axum::http::Uri>() else { return Ok(()) };
+            let state = state();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let direct = kubedisco::http::services::get_one_direct(&state, &axum::http::Method::GET, &uri);
+                let Some(direct) = direct else { return Ok(()) };
+                let request = Request::get(uri.clone()).body(Body::empty()).unwrap();
+                let routed = kubedisco::http::router(state.clone()).oneshot(request).await.unwrap();
+                prop_assert_eq!(direct.status(), routed.status(), "{}", path);
+                for header in ["content-type", "x-kubedisco-index"] {
+                    prop_assert_eq!(direct.headers().get(header), routed.headers().get(header), "{} {}", path, header);
+                }
+                let direct = axum::body::to_bytes(direct.into_body(), 1 << 20).await.unwrap();
+                let routed = axum::body::to_bytes(routed.into_body(), 1 << 20).await.unwrap();
+                prop_assert_eq!(direct, routed, "{}", path);
+                Ok(())
+            })?;
         }
 
         #[test]
