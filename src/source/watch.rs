@@ -286,8 +286,8 @@ impl Watcher {
             .and_then(|value| value.to_str().ok())
             .unwrap_or("no content type")
             .to_string();
-        let body = response.into_body().collect_bytes().await?;
         let status = if code.is_success() {
+            // (The body, perhaps a whole list in another encoding, is not read.)
             Status::failure(
                 &format!(
                     "the API server (or a proxy in front of it) answered {content_type} to a \
@@ -296,6 +296,7 @@ impl Watcher {
                 "UnsupportedMediaType",
             )
         } else {
+            let body = response.into_body().collect_bytes().await?;
             error_status(code.as_u16(), &content_type, &body)
         };
         Err(kube::Error::Api(Box::new(status)))
