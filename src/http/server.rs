@@ -227,11 +227,10 @@ async fn serve_http(stream: TcpStream, slot: Arc<Slot>, shared: Arc<Shared>, kee
     // set to the idle deadline, pulled in when a head begins, and checked
     // against the real deadline when it fires (so a finished request costs
     // no timer work).
-    let idle_until = |now| {
+    let timer = tokio::time::sleep_until(
         slot.idle_deadline(config.idle_timeout)
-            .unwrap_or(now + config.idle_timeout)
-    };
-    let timer = tokio::time::sleep_until(idle_until(tokio::time::Instant::now()));
+            .unwrap_or_else(|| tokio::time::Instant::now() + config.idle_timeout),
+    );
     tokio::pin!(timer);
     let mut close_by: Option<tokio::time::Instant> = None;
     let mut head_seen: Option<tokio::time::Instant> = None;

@@ -272,20 +272,15 @@ impl Watcher {
     async fn get(&self, query: &str) -> Result<http::Response<Body>, kube::Error> {
         let response = self.client.send(self.request(query)).await?;
         let code = response.status();
-        let protobuf = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(|value| value.starts_with(MEDIA_TYPE));
-        if code.is_success() && protobuf {
-            return Ok(response);
-        }
         let content_type = response
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok())
             .unwrap_or("no content type")
             .to_string();
+        if code.is_success() && content_type.starts_with(MEDIA_TYPE) {
+            return Ok(response);
+        }
         let status = if code.is_success() {
             // (The body, perhaps a whole list in another encoding, is not read.)
             Status::failure(
