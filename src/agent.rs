@@ -484,8 +484,8 @@ fn bind_dns(
             timeout: args.upstream_timeout,
         },
         max_tcp_connections: args.dns_max_tcp_connections,
-        tcp_idle_timeout: Duration::from_secs(10),
-        tcp_read_timeout: Duration::from_secs(5),
+        tcp_idle_timeout: args.dns_tcp_idle_timeout,
+        tcp_read_timeout: args.dns_tcp_query_timeout,
         udp_sockets: 0,
         drain_timeout: args.shutdown_grace,
     };

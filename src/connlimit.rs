@@ -1,126 +1,232 @@
-//! A cap on concurrent connections that keeps answering new clients.
+//! One cap on concurrent TCP connections, shared by both TCP front ends (DNS
+//! over TCP and HTTP), that keeps answering new clients and never resets one.
 //!
-//! Both TCP front ends (DNS over TCP, HTTP) hold connections through a
-//! [`Limiter`]. Below the cap a connection is admitted at once. At the cap,
-//! the connection that has been idle longest (no query or request in
-//! progress) is closed to make room — idle connections cost memory and do
-//! nothing, so a flood of them can never lock out a client that has
-//! something to ask. A connection idle for less than [`EVICTION_GRACE`] is
-//! not taken (a new client gets the time to send its query, and a flood
-//! cannot churn itself). When none can be taken, a new connection waits up
-//! to [`SLOT_WAIT`] for a slot, with at most `capacity` of them waiting;
-//! beyond that, or after that, it is closed. Memory stays bounded by twice
-//! the cap whatever clients do.
+//! Admission: below the cap a connection is served at once. At the cap it
+//! queues (FIFO, at most `capacity` queued) and the connection idle the
+//! longest (no query or request in progress, idle for at least
+//! [`EVICTION_GRACE`]) is told to close; its slot is handed straight to the
+//! head of the queue, so no later arrival can take it first. Idle
+//! connections cost memory and do nothing, so a flood of them can never lock
+//! out a client with something to ask; the grace keeps a new client's first
+//! second for its query, and stops a flood from churning itself. A queued
+//! connection gets a slot within [`SLOT_WAIT`] or is refused.
+//!
+//! A refused connection (queue full, or no slot in time) is answered, not
+//! dropped: the front end reads what the client sent, answers it (HTTP 503,
+//! DNS REFUSED) and closes. Every close goes through [`close_gently`]: write
+//! side first, then what the client still sends is read and discarded for a
+//! moment. Linux answers a close with unread data in the socket with a
+//! reset, which the client sees as a failed request; a gentle close makes it
+//! an end of stream instead.
+//!
+//! Every connection ends with one [`CloseReason`], counted per front end
+//! (`kubedisco_{http,dns_tcp}_connections_closed_total{reason}`).
+//! Memory stays bounded by twice the cap plus the refusals in progress
+//! (at most another cap; beyond that a refusal closes at once).
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// How long a new connection may wait for a slot.
+/// How long a queued connection may wait for a slot.
 pub const SLOT_WAIT: Duration = Duration::from_secs(2);
 /// How long a connection must have been idle before it can be evicted.
 pub const EVICTION_GRACE: Duration = Duration::from_secs(1);
+/// How long a refused connection is given to send its request (which is
+/// then answered), and how long a gentle close reads what still arrives.
+pub const REFUSE_WAIT: Duration = Duration::from_secs(1);
+/// How much a gentle close reads (and discards) at most.
+const LINGER_BYTES: usize = 64 << 10;
 
-pub struct Limiter {
-    slots: Arc<Semaphore>,
-    capacity: usize,
-    /// Idle connections by the order they became idle: the first is the
-    /// longest idle.
-    idle: Mutex<BTreeMap<u64, (Instant, CancellationToken)>>,
-    sequence: AtomicU64,
-    /// Woken when a connection turns idle or closes.
-    freed: Notify,
-    /// Connections waiting for a slot without having evicted anyone.
-    waiting: AtomicUsize,
-    metrics: LimiterMetrics,
+/// Why a connection closed: one label value per path, so an operator can
+/// tell a client that left from one the agent turned away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)] // label values, as Prometheus shows them
+pub enum CloseReason {
+    /// The client closed it (or reset it).
+    client,
+    /// No query or request within the idle timeout.
+    idle_timeout,
+    /// A query or request head did not arrive whole in time.
+    read_timeout,
+    /// Closed while idle to make room for a new connection at the cap.
+    evicted,
+    /// Refused: the cap was reached and the queue was full.
+    refused_queue_full,
+    /// Refused: no slot came free within [`SLOT_WAIT`].
+    refused_wait_timeout,
+    /// The agent is shutting down (lame duck).
+    shutdown,
+    /// A protocol error (bad framing, oversized head) or a broken socket.
+    error,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct CloseLabels {
+    pub reason: CloseReason,
 }
 
 /// What a [`Limiter`] reports.
 #[derive(Clone, Debug, Default)]
 pub struct LimiterMetrics {
-    /// Idle connections closed to make room.
-    pub evictions: Counter,
-    /// Connections waiting for a slot now.
+    /// Connections accepted from the listener.
+    pub accepted: Counter,
+    /// Connections holding a slot now.
+    pub open: Gauge,
+    /// Connections queued for a slot now.
     pub waiting: Gauge,
+    /// Idle connections told to close to make room.
+    pub evictions: Counter,
+    /// Connections refused (queue full or no slot in time).
+    pub refused: Counter,
+    /// Closed connections by reason.
+    pub closed: Family<CloseLabels, Counter>,
 }
 
-/// What happened to a new connection.
-pub enum Admission {
-    /// A slot was free.
+impl LimiterMetrics {
+    /// Registers the series as `{prefix}_{accepted,…}`, `what` naming the
+    /// connections in the help texts and `cap_flag` the flag of their cap.
+    pub fn register(
+        registry: &mut prometheus_client::registry::Registry,
+        names: &LimiterNames,
+    ) -> Self {
+        let LimiterNames { what, cap_flag, .. } = names;
+        let metrics = Self::default();
+        registry.register(
+            names.accepted,
+            format!("{what} connections accepted (then served, or refused at {cap_flag})"),
+            metrics.accepted.clone(),
+        );
+        registry.register(
+            names.open,
+            format!("Open {what} connections"),
+            metrics.open.clone(),
+        );
+        registry.register(
+            names.waiting,
+            format!("New {what} connections queued for a slot at {cap_flag}"),
+            metrics.waiting.clone(),
+        );
+        registry.register(
+            names.evicted,
+            format!("Idle {what} connections closed to make room for a new one at {cap_flag}"),
+            metrics.evictions.clone(),
+        );
+        registry.register(
+            names.rejected,
+            format!(
+                "{what} connections refused with an answer at {cap_flag} (queue full, or no slot in time)"
+            ),
+            metrics.refused.clone(),
+        );
+        registry.register(
+            names.closed,
+            format!("{what} connections closed, by reason"),
+            metrics.closed.clone(),
+        );
+        metrics
+    }
+
+    fn closed(&self, reason: CloseReason) {
+        self.closed.get_or_create(&CloseLabels { reason }).inc();
+    }
+}
+
+/// The series names of one front end's [`LimiterMetrics`].
+pub struct LimiterNames {
+    pub what: &'static str,
+    pub cap_flag: &'static str,
+    pub accepted: &'static str,
+    pub open: &'static str,
+    pub waiting: &'static str,
+    pub evicted: &'static str,
+    pub rejected: &'static str,
+    pub closed: &'static str,
+}
+
+/// A TCP front end: how it serves an admitted connection and how it answers
+/// one it refuses.
+pub trait Front: Send + Sync + 'static {
+    /// Serves the connection until it closes; returns why, and the socket
+    /// when the front end still has it (it is then closed gently).
+    fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        slot: Slot,
+        draining: bool,
+    ) -> impl Future<Output = (CloseReason, Option<TcpStream>)> + Send;
+
+    /// Answers whatever the client sends within [`REFUSE_WAIT`] with a
+    /// refusal (HTTP 503, DNS REFUSED). The caller then closes gently.
+    fn refuse(&self, stream: &mut TcpStream) -> impl Future<Output = ()> + Send;
+}
+
+pub struct Limiter {
+    capacity: usize,
+    state: Mutex<State>,
+    /// Woken when an idle connection appears while the queue is short of
+    /// evictions, so that a queued connection re-arms its eviction timer.
+    idle_appeared: Notify,
+    /// Woken when the last slot is released.
+    all_closed: Notify,
+    metrics: LimiterMetrics,
+}
+
+struct State {
+    /// Slots held, including one on its way from a closing connection to
+    /// the head of the queue.
+    in_use: usize,
+    /// Idle connections by the order they turned idle: the first is the
+    /// longest idle.
+    idle: BTreeMap<u64, (Instant, CancellationToken)>,
+    next_key: u64,
+    /// Connections waiting for a slot, oldest first.
+    queue: VecDeque<(u64, oneshot::Sender<()>)>,
+    /// Told to close but not closed yet: each will free a slot for the queue.
+    evicting: usize,
+    /// Refusals in progress (each holds a socket for up to two REFUSE_WAITs).
+    refusing: usize,
+}
+
+/// What admission decided.
+enum Admission {
     Admitted(Slot),
-    /// An idle connection was told to close; its slot comes with this.
-    AfterEviction(Pending),
-    /// None idle right now: wait (bounded) for a slot.
-    Wait(Pending),
-    /// Too many connections wait already: close the new one.
-    Rejected,
+    Queued(Queued),
+    Refused,
 }
 
-/// A slot to come: once the evicted connection has closed, or (waiting)
-/// when a connection turns idle or closes.
-pub struct Pending {
+/// A place in the queue.
+struct Queued {
     limiter: Arc<Limiter>,
-    evicted: bool,
-}
-
-impl Pending {
-    /// The slot, or None when none came within [`SLOT_WAIT`].
-    pub async fn slot(self) -> Option<Slot> {
-        let limiter = &self.limiter;
-        let deadline = Instant::now() + SLOT_WAIT;
-        if self.evicted {
-            return limiter.acquire_until(deadline).await;
-        }
-        loop {
-            let freed = limiter.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            if let Ok(permit) = limiter.slots.clone().try_acquire_owned() {
-                return Some(limiter.slot(permit));
-            }
-            let retry = match limiter.evict_longest_idle() {
-                Ok(()) => return limiter.acquire_until(deadline).await,
-                Err(Some(evictable_at)) => evictable_at.min(deadline),
-                Err(None) => deadline,
-            };
-            tokio::select! {
-                _ = freed => {}
-                _ = tokio::time::sleep_until(retry) => {
-                    if Instant::now() >= deadline {
-                        return None;
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if !self.evicted {
-            self.limiter.waiting.fetch_sub(1, Ordering::Relaxed);
-            self.limiter.metrics.waiting.dec();
-        }
-    }
+    key: u64,
+    handed: oneshot::Receiver<()>,
 }
 
 impl Limiter {
     pub fn new(capacity: usize, metrics: LimiterMetrics) -> Arc<Self> {
-        let capacity = capacity.max(1);
         Arc::new(Self {
-            slots: Arc::new(Semaphore::new(capacity)),
-            capacity,
-            idle: Mutex::new(BTreeMap::new()),
-            sequence: AtomicU64::new(0),
-            freed: Notify::new(),
-            waiting: AtomicUsize::new(0),
+            capacity: capacity.max(1),
+            state: Mutex::new(State {
+                in_use: 0,
+                idle: BTreeMap::new(),
+                next_key: 0,
+                queue: VecDeque::new(),
+                evicting: 0,
+                refusing: 0,
+            }),
+            idle_appeared: Notify::new(),
+            all_closed: Notify::new(),
             metrics,
         })
     }
@@ -131,79 +237,239 @@ impl Limiter {
 
     /// Connections holding a slot now.
     pub fn in_use(&self) -> usize {
-        self.capacity - self.slots.available_permits()
+        self.lock().in_use
     }
 
-    pub fn admit(self: &Arc<Self>) -> Admission {
-        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
-            return Admission::Admitted(self.slot(permit));
-        }
-        if self.evict_longest_idle().is_ok() {
-            return Admission::AfterEviction(Pending {
-                limiter: self.clone(),
-                evicted: true,
-            });
-        }
-        if self.waiting.fetch_add(1, Ordering::Relaxed) < self.capacity {
-            self.metrics.waiting.inc();
-            Admission::Wait(Pending {
-                limiter: self.clone(),
-                evicted: false,
-            })
-        } else {
-            self.waiting.fetch_sub(1, Ordering::Relaxed);
-            Admission::Rejected
+    /// Takes a new connection: serves it (now, or once a slot is handed to
+    /// it) or refuses it with an answer. Never blocks the accept loop.
+    pub fn dispatch<F: Front>(self: &Arc<Self>, front: &Arc<F>, stream: TcpStream, draining: bool) {
+        self.metrics.accepted.inc();
+        let limiter = self.clone();
+        let front = front.clone();
+        match self.admit() {
+            Admission::Admitted(slot) => {
+                tokio::spawn(async move { limiter.serve(front, stream, slot, draining).await });
+            }
+            Admission::Queued(queued) => {
+                tokio::spawn(async move {
+                    match queued.slot().await {
+                        Some(slot) => limiter.serve(front, stream, slot, draining).await,
+                        None => {
+                            Box::pin(limiter.refuse(
+                                &*front,
+                                stream,
+                                CloseReason::refused_wait_timeout,
+                            ))
+                            .await
+                        }
+                    }
+                });
+            }
+            Admission::Refused => {
+                tokio::spawn(async move {
+                    limiter
+                        .refuse(&*front, stream, CloseReason::refused_queue_full)
+                        .await
+                });
+            }
         }
     }
 
     /// Waits until every slot is free again (all connections closed).
     pub async fn wait_all_closed(&self) {
-        let _ = self.slots.acquire_many(self.capacity as u32).await;
-    }
-
-    /// Tells the longest-idle connection to close. Err(when the longest
-    /// idle one becomes evictable), Err(None) when none is idle.
-    fn evict_longest_idle(&self) -> Result<(), Option<Instant>> {
-        let mut idle = self.lock_idle();
-        let Some(entry) = idle.first_entry() else {
-            return Err(None);
-        };
-        let evictable_at = entry.get().0 + EVICTION_GRACE;
-        if evictable_at > Instant::now() {
-            return Err(Some(evictable_at));
+        loop {
+            let closed = self.all_closed.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            if self.lock().in_use == 0 {
+                return;
+            }
+            closed.await;
         }
-        let (_, token) = entry.remove();
-        drop(idle);
-        token.cancel();
-        self.metrics.evictions.inc();
-        Ok(())
     }
 
-    async fn acquire_until(self: &Arc<Self>, deadline: Instant) -> Option<Slot> {
-        let permit = tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned())
-            .await
-            .ok()?
-            .ok()?;
-        Some(self.slot(permit))
+    async fn serve<F: Front>(
+        self: Arc<Self>,
+        front: Arc<F>,
+        stream: TcpStream,
+        slot: Slot,
+        draining: bool,
+    ) {
+        self.metrics.open.inc();
+        let (reason, stream) = front.serve(stream, slot, draining).await;
+        self.metrics.open.dec();
+        self.metrics.closed(reason);
+        if let Some(stream) = stream {
+            // Boxed, here and below: a held connection's task should not
+            // carry the close's buffers for its whole life.
+            Box::pin(close_gently(stream)).await;
+        }
     }
 
-    fn slot(self: &Arc<Self>, permit: OwnedSemaphorePermit) -> Slot {
+    async fn refuse<F: Front>(&self, front: &F, mut stream: TcpStream, reason: CloseReason) {
+        self.metrics.refused.inc();
+        self.metrics.closed(reason);
+        let answered = {
+            let mut state = self.lock();
+            if state.refusing < self.capacity {
+                state.refusing += 1;
+                true
+            } else {
+                false
+            }
+        };
+        if answered {
+            Box::pin(front.refuse(&mut stream)).await;
+            Box::pin(close_gently(stream)).await;
+            self.lock().refusing -= 1;
+        } else {
+            // Beyond the bound of refusals in progress the flood is not a
+            // client with a question: close at once (what it sent so far is
+            // read first, so this is still an end of stream, not a reset).
+            discard_ready(&stream);
+            drop(stream);
+        }
+    }
+
+    fn admit(self: &Arc<Self>) -> Admission {
+        let mut state = self.lock();
+        if state.in_use < self.capacity && state.queue.is_empty() {
+            state.in_use += 1;
+            drop(state);
+            return Admission::Admitted(self.slot());
+        }
+        if state.queue.len() >= self.capacity {
+            return Admission::Refused;
+        }
+        let key = state.next_key;
+        state.next_key += 1;
+        let (sender, handed) = oneshot::channel();
+        state.queue.push_back((key, sender));
+        self.metrics.waiting.inc();
+        self.evict_for_queue(&mut state);
+        Admission::Queued(Queued {
+            limiter: self.clone(),
+            key,
+            handed,
+        })
+    }
+
+    /// Tells as many evictable idle connections to close as the queue is
+    /// short of slots. Returns when the next idle one becomes evictable,
+    /// if the queue still needs one.
+    fn evict_for_queue(&self, state: &mut State) -> Option<Instant> {
+        let now = Instant::now();
+        while state.evicting < state.queue.len() {
+            let entry = state.idle.first_entry()?;
+            let evictable_at = entry.get().0 + EVICTION_GRACE;
+            if evictable_at > now {
+                return Some(evictable_at);
+            }
+            let (_, token) = entry.remove();
+            token.cancel();
+            state.evicting += 1;
+            self.metrics.evictions.inc();
+        }
+        None
+    }
+
+    fn slot(self: &Arc<Self>) -> Slot {
         let slot = Slot {
             limiter: self.clone(),
-            _permit: permit,
             evict: CancellationToken::new(),
             state: Mutex::new(SlotState {
                 idle_key: None,
                 idle_since: Instant::now(),
             }),
         };
-        // A new connection has asked nothing yet: it is idle.
+        // A new connection has asked nothing yet: it is idle (and, after
+        // the grace, evictable: a flood of silent connections must not
+        // hold every slot).
         slot.idle();
         slot
     }
 
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, (Instant, CancellationToken)>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    /// A slot is given up: to the head of the queue if anyone waits.
+    fn release(&self, evicted: bool) {
+        let mut state = self.lock();
+        if evicted {
+            state.evicting -= 1;
+        }
+        while let Some((_, sender)) = state.queue.pop_front() {
+            self.metrics.waiting.dec();
+            if sender.send(()).is_ok() {
+                return; // in_use unchanged: the slot changed hands
+            }
+        }
+        state.in_use -= 1;
+        let none_left = state.in_use == 0;
+        drop(state);
+        if none_left {
+            self.all_closed.notify_waiters();
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Queued {
+    /// The slot handed over, or None when none came within [`SLOT_WAIT`].
+    async fn slot(mut self) -> Option<Slot> {
+        let limiter = self.limiter.clone();
+        let deadline = Instant::now() + SLOT_WAIT;
+        loop {
+            let appeared = limiter.idle_appeared.notified();
+            tokio::pin!(appeared);
+            appeared.as_mut().enable();
+            let next_eviction = limiter.evict_for_queue(&mut limiter.lock());
+            let wake = next_eviction.map_or(deadline, |at| at.min(deadline));
+            tokio::select! {
+                handed = &mut self.handed => {
+                    // A closed sender means the limiter dropped this place
+                    // (it cannot: only `Drop for Queued` removes it).
+                    return handed.ok().map(|()| limiter.slot());
+                }
+                _ = appeared => {}
+                _ = tokio::time::sleep_until(wake) => {
+                    if Instant::now() >= deadline {
+                        return self.leave();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Leaves the queue at the deadline, unless the slot came just now.
+    fn leave(&mut self) -> Option<Slot> {
+        let limiter = self.limiter.clone();
+        let mut state = limiter.lock();
+        if let Some(at) = state.queue.iter().position(|(key, _)| *key == self.key) {
+            state.queue.remove(at);
+            limiter.metrics.waiting.dec();
+            return None;
+        }
+        drop(state);
+        // Not queued any more: the slot was handed over.
+        self.handed.try_recv().ok().map(|()| limiter.slot())
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        let mut state = self.limiter.lock();
+        if let Some(at) = state.queue.iter().position(|(key, _)| *key == self.key) {
+            state.queue.remove(at);
+            self.limiter.metrics.waiting.dec();
+            return;
+        }
+        drop(state);
+        // A slot handed over but never taken (the task was cancelled)
+        // goes on to the next in the queue.
+        if self.handed.try_recv().is_ok() {
+            self.limiter.release(false);
+        }
     }
 }
 
@@ -216,7 +482,6 @@ struct SlotState {
 /// One admitted connection's hold on the cap; released on drop.
 pub struct Slot {
     limiter: Arc<Limiter>,
-    _permit: OwnedSemaphorePermit,
     evict: CancellationToken,
     state: Mutex<SlotState>,
 }
@@ -225,16 +490,21 @@ impl Slot {
     /// The connection waits for its client: it may be evicted.
     pub fn idle(&self) {
         let mut state = self.lock_state();
-        if state.idle_key.is_none() && !self.evict.is_cancelled() {
-            let key = self.limiter.sequence.fetch_add(1, Ordering::Relaxed);
-            let now = Instant::now();
-            self.limiter
-                .lock_idle()
-                .insert(key, (now, self.evict.clone()));
-            state.idle_key = Some(key);
-            state.idle_since = now;
-            drop(state);
-            self.limiter.freed.notify_waiters();
+        if state.idle_key.is_some() || self.evict.is_cancelled() {
+            return;
+        }
+        let now = Instant::now();
+        let mut limiter = self.limiter.lock();
+        let key = limiter.next_key;
+        limiter.next_key += 1;
+        limiter.idle.insert(key, (now, self.evict.clone()));
+        let short = limiter.evicting < limiter.queue.len();
+        drop(limiter);
+        state.idle_key = Some(key);
+        state.idle_since = now;
+        drop(state);
+        if short {
+            self.limiter.idle_appeared.notify_waiters();
         }
     }
 
@@ -242,7 +512,7 @@ impl Slot {
     pub fn busy(&self) {
         let mut state = self.lock_state();
         if let Some(key) = state.idle_key.take() {
-            self.limiter.lock_idle().remove(&key);
+            self.limiter.lock().idle.remove(&key);
         }
     }
 
@@ -261,7 +531,7 @@ impl Slot {
         self.evict.is_cancelled()
     }
 
-    fn lock_state(&self) -> std::sync::MutexGuard<'_, SlotState> {
+    fn lock_state(&self) -> MutexGuard<'_, SlotState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -269,8 +539,39 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.busy();
-        // The permit goes back right after this; waiters retry then.
-        self.limiter.freed.notify_waiters();
+        self.limiter.release(self.evict.is_cancelled());
+    }
+}
+
+/// Closes a connection without a reset: the write side first (the client
+/// sees the end of the stream after everything sent to it), then whatever
+/// the client still sends is read and discarded until it closes too, for
+/// at most [`REFUSE_WAIT`] and [`LINGER_BYTES`].
+pub async fn close_gently(mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    // (Already shut down by the front end, or reset by the peer: the reads
+    // below then end at once.)
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 512];
+    let mut read = 0;
+    let deadline = Instant::now() + REFUSE_WAIT;
+    while read < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => read += n,
+            _ => break, // closed by the client, broken, or out of time
+        }
+    }
+    discard_ready(&stream);
+}
+
+/// Reads and discards what has already arrived, without waiting.
+fn discard_ready(stream: &TcpStream) {
+    let mut sink = [0u8; 2048];
+    for _ in 0..LINGER_BYTES / sink.len() {
+        match stream.try_read(&mut sink) {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
     }
 }
 
@@ -278,59 +579,130 @@ impl Drop for Slot {
 mod tests {
     use super::*;
 
+    fn admitted(limiter: &Arc<Limiter>) -> Slot {
+        match limiter.admit() {
+            Admission::Admitted(slot) => slot,
+            _ => panic!("a free slot"),
+        }
+    }
+
+    fn queued(limiter: &Arc<Limiter>) -> Queued {
+        match limiter.admit() {
+            Admission::Queued(queued) => queued,
+            _ => panic!("queued"),
+        }
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn the_longest_idle_connection_makes_room() {
+    async fn the_longest_idle_connection_makes_room_for_the_queue_head() {
         let limiter = Limiter::new(2, LimiterMetrics::default());
-        let Admission::Admitted(first) = limiter.admit() else {
-            panic!("a free slot")
-        };
-        let Admission::Admitted(second) = limiter.admit() else {
-            panic!("a free slot")
-        };
+        let first = admitted(&limiter);
+        let second = admitted(&limiter);
         second.busy();
-        // Too freshly idle to be taken: the newcomer waits.
-        assert!(matches!(limiter.admit(), Admission::Wait(_)));
-        tokio::time::advance(EVICTION_GRACE).await;
-        let Admission::AfterEviction(pending) = limiter.admit() else {
-            panic!("evicts the idle one")
-        };
-        assert!(first.is_evicted() && !second.is_evicted());
-        drop(first);
-        let third = pending.slot().await.expect("the evicted slot");
-        assert_eq!(limiter.in_use(), 2);
-        // Both busy now: nothing to evict; a new one waits...
-        third.busy();
-        let Admission::Wait(waiting) = limiter.admit() else {
-            panic!("waits for a slot")
-        };
-        // ...with at most `capacity` waiting; more are refused.
-        let Admission::Wait(_other) = limiter.admit() else {
-            panic!("waits for a slot")
-        };
-        assert!(matches!(limiter.admit(), Admission::Rejected));
-        // A connection idle for the grace period lets the waiter in (by
-        // being evicted).
-        let waiter = tokio::spawn(waiting.slot());
+        // Too freshly idle to be taken: the newcomer queues, nothing evicted.
+        let waiting = tokio::spawn(queued(&limiter).slot());
         tokio::task::yield_now().await;
-        second.idle();
+        assert!(!first.is_evicted());
+        // After the grace the idle one is told to close...
         tokio::time::sleep(EVICTION_GRACE + Duration::from_millis(1)).await;
-        assert!(second.is_evicted());
-        drop(second);
-        let fourth = waiter.await.unwrap().expect("a slot");
-        drop((third, fourth));
+        assert!(first.is_evicted() && !second.is_evicted());
+        // ...and its slot goes to the queue's head, not to a newcomer.
+        drop(first);
+        assert!(matches!(limiter.admit(), Admission::Queued(_)));
+        let third = waiting.await.unwrap().expect("the evicted slot");
+        assert_eq!(limiter.in_use(), 2);
+        drop((second, third));
+        assert_eq!(limiter.in_use(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_freed_slot_is_never_taken_past_the_queue() {
+        let limiter = Limiter::new(1, LimiterMetrics::default());
+        let busy = admitted(&limiter);
+        busy.busy();
+        let head = tokio::spawn(queued(&limiter).slot());
+        tokio::task::yield_now().await;
+        // The busy one finishes and closes: its slot is the head's, even
+        // though a newcomer arrives before the head's task runs.
+        drop(busy);
+        assert!(matches!(limiter.admit(), Admission::Queued(_)));
+        assert!(head.await.unwrap().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn evictions_match_the_queue_not_the_wakeups() {
+        let limiter = Limiter::new(4, LimiterMetrics::default());
+        let slots: Vec<Slot> = (0..4).map(|_| admitted(&limiter)).collect();
+        tokio::time::advance(EVICTION_GRACE).await;
+        // Two queued: exactly two of the four idle ones are told to close.
+        let a = queued(&limiter);
+        let b = queued(&limiter);
+        let evicted = slots.iter().filter(|s| s.is_evicted()).count();
+        assert_eq!(evicted, 2);
+        // The longest idle first.
+        assert!(slots[0].is_evicted() && slots[1].is_evicted());
+        drop((a, b));
+        drop(slots);
+        assert_eq!(limiter.in_use(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_refuses_and_a_late_slot_is_a_refusal() {
+        let limiter = Limiter::new(1, LimiterMetrics::default());
+        let busy = admitted(&limiter);
+        busy.busy();
+        let waiting = queued(&limiter);
+        assert!(matches!(limiter.admit(), Admission::Refused));
+        // Nothing turns idle: no slot within SLOT_WAIT.
+        assert!(waiting.slot().await.is_none());
+        // The queue is empty again: the next one queues.
+        assert!(matches!(limiter.admit(), Admission::Queued(_)));
+        drop(busy);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_turning_idle_is_evicted_for_a_waiting_one() {
+        let limiter = Limiter::new(1, LimiterMetrics::default());
+        let busy = admitted(&limiter);
+        busy.busy();
+        let waiter = tokio::spawn(queued(&limiter).slot());
+        tokio::task::yield_now().await;
+        // The only connection finishes its request and waits for its
+        // client: after the grace it makes room.
+        busy.idle();
+        tokio::time::sleep(EVICTION_GRACE + Duration::from_millis(1)).await;
+        assert!(busy.is_evicted());
+        drop(busy);
+        assert!(waiter.await.unwrap().is_some());
     }
 
     #[tokio::test]
     async fn idle_deadlines_only_while_idle() {
         let limiter = Limiter::new(1, LimiterMetrics::default());
-        let Admission::Admitted(slot) = limiter.admit() else {
-            panic!()
-        };
+        let slot = admitted(&limiter);
         assert!(slot.idle_deadline(Duration::from_secs(1)).is_some());
         slot.busy();
         assert!(slot.idle_deadline(Duration::from_secs(1)).is_none());
         drop(slot);
         limiter.wait_all_closed().await;
         assert_eq!(limiter.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_gentle_close_with_unread_data_is_no_reset() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        use tokio::io::AsyncWriteExt;
+        client.write_all(b"a request nobody read").await.unwrap();
+        // Let it arrive before the close.
+        server.readable().await.unwrap();
+        close_gently(server).await;
+        // The client reads an end of stream, not ECONNRESET.
+        let mut rest = Vec::new();
+        let read = client.read_to_end(&mut rest).await;
+        assert!(read.is_ok(), "{read:?}");
     }
 }

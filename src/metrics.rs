@@ -15,6 +15,7 @@ use prometheus_client::registry::Registry;
 
 use std::sync::Arc;
 
+use crate::connlimit::{LimiterMetrics, LimiterNames};
 use crate::dns::metrics::DnsMetrics;
 use crate::index::IndexGauges;
 
@@ -75,11 +76,8 @@ pub struct Metrics {
     pub start_time: Gauge<f64, AtomicU64>,
     pub dns: Arc<DnsMetrics>,
     pub invalid_weights: Family<SourceLabels, Counter>,
-    pub http_connections: Gauge,
-    pub http_connections_accepted: Counter,
-    pub http_connections_waiting: Gauge,
-    pub http_connections_evicted: Counter,
-    pub http_connections_rejected: Counter,
+    /// The HTTP connection cap's series (`http_connections*`).
+    pub http_connection_limits: LimiterMetrics,
     pub http_rejected: Family<ReasonLabels, Counter>,
     pub snapshot_writes: Family<ResultLabels, Counter>,
     pub snapshot_last_write: Gauge<f64, AtomicU64>,
@@ -200,35 +198,18 @@ impl Metrics {
             "Weight labels and annotations ignored because their value is invalid",
             invalid_weights().clone(),
         );
-        let http_connections = Gauge::default();
-        registry.register(
-            "http_connections",
-            "Open HTTP connections",
-            http_connections.clone(),
-        );
-        let http_connections_accepted = Counter::default();
-        registry.register(
-            "http_connections_accepted",
-            "HTTP connections accepted (then served, or closed by the connection cap)",
-            http_connections_accepted.clone(),
-        );
-        let http_connections_waiting = Gauge::default();
-        registry.register(
-            "http_connections_waiting",
-            "New HTTP connections waiting for a slot at --http-max-connections",
-            http_connections_waiting.clone(),
-        );
-        let http_connections_evicted = Counter::default();
-        registry.register(
-            "http_connections_evicted",
-            "Idle HTTP connections closed to make room for a new one at --http-max-connections",
-            http_connections_evicted.clone(),
-        );
-        let http_connections_rejected = Counter::default();
-        registry.register(
-            "http_connections_rejected",
-            "HTTP connections closed at once: --http-max-connections reached and none idle",
-            http_connections_rejected.clone(),
+        let http_connection_limits = LimiterMetrics::register(
+            &mut registry,
+            &LimiterNames {
+                what: "HTTP",
+                cap_flag: "--http-max-connections",
+                accepted: "http_connections_accepted",
+                open: "http_connections",
+                waiting: "http_connections_waiting",
+                evicted: "http_connections_evicted",
+                rejected: "http_connections_rejected",
+                closed: "http_connections_closed",
+            },
         );
         let http_rejected = Family::default();
         registry.register(
@@ -249,11 +230,7 @@ impl Metrics {
             snapshot_last_write.clone(),
         );
         Self {
-            http_connections,
-            http_connections_accepted,
-            http_connections_waiting,
-            http_connections_evicted,
-            http_connections_rejected,
+            http_connection_limits,
             http_rejected,
             snapshot_writes,
             snapshot_last_write,

@@ -153,9 +153,9 @@ pub struct AgentArgs {
     #[arg(long, env = "KUBEDISCO_UPSTREAM_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub upstream_timeout: Duration,
 
-    /// Most concurrent TCP connections to the DNS port. At the cap the
-    /// longest-idle connection is closed to make room; when none is idle,
-    /// the new one is closed at once.
+    /// Most concurrent TCP connections to the DNS port. At the cap a new
+    /// connection waits (up to 2 s) while the longest-idle one is closed to
+    /// make room; one that gets no slot has its queries answered REFUSED.
     #[arg(
         long,
         env = "KUBEDISCO_DNS_MAX_TCP_CONNECTIONS",
@@ -164,9 +164,18 @@ pub struct AgentArgs {
     )]
     pub dns_max_tcp_connections: usize,
 
-    /// Most concurrent HTTP connections. At the cap the longest-idle
-    /// connection is closed to make room; when none is idle, the new one is
-    /// closed at once.
+    /// A DNS TCP connection with no query for this long is closed.
+    #[arg(long, env = "KUBEDISCO_DNS_TCP_IDLE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub dns_tcp_idle_timeout: Duration,
+
+    /// A DNS query over TCP must arrive whole within this of its length
+    /// prefix (slow-client guard).
+    #[arg(long, env = "KUBEDISCO_DNS_TCP_QUERY_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
+    pub dns_tcp_query_timeout: Duration,
+
+    /// Most concurrent HTTP connections. At the cap a new connection waits
+    /// (up to 2 s) while the longest-idle one is closed to make room; one
+    /// that gets no slot is answered 503 (code too_many_connections).
     #[arg(long, env = "KUBEDISCO_HTTP_MAX_CONNECTIONS", default_value = "2048", value_parser = parse_count)]
     pub http_max_connections: usize,
 
@@ -307,6 +316,8 @@ mod tests {
             ("--max-watch-streams", "many"),
             ("--http-max-header-bytes", "100"),
             ("--http-idle-timeout", "0s"),
+            ("--dns-tcp-idle-timeout", "0s"),
+            ("--dns-tcp-query-timeout", "soon"),
             ("--snapshot-max-age", "old"),
             ("--snapshot-interval", "0"),
             ("--handover-wait", "soon"),

@@ -8,6 +8,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::wire::rtype;
+use crate::connlimit::{LimiterMetrics, LimiterNames};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueryLabels {
@@ -44,11 +45,8 @@ pub struct DnsMetrics {
     pub forwarded: Counter,
     upstream_errors: Family<ReasonLabels, Counter>,
     pub truncated: Counter,
-    pub tcp_rejected: Counter,
-    pub tcp_evicted: Counter,
-    pub tcp_accepted: Counter,
-    pub tcp_waiting: prometheus_client::metrics::gauge::Gauge,
-    pub tcp_connections: prometheus_client::metrics::gauge::Gauge,
+    /// The TCP connection cap's series (`dns_tcp_*`).
+    pub tcp: LimiterMetrics,
 }
 
 impl DnsMetrics {
@@ -96,47 +94,26 @@ impl DnsMetrics {
             "UDP answers too large for the client, sent with TC set",
             truncated.clone(),
         );
-        let tcp_rejected = Counter::default();
-        registry.register(
-            "dns_tcp_rejected",
-            "TCP connections closed at once because the connection cap was reached and none was idle",
-            tcp_rejected.clone(),
-        );
-        let tcp_evicted = Counter::default();
-        registry.register(
-            "dns_tcp_evicted",
-            "Idle TCP connections closed to make room for a new one at the connection cap",
-            tcp_evicted.clone(),
-        );
-        let tcp_accepted = Counter::default();
-        registry.register(
-            "dns_tcp_accepted",
-            "TCP connections accepted (then served, or closed by the connection cap)",
-            tcp_accepted.clone(),
-        );
-        let tcp_waiting = prometheus_client::metrics::gauge::Gauge::default();
-        registry.register(
-            "dns_tcp_waiting",
-            "New DNS TCP connections waiting for a slot at the connection cap",
-            tcp_waiting.clone(),
-        );
-        let tcp_connections = prometheus_client::metrics::gauge::Gauge::default();
-        registry.register(
-            "dns_tcp_connections",
-            "Open DNS TCP connections",
-            tcp_connections.clone(),
+        let tcp = LimiterMetrics::register(
+            registry,
+            &LimiterNames {
+                what: "DNS TCP",
+                cap_flag: "--dns-max-tcp-connections",
+                accepted: "dns_tcp_accepted",
+                open: "dns_tcp_connections",
+                waiting: "dns_tcp_waiting",
+                evicted: "dns_tcp_evicted",
+                rejected: "dns_tcp_rejected",
+                closed: "dns_tcp_connections_closed",
+            },
         );
         Self {
-            tcp_evicted,
-            tcp_accepted,
-            tcp_waiting,
-            tcp_connections,
+            tcp,
             queries,
             duration,
             forwarded,
             upstream_errors,
             truncated,
-            tcp_rejected,
         }
     }
 

@@ -8,10 +8,13 @@
 //! answers.
 //!
 //! TCP: RFC 7766 framing, several queries per connection (pipelined,
-//! answered in order), a cap on concurrent connections (at the cap the
-//! longest-idle connection makes room; only when all are busy is a new one
-//! closed at once), an idle timeout between queries and a read timeout
-//! within one, so no client can hold resources for free.
+//! answered in order), a cap on concurrent connections shared in kind with
+//! HTTP ([`crate::connlimit`]: at the cap a new connection queues while the
+//! longest-idle one makes room; one that gets no slot has its queries
+//! answered REFUSED before the close), an idle timeout between queries
+//! (`--dns-tcp-idle-timeout`) and a read timeout within one
+//! (`--dns-tcp-query-timeout`), so no client can hold resources for free.
+//! Every close is gentle: no reset for bytes the agent did not read.
 //!
 //! Shutdown is a lame duck (see [`crate::handover`]): each UDP socket leaves
 //! the port group without losing what is queued on it, answers that, and
@@ -37,7 +40,7 @@ use super::answer::{Outcome, Zone, answer};
 use super::forward::Forwarder;
 use super::metrics::DnsMetrics;
 use super::wire::{self, ParseError, Response, rcode};
-use crate::connlimit::{Admission, Limiter, LimiterMetrics, Slot};
+use crate::connlimit::{self, CloseReason, Front, Limiter, Slot};
 use crate::handover::{detach_peer, drain_accept_queue};
 use crate::index::{Index, Snapshot};
 
@@ -178,13 +181,8 @@ impl DnsServer {
             }
         };
         let shared = Arc::new(Shared {
-            limiter: Limiter::new(
-                self.config.max_tcp_connections,
-                LimiterMetrics {
-                    evictions: self.metrics.tcp_evicted.clone(),
-                    waiting: self.metrics.tcp_waiting.clone(),
-                },
-            ),
+            limiter: Limiter::new(self.config.max_tcp_connections, self.metrics.tcp.clone()),
+            shutdown: shutdown.clone(),
             config: self.config,
             index: self.index,
             metrics: self.metrics,
@@ -241,6 +239,7 @@ struct Shared {
     index: Arc<Index>,
     metrics: Arc<DnsMetrics>,
     limiter: Arc<Limiter>,
+    shutdown: CancellationToken,
     /// One permit per forwarded UDP query in flight.
     forwards: Arc<Semaphore>,
     /// UDP queries answered after leaving the port group (lame duck).
@@ -262,13 +261,11 @@ pub fn handle_packet(
         Ok(query) => query,
         Err(ParseError::TooShort | ParseError::NotAQuery) => return (Handled::Drop, 0),
         Err(ParseError::Malformed) => {
-            let Ok((id, opcode, rd)) = wire::read_header(packet) else {
-                return (Handled::Drop, 0);
+            return if formerr(packet, response) {
+                (Handled::Reply, 0)
+            } else {
+                (Handled::Drop, 0)
             };
-            response.start_bare(id, opcode, rd, false);
-            response.set_rcode(rcode::FORMERR);
-            response.finish();
-            return (Handled::Reply, 0);
         }
     };
     if query.opcode != 0 {
@@ -485,53 +482,93 @@ async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
             },
             _ = shutdown.cancelled() => break,
         };
-        admit(stream, &shared, &shutdown, false);
+        shared.limiter.dispatch(&shared, stream, false);
     }
     // Lame duck: connections already queued get their query answered.
-    drain_accept_queue(listener, |stream| admit(stream, &shared, &shutdown, true));
+    drain_accept_queue(listener, |stream| {
+        shared.limiter.dispatch(&shared, stream, true)
+    });
 }
 
-fn admit(stream: TcpStream, shared: &Arc<Shared>, shutdown: &CancellationToken, draining: bool) {
-    shared.metrics.tcp_accepted.inc();
-    match shared.limiter.admit() {
-        Admission::Admitted(slot) => {
-            let shared = shared.clone();
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                serve_connection(stream, slot, &shared, shutdown, draining).await;
-            });
-        }
-        Admission::AfterEviction(pending) | Admission::Wait(pending) => {
-            let shared = shared.clone();
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                match pending.slot().await {
-                    Some(slot) => serve_connection(stream, slot, &shared, shutdown, draining).await,
-                    None => {
-                        shared.metrics.tcp_rejected.inc();
-                    }
-                }
-            });
-        }
-        Admission::Rejected => {
-            shared.metrics.tcp_rejected.inc();
-            drop(stream);
+impl Front for Shared {
+    async fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        slot: Slot,
+        draining: bool,
+    ) -> (CloseReason, Option<TcpStream>) {
+        let mut stream = stream;
+        let reason = serve_connection(&mut stream, slot, &self, draining).await;
+        (reason, Some(stream))
+    }
+
+    /// Answers every query that arrives within the refusal wait with
+    /// REFUSED (FORMERR when it cannot be parsed), in order.
+    async fn refuse(&self, stream: &mut TcpStream) {
+        let deadline = tokio::time::Instant::now() + connlimit::REFUSE_WAIT;
+        let mut packet = Vec::new();
+        let mut response = Response::default();
+        loop {
+            let read = async {
+                let len = stream.read_u16().await? as usize;
+                packet.resize(len, 0);
+                stream.read_exact(&mut packet).await
+            };
+            if !matches!(tokio::time::timeout_at(deadline, read).await, Ok(Ok(_))) {
+                return;
+            }
+            if !refusal(&packet, &mut response) {
+                continue;
+            }
+            self.metrics.count(0, response.rcode());
+            let mut framed = Vec::with_capacity(response.len() + 2);
+            framed.extend_from_slice(&(response.len() as u16).to_be_bytes());
+            framed.extend_from_slice(&response.buf);
+            if stream.write_all(&framed).await.is_err() {
+                return;
+            }
         }
     }
 }
 
-/// Serves one connection's queries in order. `draining`: a connection
-/// taken from the listener's queue at shutdown: one query, then close.
+/// Writes REFUSED for `packet` into `response` (FORMERR when it is not a
+/// query that can be parsed); false when it is no query at all.
+fn refusal(packet: &[u8], response: &mut Response) -> bool {
+    match wire::parse_query(packet) {
+        Ok(query) => {
+            response.start(&query, false);
+            response.set_rcode(rcode::REFUSED);
+        }
+        Err(ParseError::Malformed) => return formerr(packet, response),
+        Err(ParseError::TooShort | ParseError::NotAQuery) => return false,
+    }
+    response.finish();
+    true
+}
+
+/// FORMERR for a packet with a readable header but no parseable question;
+/// false when not even the header can be read.
+fn formerr(packet: &[u8], response: &mut Response) -> bool {
+    let Ok((id, opcode, rd)) = wire::read_header(packet) else {
+        return false;
+    };
+    response.start_bare(id, opcode, rd, false);
+    response.set_rcode(rcode::FORMERR);
+    response.finish();
+    true
+}
+
+/// Serves one connection's queries in order; returns why it closed.
+/// `draining`: a connection taken from the listener's queue at shutdown:
+/// one query, then close.
 async fn serve_connection(
-    mut stream: TcpStream,
+    stream: &mut TcpStream,
     slot: Slot,
     shared: &Shared,
-    shutdown: CancellationToken,
     draining: bool,
-) {
+) -> CloseReason {
+    let shutdown = &shared.shutdown;
     let _ = stream.set_nodelay(true);
-    shared.metrics.tcp_connections.inc();
-    let _open = OpenConnection(shared.metrics.tcp_connections.clone());
     let mut response = Response::default();
     let mut rng = SmallRng::seed_from_u64(rand::random());
     let mut packet = Vec::new();
@@ -555,18 +592,22 @@ async fn serve_connection(
             tokio::pin!(read);
             loop {
                 tokio::select! {
+                    // The read first: a query that has arrived is answered
+                    // even when an eviction came at the same moment.
                     biased;
                     len = &mut read => match len {
                         Ok(len) => break len as usize,
-                        Err(_) => return, // closed or broken
+                        Err(_) => return CloseReason::client, // closed or broken
                     },
                     // Another client needs the slot; this one was idle the longest.
-                    _ = slot.evicted() => return,
-                    _ = tokio::time::sleep_until(deadline) => return, // idle too long
+                    _ = slot.evicted() => return CloseReason::evicted,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        return if shutdown_seen { CloseReason::shutdown } else { CloseReason::idle_timeout };
+                    }
                     _ = shutdown.cancelled(), if !shutdown_seen => {
                         // Between queries: close (clients retry elsewhere).
                         if answered > 0 {
-                            return;
+                            return CloseReason::shutdown;
                         }
                         // Accepted just before: its first query gets a moment.
                         shutdown_seen = true;
@@ -582,8 +623,10 @@ async fn serve_connection(
             stream.read_exact(&mut packet),
         )
         .await;
-        if !matches!(read, Ok(Ok(_))) {
-            return;
+        match read {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return CloseReason::client,
+            Err(_) => return CloseReason::read_timeout,
         }
         let started = Instant::now();
         let reply: Option<Vec<u8>> = match shared.handle(&packet, false, &mut response, &mut rng) {
@@ -599,7 +642,7 @@ async fn serve_connection(
         framed.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
         framed.extend_from_slice(bytes);
         if stream.write_all(&framed).await.is_err() {
-            return;
+            return CloseReason::client;
         }
         shared
             .metrics
@@ -607,15 +650,7 @@ async fn serve_connection(
             .observe(started.elapsed().as_secs_f64());
         answered += 1;
         if draining || shutdown.is_cancelled() {
-            return;
+            return CloseReason::shutdown;
         }
-    }
-}
-
-struct OpenConnection(prometheus_client::metrics::gauge::Gauge);
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }

@@ -2,7 +2,8 @@
 //! and a status. `code` is stable and machine-readable (clients branch on
 //! it; the message is for people): `bad_request`, `not_found`,
 //! `service_not_found`, `no_such_port`, `no_endpoints`, `not_synced`,
-//! `method_not_allowed`, `body_not_allowed`, `too_many_watch_streams`.
+//! `method_not_allowed`, `body_not_allowed`, `too_many_watch_streams`,
+//! `too_many_connections`.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -49,6 +50,18 @@ impl ApiError {
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
     }
+    /// The connection cap is reached and no slot came free in time.
+    pub fn too_many_connections() -> Self {
+        Self::unavailable("too many connections to the agent; retry shortly")
+            .with_code("too_many_connections")
+    }
+    /// The JSON body, for the few answers written without the router.
+    pub fn json_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.body()).unwrap_or_default()
+    }
+    fn body(&self) -> serde_json::Value {
+        serde_json::json!({ "error": self.message, "code": self.code })
+    }
     pub fn not_synced() -> Self {
         Self::unavailable("the agent has not completed its first sync yet; retry shortly")
             .with_code("not_synced")
@@ -57,11 +70,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(serde_json::json!({ "error": self.message, "code": self.code })),
-        )
-            .into_response();
+        let mut response = (self.status, Json(self.body())).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

@@ -1,15 +1,20 @@
 //! The HTTP accept loop and connection handling, with the limits that keep
 //! the agent's memory bounded whatever clients do:
 //!
-//! - at most `max_connections` connections; at the cap the longest-idle one
-//!   is closed to make room, and only when all are busy is a new one closed
-//!   at once ([`crate::connlimit`]);
+//! - at most `max_connections` connections ([`crate::connlimit`]): at the cap
+//!   a new one queues while the longest-idle one is closed to make room; one
+//!   that gets no slot is answered 503 (`too_many_connections`) with
+//!   `Connection: close`;
 //! - a request head must arrive whole within `header_timeout` of its first
 //!   byte (slowloris) and fit in `max_header_bytes` (else 431);
 //! - a connection idle for `idle_timeout` (no request in progress, no byte
 //!   of a new one) is closed;
 //! - requests with a body are refused (413; the API is GET-only), so no
 //!   body is ever read.
+//!
+//! Every close is gentle ([`connlimit::close_gently`]): hyper hands the
+//! socket back instead of dropping it, so unread bytes never turn a close
+//! into a reset.
 //!
 //! On shutdown (lame duck) the loop takes the connections already queued on
 //! the listener (each gets one answer), then closes the listener; open
@@ -33,8 +38,8 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
-use super::RequestClass;
-use crate::connlimit::{Admission, Limiter, LimiterMetrics, Slot};
+use super::{ApiError, RequestClass};
+use crate::connlimit::{self, CloseReason, Front, Limiter, Slot};
 use crate::metrics::Metrics;
 
 /// Connection-level limits (`--http-*` flags).
@@ -78,10 +83,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let limiter = Limiter::new(
         config.max_connections,
-        LimiterMetrics {
-            evictions: metrics.http_connections_evicted.clone(),
-            waiting: metrics.http_connections_waiting.clone(),
-        },
+        metrics.http_connection_limits.clone(),
     );
     let shared = Arc::new(Shared {
         router,
@@ -103,13 +105,15 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => break,
         };
-        admit(&limiter, &shared, stream, true);
+        let _ = stream.set_nodelay(true);
+        limiter.dispatch(&shared, stream, false);
     }
     // Lame duck: what the kernel already queued for us gets an answer
     // (one request each); then the listener closes and new connections go
     // to the next agent sharing the port.
     let drained = crate::handover::drain_accept_queue(listener, |stream| {
-        admit(&limiter, &shared, stream, false)
+        let _ = stream.set_nodelay(true);
+        limiter.dispatch(&shared, stream, true)
     });
     debug!(drained, "http listener closed");
     limiter.wait_all_closed().await;
@@ -124,29 +128,63 @@ struct Shared {
     shutdown: CancellationToken,
 }
 
-fn admit(limiter: &Arc<Limiter>, shared: &Arc<Shared>, stream: TcpStream, keep_alive: bool) {
-    let _ = stream.set_nodelay(true);
-    shared.metrics.http_connections_accepted.inc();
-    match limiter.admit() {
-        Admission::Admitted(slot) => {
-            tokio::spawn(serve_connection(stream, slot, shared.clone(), keep_alive));
-        }
-        Admission::AfterEviction(pending) | Admission::Wait(pending) => {
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                match pending.slot().await {
-                    Some(slot) => serve_connection(stream, slot, shared, keep_alive).await,
-                    None => {
-                        shared.metrics.http_connections_rejected.inc();
-                    }
+impl Front for Shared {
+    async fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        slot: Slot,
+        draining: bool,
+    ) -> (CloseReason, Option<TcpStream>) {
+        serve_connection(stream, slot, self, !draining).await
+    }
+
+    async fn refuse(&self, stream: &mut TcpStream) {
+        refuse(stream).await;
+    }
+}
+
+/// How much of a refused connection's request head is read at most.
+const REFUSED_HEAD_BYTES: usize = 64 << 10;
+
+/// Answers a connection the agent will not serve with 503 and
+/// `Connection: close` once its request head has arrived (within
+/// [`connlimit::REFUSE_WAIT`]): an answer, never a reset. A connection that
+/// sends nothing in that time is just closed.
+async fn refuse(stream: &mut TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Read in small pieces, keeping only the last three bytes: a refusal
+    // in a flood should cost little more than its socket.
+    let mut piece = [0u8; 512];
+    let mut tail = [0u8; 3];
+    let mut read = 0;
+    let deadline = tokio::time::Instant::now() + connlimit::REFUSE_WAIT;
+    'head: while read < REFUSED_HEAD_BYTES {
+        match tokio::time::timeout_at(deadline, stream.read(&mut piece)).await {
+            Ok(Ok(n)) if n > 0 => {
+                read += n;
+                let mut window = tail.to_vec();
+                window.extend_from_slice(&piece[..n]);
+                if window.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break 'head;
                 }
-            });
-        }
-        Admission::Rejected => {
-            shared.metrics.http_connections_rejected.inc();
-            drop(stream);
+                tail.copy_from_slice(&window[window.len() - 3..]);
+            }
+            Ok(_) => return, // the client left
+            Err(_) => break,
         }
     }
+    if read == 0 {
+        return; // nothing asked: nothing to answer
+    }
+    let body = ApiError::too_many_connections().json_bytes();
+    let mut response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    response.extend_from_slice(&body);
+    let _ = stream.write_all(&response).await;
 }
 
 /// At shutdown, how long a connection that has sent nothing yet may take
@@ -156,14 +194,16 @@ const FIRST_BYTE_AT_SHUTDOWN: Duration = Duration::from_secs(1);
 /// How long a connection told to close while idle may take to do so.
 const CLOSE_BOUND: Duration = Duration::from_secs(1);
 
-async fn serve_connection(stream: TcpStream, slot: Slot, shared: Arc<Shared>, keep_alive: bool) {
+async fn serve_connection(
+    stream: TcpStream,
+    slot: Slot,
+    shared: Arc<Shared>,
+    keep_alive: bool,
+) -> (CloseReason, Option<TcpStream>) {
     let slot = Arc::new(slot);
-    shared.metrics.http_connections.inc();
-    let _gauge = GaugeGuard(shared.metrics.http_connections.clone());
     let config = &shared.config;
     // Until its first byte a connection costs only its socket: hyper's
-    // buffers come when there is something to read. (Closing it here is
-    // always safe: nothing was asked.)
+    // buffers come when there is something to read.
     let mut keep_alive = keep_alive;
     if keep_alive {
         let mut first = [0u8; 1];
@@ -172,14 +212,19 @@ async fn serve_connection(stream: TcpStream, slot: Slot, shared: Arc<Shared>, ke
             tokio::select! {
                 biased;
                 // (peek, not readable(): that may resolve without data.)
+                // First, so a request that has arrived is served even when
+                // an eviction came at the same moment.
                 peeked = stream.peek(&mut first) => {
                     if !matches!(peeked, Ok(1..)) {
-                        return; // closed before a byte, or broken
+                        return (CloseReason::client, Some(stream)); // closed before a byte, or broken
                     }
                     break;
                 }
-                _ = slot.evicted() => return,
-                _ = tokio::time::sleep_until(deadline) => return,
+                _ = slot.evicted() => return (CloseReason::evicted, Some(stream)),
+                _ = tokio::time::sleep_until(deadline) => {
+                    let reason = if keep_alive { CloseReason::idle_timeout } else { CloseReason::shutdown };
+                    return (reason, Some(stream));
+                }
                 _ = shared.shutdown.cancelled(), if keep_alive => {
                     // Connected before the listener closed: its request
                     // gets a moment, and one answer.
@@ -190,10 +235,15 @@ async fn serve_connection(stream: TcpStream, slot: Slot, shared: Arc<Shared>, ke
         }
     }
     // Boxed: the waiting future above stays small.
-    Box::pin(serve_http(stream, slot, shared.clone(), keep_alive)).await;
+    Box::pin(serve_http(stream, slot, shared.clone(), keep_alive)).await
 }
 
-async fn serve_http(stream: TcpStream, slot: Arc<Slot>, shared: Arc<Shared>, keep_alive: bool) {
+async fn serve_http(
+    stream: TcpStream,
+    slot: Arc<Slot>,
+    shared: Arc<Shared>,
+    keep_alive: bool,
+) -> (CloseReason, Option<TcpStream>) {
     let config = &shared.config;
     let mut builder = hyper::server::conn::http1::Builder::new();
     // hyper's own header timeout also runs while a keep-alive connection
@@ -213,12 +263,17 @@ async fn serve_http(stream: TcpStream, slot: Arc<Slot>, shared: Arc<Shared>, kee
         head: head.clone(),
         metrics: shared.metrics.clone(),
     };
+    // The socket comes back when hyper is done with it, to be closed
+    // gently (hyper would drop it, and a drop with unread data is a reset).
+    let (give_back, given_back) = tokio::sync::oneshot::channel();
     let io = TokioIo::new(Watched {
-        inner: stream,
+        inner: Some(stream),
+        give_back: Some(give_back),
         head: head.clone(),
     });
-    let connection = builder.serve_connection(io, service);
-    tokio::pin!(connection);
+    // Boxed so that it can be dropped before the function ends, which
+    // hands the socket back.
+    let mut connection = Box::pin(builder.serve_connection(io, service));
     let evicted = slot.evicted();
     tokio::pin!(evicted);
     let shutdown = shared.shutdown.cancelled();
@@ -233,6 +288,8 @@ async fn serve_http(stream: TcpStream, slot: Arc<Slot>, shared: Arc<Shared>, kee
     );
     tokio::pin!(timer);
     let mut close_by: Option<tokio::time::Instant> = None;
+    // Set when the agent decides to close; otherwise the client did.
+    let mut closing: Option<CloseReason> = None;
     let mut head_seen: Option<tokio::time::Instant> = None;
     loop {
         // The connection is polled first; a head that began while it was
@@ -264,10 +321,15 @@ async fn serve_http(stream: TcpStream, slot: Arc<Slot>, shared: Arc<Shared>, kee
         let now = tokio::time::Instant::now();
         match wake {
             Wake::Closed(result) => {
-                if let Err(error) = result {
-                    debug!("http connection: {error}");
-                }
-                return;
+                let reason = match result {
+                    Ok(()) => closing.unwrap_or(CloseReason::client),
+                    Err(error) => {
+                        debug!("http connection: {error}");
+                        closing.unwrap_or(CloseReason::error)
+                    }
+                };
+                drop(connection);
+                return (reason, given_back.await.ok());
             }
             Wake::HeadBegan(started) => {
                 let head_deadline = started + config.header_timeout;
@@ -276,19 +338,25 @@ async fn serve_http(stream: TcpStream, slot: Arc<Slot>, shared: Arc<Shared>, kee
                 }
             }
             Wake::Evicted => {
+                closing = Some(CloseReason::evicted);
                 connection.as_mut().graceful_shutdown();
                 close_by = Some(now + CLOSE_BOUND);
                 timer.as_mut().reset(now + CLOSE_BOUND);
             }
             Wake::Shutdown => {
                 // In-flight requests finish; the agent's grace bounds them.
+                closing = Some(CloseReason::shutdown);
                 connection.as_mut().graceful_shutdown();
                 let bound = now + Duration::from_secs(86_400);
                 close_by = Some(bound);
                 timer.as_mut().reset(bound);
             }
-            // Idle, yet not closed by hyper (e.g. half a head read): drop.
-            Wake::Timer if close_by.is_some() => return,
+            // Idle, yet not closed by hyper (e.g. half a head read).
+            Wake::Timer if close_by.is_some() => {
+                drop(connection);
+                let reason = closing.unwrap_or(CloseReason::read_timeout);
+                return (reason, given_back.await.ok());
+            }
             Wake::Timer => {
                 // Idle: the idle timeout, or the head timeout once a head
                 // started; busy: look again an idle timeout from now.
@@ -298,6 +366,11 @@ async fn serve_http(stream: TcpStream, slot: Arc<Slot>, shared: Arc<Shared>, kee
                     (None, _) => now + config.idle_timeout,
                 };
                 if deadline <= now {
+                    closing = Some(if head.started().is_some() {
+                        CloseReason::read_timeout
+                    } else {
+                        CloseReason::idle_timeout
+                    });
                     connection.as_mut().graceful_shutdown();
                     close_by = Some(now + CLOSE_BOUND);
                     timer.as_mut().reset(now + CLOSE_BOUND);
@@ -353,10 +426,27 @@ impl HeadClock {
     }
 }
 
-/// The connection's socket, noting when request bytes arrive.
+/// The connection's socket, noting when request bytes arrive, and handed
+/// back when hyper drops it.
 struct Watched {
-    inner: TcpStream,
+    /// Some until dropped.
+    inner: Option<TcpStream>,
+    give_back: Option<tokio::sync::oneshot::Sender<TcpStream>>,
     head: Arc<HeadClock>,
+}
+
+impl Watched {
+    fn stream(&mut self) -> Pin<&mut TcpStream> {
+        Pin::new(self.inner.as_mut().expect("the socket until drop"))
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if let (Some(stream), Some(give_back)) = (self.inner.take(), self.give_back.take()) {
+            let _ = give_back.send(stream);
+        }
+    }
 }
 
 impl tokio::io::AsyncRead for Watched {
@@ -367,7 +457,7 @@ impl tokio::io::AsyncRead for Watched {
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let result = this.stream().poll_read(cx, buf);
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             this.head.bytes_arrived();
         }
@@ -381,7 +471,7 @@ impl tokio::io::AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        self.get_mut().stream().poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -389,27 +479,19 @@ impl tokio::io::AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        self.get_mut().stream().poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner.as_ref().is_some_and(|s| s.is_write_vectored())
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        self.get_mut().stream().poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-struct GaugeGuard(prometheus_client::metrics::gauge::Gauge);
-
-impl Drop for GaugeGuard {
-    fn drop(&mut self) {
-        self.0.dec();
+        self.get_mut().stream().poll_shutdown(cx)
     }
 }
 
