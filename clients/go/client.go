@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -22,36 +23,91 @@ const EnvAddr = "KUBEDISCO_ADDR"
 // sidecar agent listens.
 const DefaultAddr = "http://127.0.0.1:8053"
 
-// Errors that calls wrap, for errors.Is.
+// Errors that calls wrap, for errors.Is. Each stands for codes of the
+// agent's JSON errors ({"error": "...", "code": "..."}); see APIError.
 var (
 	// ErrServiceNotFound: the agent does not serve the Service (there is no
 	// such Service, or it is a ClusterIP Service without the
 	// kubedisco.io/expose annotation). Not the same as ErrNoEndpoints.
+	// Code service_not_found.
 	ErrServiceNotFound = errors.New("service does not exist")
 	// ErrNoEndpoints: the Service exists but has no usable endpoint (for the
-	// port asked for) right now.
+	// port asked for) right now. Code no_endpoints.
 	ErrNoEndpoints = errors.New("no usable endpoints")
 	// ErrNoSuchPort: the Service has no port of the name asked for, or
-	// several ports and none was named.
+	// several ports and none was named. Code no_such_port.
 	ErrNoSuchPort = errors.New("no such port")
-	// ErrNotSynced: the agent has not completed its first sync yet; retry.
+	// ErrNotSynced: the agent has not completed its first sync yet; retry
+	// shortly. Code not_synced.
 	ErrNotSynced = errors.New("agent has not synced yet")
+	// ErrOverloaded: the agent is at one of its limits (code
+	// too_many_watch_streams: --max-watch-streams) and refused the request;
+	// retry later, with backoff.
+	ErrOverloaded = errors.New("agent is overloaded")
+	// ErrUnavailable: the agent cannot answer now for another reason (code
+	// unavailable, or a 503 with a code this client does not know); retry
+	// later.
+	ErrUnavailable = errors.New("agent is unavailable")
+	// ErrBadRequest: the agent refused the request's parameters (code
+	// bad_request); the same request will fail again.
+	ErrBadRequest = errors.New("bad request")
 )
 
-// APIError is an error answer of the agent: a status code and its message.
-// errors.Is matches it against ErrServiceNotFound, ErrNoEndpoints,
-// ErrNoSuchPort and ErrNotSynced where the answer means one of those.
+// The codes of the agent's JSON errors (APIError.Code). The agent
+// documents them in the README's HTTP API section.
+const (
+	CodeBadRequest          = "bad_request"
+	CodeNotFound            = "not_found" // no such route
+	CodeServiceNotFound     = "service_not_found"
+	CodeNoSuchPort          = "no_such_port"
+	CodeNoEndpoints         = "no_endpoints"
+	CodeNotSynced           = "not_synced"
+	CodeMethodNotAllowed    = "method_not_allowed"
+	CodeBodyNotAllowed      = "body_not_allowed"
+	CodeTooManyWatchStreams = "too_many_watch_streams"
+	CodeUnavailable         = "unavailable"
+	CodeError               = "error"
+)
+
+// errorOfCode is the sentinel each code means; codes without one (a route
+// or method this agent does not have, an internal error) are APIErrors
+// only.
+var errorOfCode = map[string]error{
+	CodeServiceNotFound:     ErrServiceNotFound,
+	CodeNoEndpoints:         ErrNoEndpoints,
+	CodeNoSuchPort:          ErrNoSuchPort,
+	CodeNotSynced:           ErrNotSynced,
+	CodeTooManyWatchStreams: ErrOverloaded,
+	CodeUnavailable:         ErrUnavailable,
+	CodeBadRequest:          ErrBadRequest,
+}
+
+// APIError is an error answer of the agent: its status, its
+// machine-readable code and its message. errors.Is matches it against the
+// sentinel its code stands for (ErrServiceNotFound, ErrNoEndpoints,
+// ErrNoSuchPort, ErrNotSynced, ErrOverloaded, ErrUnavailable,
+// ErrBadRequest); a 503 whose code this client does not know matches
+// ErrUnavailable.
 type APIError struct {
 	// StatusCode is the HTTP status of the answer.
 	StatusCode int
-	// Message is the agent's error message.
+	// Code is the agent's error code (one of the Code constants; empty
+	// when the answer had none, e.g. from a proxy in between).
+	Code string
+	// Message is the agent's error message, for people.
 	Message string
-	kind    error
+	// RetryAfter is the answer's Retry-After (the agent sends one with
+	// every 503); 0 when it had none.
+	RetryAfter time.Duration
+	kind       error
 }
 
 // Error implements error.
 func (e *APIError) Error() string {
-	return fmt.Sprintf("kubedisco: agent answered %d: %s", e.StatusCode, e.Message)
+	if e.Code == "" {
+		return fmt.Sprintf("kubedisco: agent answered %d: %s", e.StatusCode, e.Message)
+	}
+	return fmt.Sprintf("kubedisco: agent answered %d %s: %s", e.StatusCode, e.Code, e.Message)
 }
 
 // Unwrap returns the sentinel error the answer means, if any.
@@ -212,8 +268,9 @@ func (c *Client) Service(ctx context.Context, namespace, name string) (*Service,
 
 // Pick returns one address ("ip:port", brackets around IPv6) of service's
 // port called port, chosen by the agent's smooth weighted round-robin. An
-// empty port means the Service's only port. Errors wrap ErrServiceNotFound,
-// ErrNoEndpoints or ErrNoSuchPort when that is what went wrong.
+// empty port means the Service's only port. Errors from the agent are
+// *APIError and wrap the sentinel of their code (ErrServiceNotFound,
+// ErrNoEndpoints, ErrNoSuchPort, ErrNotSynced, ErrOverloaded, ...).
 func (c *Client) Pick(ctx context.Context, service, port string) (string, error) {
 	name, err := ParseServiceName(service)
 	if err != nil {
@@ -261,11 +318,13 @@ func (c *Client) get(ctx context.Context, path string, out any) error {
 	return nil
 }
 
-// readAPIError turns a non-200 answer into an *APIError.
+// readAPIError turns a non-200 answer into an *APIError, by the code the
+// agent puts in every error answer.
 func readAPIError(resp *http.Response) error {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	var answer struct {
 		Error string `json:"error"`
+		Code  string `json:"code"`
 	}
 	msg := strings.TrimSpace(string(body))
 	if json.Unmarshal(body, &answer) == nil && answer.Error != "" {
@@ -274,19 +333,14 @@ func readAPIError(resp *http.Response) error {
 	if msg == "" {
 		msg = http.StatusText(resp.StatusCode)
 	}
-	e := &APIError{StatusCode: resp.StatusCode, Message: msg}
-	// The agent's errors carry no machine-readable code; these are the
-	// statuses (and, where one status has two meanings, the messages) it
-	// documents.
-	switch {
-	case resp.StatusCode == http.StatusNotFound && !strings.HasPrefix(msg, "no such route"):
-		e.kind = ErrServiceNotFound
-	case resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(msg, "sync"):
-		e.kind = ErrNotSynced
-	case resp.StatusCode == http.StatusServiceUnavailable:
-		e.kind = ErrNoEndpoints
-	case resp.StatusCode == http.StatusBadRequest && strings.Contains(msg, "port"):
-		e.kind = ErrNoSuchPort
+	e := &APIError{StatusCode: resp.StatusCode, Code: answer.Code, Message: msg, kind: errorOfCode[answer.Code]}
+	if e.kind == nil && resp.StatusCode == http.StatusServiceUnavailable {
+		// 503 means "try again later" whatever the code: a newer agent's
+		// code, or none from a proxy in between.
+		e.kind = ErrUnavailable
+	}
+	if seconds, err := strconv.Atoi(strings.TrimSpace(resp.Header.Get("Retry-After"))); err == nil && seconds > 0 {
+		e.RetryAfter = time.Duration(seconds) * time.Second
 	}
 	return e
 }

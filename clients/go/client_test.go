@@ -32,12 +32,32 @@ func TestParseServiceName(t *testing.T) {
 			t.Errorf("ParseServiceName(%q) = %v, want an error", in, got)
 		}
 	}
-	for host, want := range map[string]bool{
-		"orders.shop": true, "orders.shop.svc.cluster.local": true, "example.com": true,
-		"localhost": false, "127.0.0.1": false, "::1": false, "[::1]": false, "www.example.com": false,
+}
+
+func TestServiceHostMatchers(t *testing.T) {
+	inShop := kubedisco.MatchNamespaces("shop")
+	for host, want := range map[string][2]bool{ // IsServiceHost, MatchNamespaces("shop")
+		"orders.shop.svc":                {true, true},
+		"orders.shop.svc.":               {true, true},
+		"orders.shop.svc.cluster.local":  {true, true},
+		"orders.other.svc.cluster.local": {true, true},
+		"orders.shop":                    {false, true},
+		"orders.other":                   {false, false},
+		"example.com":                    {false, false},
+		"www.example.com":                {false, false},
+		"orders.shop.cluster.local":      {false, false},
+		"localhost":                      {false, false},
+		"127.0.0.1":                      {false, false},
+		"::1":                            {false, false},
+		"[::1]":                          {false, false},
+		"Orders.shop.svc":                {false, false},
+		"":                               {false, false},
 	} {
-		if got := kubedisco.IsServiceHost(host); got != want {
-			t.Errorf("IsServiceHost(%q) = %t, want %t", host, got, want)
+		if got := kubedisco.IsServiceHost(host); got != want[0] {
+			t.Errorf("IsServiceHost(%q) = %t, want %t", host, got, want[0])
+		}
+		if got := inShop(host); got != want[1] {
+			t.Errorf("MatchNamespaces(shop)(%q) = %t, want %t", host, got, want[1])
 		}
 	}
 }
@@ -111,13 +131,13 @@ func TestLookupAndPick(t *testing.T) {
 	c := fakeAPI(t, map[string]string{
 		"/v1/services/shop/orders":       "200 " + ordersJSON,
 		"/v1/services/shop/empty":        `200 {"namespace":"shop","name":"empty","exists":true,"revision":3,"ports":[],"endpoints":[]}`,
-		"/v1/services/shop/gone":         `404 {"error":"service shop/gone is not served","exists":false}`,
-		"/v1/services/shop/early":        `503 {"error":"the agent has not completed its first sync yet; retry shortly"}`,
+		"/v1/services/shop/gone":         `404 {"error":"service shop/gone is not served","code":"service_not_found","exists":false}`,
+		"/v1/services/shop/early":        `503 {"error":"the agent has not completed its first sync yet; retry shortly","code":"not_synced"}`,
 		"/v1/services/shop/liar":         `200 {"namespace":"shop","name":"other","exists":true,"endpoints":[]}`,
 		"/v1/pick/shop/orders?port=grpc": `200 {"namespace":"shop","name":"orders","address":"[fd00::2]:9090","ip":"fd00::2","port":9090,"portName":"grpc"}`,
-		"/v1/pick/shop/orders":           `400 {"error":"service shop/orders has several ports; choose one with ?port= (grpc, http)"}`,
-		"/v1/pick/shop/gone?port=grpc":   `404 {"error":"service shop/gone is not served"}`,
-		"/v1/pick/shop/empty?port=grpc":  `503 {"error":"service shop/empty has no usable endpoint for port \"grpc\""}`,
+		"/v1/pick/shop/orders":           `400 {"error":"service shop/orders has several ports; choose one with ?port= (grpc, http)","code":"no_such_port"}`,
+		"/v1/pick/shop/gone?port=grpc":   `404 {"error":"service shop/gone is not served","code":"service_not_found"}`,
+		"/v1/pick/shop/empty?port=grpc":  `503 {"error":"service shop/empty has no usable endpoint for port \"grpc\"","code":"no_endpoints"}`,
 	})
 	ctx := context.Background()
 

@@ -8,9 +8,12 @@ import (
 )
 
 // Transport is an http.RoundTripper that resolves Service hosts
-// ("http://orders.shop/...") per request: each request asks the agent for
-// one endpoint (its weighted pick) and is sent there by Base. Requests to
-// other hosts go to Base unchanged.
+// ("http://orders.shop.svc/...", "http://orders.shop.svc.cluster.local/...")
+// per request: each request asks the agent for one endpoint (its weighted
+// pick) and is sent there by Base. Requests to other hosts, "example.com"
+// or a two-label "orders.shop" among them, go to Base unchanged, so a zero
+// Transport can serve as an http.Client's only transport. Match (e.g.
+// MatchNamespaces("shop")) takes more names for Services.
 //
 // The request's Host header stays the Service name. The port comes from
 // Port, not from the URL (a URL port is ignored for Service hosts). For
@@ -24,7 +27,8 @@ type Transport struct {
 	// Port is the name of the Service port to use; empty means the
 	// Service's only port.
 	Port string
-	// Match says which hosts are Services; IsServiceHost when nil.
+	// Match says which hosts are Services; IsServiceHost (names with
+	// .svc) when nil.
 	Match func(host string) bool
 }
 
@@ -56,9 +60,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return nil, err
 }
 
-// Dialer dials Service addresses ("orders.shop:http", or "orders.shop:80"
-// from an http.Transport) at one endpoint the agent picks, per dial; other
-// addresses are dialed as they are. Use its DialContext in an
+// Dialer dials Service addresses ("orders.shop.svc:http", or
+// "orders.shop.svc:80" from an http.Transport) at one endpoint the agent
+// picks, per dial; other addresses ("example.com:443", "orders.shop:80"
+// unless Match takes it) are dialed as they are. Use its DialContext in an
 // http.Transport, a database driver, or anything else that dials.
 //
 // The port is the address's port when it is a name; otherwise Port (a
@@ -72,7 +77,8 @@ type Dialer struct {
 	Port string
 	// Dialer makes the connections; a zero net.Dialer when nil.
 	Dialer *net.Dialer
-	// Match says which hosts are Services; IsServiceHost when nil.
+	// Match says which hosts are Services; IsServiceHost (names with
+	// .svc) when nil.
 	Match func(host string) bool
 }
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -105,15 +106,16 @@ func TestHelpersAgainstTheAgent(t *testing.T) {
 		t.Errorf("kubedisco.Lookup: %v, %v", eps, err)
 	}
 
-	// Transport: every request is resolved; the agent's round-robin is
-	// exact, so 400 requests split 100 / 300.
+	// Transport: every request to a .svc name is resolved; the agent's
+	// round-robin is exact, so 400 requests split 100 / 300.
 	light.hits.Store(0)
 	heavy.hits.Store(0)
 	client := &http.Client{Transport: &kubedisco.Transport{Client: c, Port: "http"}}
-	for range 400 {
-		body := get(t, client, "http://web.e2e/hello")
-		if !strings.HasSuffix(body, " web.e2e") {
-			t.Fatalf("backend saw Host %q, want web.e2e", body)
+	for i := range 400 {
+		host := []string{"web.e2e.svc", "web.e2e.svc.cluster.local"}[i%2]
+		body := get(t, client, "http://"+host+"/hello")
+		if !strings.HasSuffix(body, " "+host) {
+			t.Fatalf("backend saw Host %q, want %s", body, host)
 		}
 	}
 	if light.hits.Load() != 100 || heavy.hits.Load() != 300 {
@@ -123,13 +125,30 @@ func TestHelpersAgainstTheAgent(t *testing.T) {
 	if body := get(t, client, "http://"+light.addr+"/"); !strings.HasPrefix(body, light.addr) {
 		t.Errorf("Transport to an address: %q", body)
 	}
-	if _, err := client.Get("http://missing.e2e/"); !errors.Is(err, kubedisco.ErrServiceNotFound) {
+	if _, err := client.Get("http://missing.e2e.svc/"); !errors.Is(err, kubedisco.ErrServiceNotFound) {
 		t.Errorf("Transport to a missing Service: %v", err)
+	}
+	// A short name is an ordinary host by default (Base gets it as it is;
+	// this Base answers itself, so nothing asks the machine's DNS), and a
+	// Service with MatchNamespaces.
+	var passedOn []string
+	answering := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		passedOn = append(passedOn, r.URL.Host)
+		return &http.Response{StatusCode: http.StatusNoContent, Body: http.NoBody, Request: r}, nil
+	})
+	short := &http.Client{Transport: &kubedisco.Transport{Client: c, Port: "http", Base: answering}}
+	if resp, err := short.Get("http://web.e2e:9/"); err != nil || resp.StatusCode != http.StatusNoContent ||
+		len(passedOn) != 1 || passedOn[0] != "web.e2e:9" {
+		t.Errorf("a short name by default: %v, Base got %v; want it passed on unchanged", err, passedOn)
+	}
+	shortNames := &http.Client{Transport: &kubedisco.Transport{Client: c, Port: "http", Match: kubedisco.MatchNamespaces("e2e")}}
+	if body := get(t, shortNames, "http://web.e2e/"); !strings.HasSuffix(body, " web.e2e") {
+		t.Errorf("a short name with MatchNamespaces: %q", body)
 	}
 
 	// Dialer: the port name may come from the address.
 	d := &kubedisco.Dialer{Client: c}
-	conn, err := d.DialContext(ctx, "tcp", "web.e2e:http")
+	conn, err := d.DialContext(ctx, "tcp", "web.e2e.svc:http")
 	if err != nil {
 		t.Fatalf("Dialer: %v", err)
 	}
@@ -138,7 +157,7 @@ func TestHelpersAgainstTheAgent(t *testing.T) {
 	if remote != light.addr && remote != heavy.addr {
 		t.Errorf("Dialer connected to %s", remote)
 	}
-	// ...or from Port, in an http.Transport (which dials "web.e2e:80").
+	// ...or from Port, in an http.Transport (which dials "web.e2e.svc:80").
 	light.hits.Store(0)
 	heavy.hits.Store(0)
 	dialed := &http.Client{Transport: &http.Transport{
@@ -146,9 +165,96 @@ func TestHelpersAgainstTheAgent(t *testing.T) {
 		DisableKeepAlives: true,
 	}}
 	for range 40 {
-		get(t, dialed, "http://web.e2e/")
+		get(t, dialed, "http://web.e2e.svc/")
 	}
 	if light.hits.Load() != 10 || heavy.hits.Load() != 30 {
 		t.Errorf("Dialer in an http.Transport: %d / %d requests, want 10 / 30", light.hits.Load(), heavy.hits.Load())
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// countingAgent is a stand-in agent that counts the requests it gets and
+// refuses them all.
+func countingAgent(t *testing.T) (*kubedisco.Client, *atomic.Int64) {
+	t.Helper()
+	var asked atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprint(w, `{"error":"a stand-in agent","code":"unavailable"}`)
+	}))
+	t.Cleanup(srv.Close)
+	c, err := kubedisco.NewClient(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, &asked
+}
+
+// TestZeroTransportReachesOrdinaryHosts: a zero Transport as an http.Client's
+// only transport sends requests to hosts that are not .svc names, two-label
+// ones like example.com included, to http.DefaultTransport unchanged, and
+// never asks an agent about them.
+func TestZeroTransportReachesOrdinaryHosts(t *testing.T) {
+	web := startWeb(t, "127.0.0.1")
+	client := &http.Client{Transport: &kubedisco.Transport{}}
+	localhost := fmt.Sprintf("localhost:%d", web.port)
+	if body := get(t, client, "http://"+localhost+"/"); body != web.addr+" "+localhost {
+		t.Errorf("GET http://%s/ through a zero Transport: %q", localhost, body)
+	}
+
+	// Names that would need the machine's DNS: http.DefaultTransport is,
+	// for this test, one whose dialer connects every address to the local
+	// server and records what it was asked to dial.
+	var dialed []string
+	saved := http.DefaultTransport
+	t.Cleanup(func() { http.DefaultTransport = saved })
+	http.DefaultTransport = &http.Transport{
+		DialContext: func(ctx context.Context, network, address string) (net.Conn, error) {
+			dialed = append(dialed, address)
+			return (&net.Dialer{}).DialContext(ctx, network, web.addr)
+		},
+		DisableKeepAlives: true,
+	}
+	for _, host := range []string{"example.com", "orders.shop", "www.example.com"} {
+		if body := get(t, client, "http://"+host+"/"); body != web.addr+" "+host {
+			t.Errorf("GET http://%s/ through a zero Transport: %q, want the request as sent", host, body)
+		}
+	}
+	if want := []string{"example.com:80", "orders.shop:80", "www.example.com:80"}; !slices.Equal(dialed, want) {
+		t.Errorf("the default transport dialed %v, want %v", dialed, want)
+	}
+}
+
+// TestDialerDialsOrdinaryHostsAsTheyAre: a Dialer asks the agent only about
+// .svc names; other addresses go to its net.Dialer unchanged.
+func TestDialerDialsOrdinaryHostsAsTheyAre(t *testing.T) {
+	web := startWeb(t, "127.0.0.1")
+	agent, asked := countingAgent(t)
+	d := &kubedisco.Dialer{Client: agent, Dialer: &net.Dialer{Resolver: &net.Resolver{
+		PreferGo: true,
+		// No DNS traffic leaves the test: a name not in /etc/hosts ends here.
+		Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
+			return nil, errors.New("no DNS in this test")
+		},
+	}}}
+	conn, err := d.DialContext(context.Background(), "tcp", fmt.Sprintf("localhost:%d", web.port))
+	if err != nil {
+		t.Fatalf("Dialer to localhost: %v", err)
+	}
+	conn.Close()
+	_, err = d.DialContext(context.Background(), "tcp", "example.com:80")
+	var dnsErr *net.DNSError
+	if !errors.As(err, &dnsErr) || dnsErr.Name != "example.com" {
+		t.Errorf("Dialer to example.com:80: %v, want a lookup of example.com by its net.Dialer", err)
+	}
+	if _, err := d.DialContext(context.Background(), "tcp", "orders.shop.svc:80"); !errors.Is(err, kubedisco.ErrUnavailable) {
+		t.Errorf("Dialer to orders.shop.svc:80: %v, want the stand-in agent's answer", err)
+	}
+	if n := asked.Load(); n != 1 {
+		t.Errorf("the agent was asked %d times, want once (for orders.shop.svc only)", n)
 	}
 }

@@ -2,7 +2,6 @@ package kubedisco
 
 import (
 	"fmt"
-	"net/netip"
 	"strings"
 )
 
@@ -33,17 +32,39 @@ func ParseServiceName(s string) (ServiceName, error) {
 	return ServiceName{Namespace: labels[1], Name: labels[0]}, nil
 }
 
-// IsServiceHost reports whether host (a host name, without port) names a
-// Service in the form ParseServiceName reads. IP addresses and names of any
-// other shape (one label, or three or more without "svc" third) are not.
-// Note that every valid two-label name is taken for a Service: "orders.shop"
-// and "example.com" alike.
+// IsServiceHost reports whether host (a host name, without port) is a
+// cluster DNS name of a Service: <service>.<namespace>.svc, optionally
+// followed by .<cluster-domain> (and a final dot). It is what Transport and
+// Dialer take for Services by default. Two-label names ("orders.shop") are
+// not: they cannot be told from ordinary hosts such as "example.com"; take
+// them with MatchNamespaces. IP addresses never are (none has "svc" as its
+// third label).
 func IsServiceHost(host string) bool {
-	if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+	labels := strings.Split(strings.TrimSuffix(host, "."), ".")
+	if len(labels) < 3 {
 		return false
 	}
 	_, err := ParseServiceName(host)
 	return err == nil
+}
+
+// MatchNamespaces returns a matcher for Transport.Match and Dialer.Match
+// that takes what IsServiceHost takes and, in addition, the short names
+// <service>.<namespace> of Services in the given namespaces ("orders.shop"
+// for MatchNamespaces("shop")). Other two-label names ("example.com") stay
+// ordinary hosts.
+func MatchNamespaces(namespaces ...string) func(host string) bool {
+	listed := make(map[string]bool, len(namespaces))
+	for _, ns := range namespaces {
+		listed[ns] = true
+	}
+	return func(host string) bool {
+		if IsServiceHost(host) {
+			return true
+		}
+		name, err := ParseServiceName(host)
+		return err == nil && listed[name.Namespace]
+	}
 }
 
 func isDNSLabel(s string) bool {

@@ -13,6 +13,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
+use crate::support::agent::{agent_addresses, ips_of};
 use crate::support::cluster::{kubeconfig, repo_root};
 use crate::support::{Agent, TestNamespace, eventually};
 
@@ -202,6 +203,8 @@ async fn schema_rejects_typos_and_bad_values() {
         ("listen.dnsPort=70000", "/listen/dnsPort"),
         ("ttl=soon", "/ttl"),
         ("namespaces={Shop}", "/namespaces/0"),
+        ("snapshot.interval=soon", "/snapshot/interval"),
+        ("snapshot.hostPath=var/lib/kubedisco", "/snapshot/hostPath"),
     ] {
         let out = helm(&["template", "x", &chart(), "--set", set]).await;
         assert!(!out.ok, "--set {set} rendered");
@@ -968,6 +971,245 @@ async fn namespaced_account_sees_only_its_namespaces() {
     for ns in [ns, team_a, team_b, other] {
         ns.delete().await;
     }
+}
+
+// ---------------------------------------------------------------------------
+// Warm start from the chart's snapshot volume
+
+/// The node the rendered pod runs on (its `spec.nodeName`): one of the test
+/// control plane's Nodes.
+const NODE: &str = "node-a";
+
+/// The agent container of a rendering and its pod's volumes: the
+/// DaemonSet's, or the sidecar patch's.
+fn agent_pod(docs: &[Value]) -> (Value, Value) {
+    if let Some(ds) = docs.iter().find(|d| d["kind"] == "DaemonSet") {
+        let pod = &ds["spec"]["template"]["spec"];
+        return (pod["containers"][0].clone(), pod["volumes"].clone());
+    }
+    let patch: Value = serde_saphyr::from_str(&sidecar_patch(docs)).unwrap();
+    let pod = &patch["spec"]["template"]["spec"];
+    (pod["initContainers"][0].clone(), pod["volumes"].clone())
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {value}"))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The agent container's `--snapshot-path`, the volume mounted where it
+/// lies, and that volume's mount path.
+fn snapshot_volume(container: &Value, volumes: &Value) -> (String, Value, String) {
+    let args = strings(&container["args"]);
+    let path = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--snapshot-path="))
+        .unwrap_or_else(|| panic!("no --snapshot-path in {args:?}"))
+        .to_string();
+    let mount = container["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| {
+            m["mountPath"]
+                .as_str()
+                .is_some_and(|dir| path.starts_with(&format!("{dir}/")))
+        })
+        .unwrap_or_else(|| panic!("{path} is on no volume mount: {container}"));
+    let volume = volumes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap_or_else(|| panic!("no volume {} in {volumes}", mount["name"]))
+        .clone();
+    (
+        path,
+        volume,
+        mount["mountPath"].as_str().unwrap().to_string(),
+    )
+}
+
+/// The rendered agent container as a process on this machine, as the
+/// kubelet would start it on [`NODE`]: its arguments and environment with
+/// `$(VAR)` expanded, the snapshot mount at `volume_dir`, and only the
+/// addresses replaced that must be loopback test addresses: the listen
+/// addresses (spawn_process passes the test's own), the upstream and
+/// KUBEDISCO_ADDR. `--link-local-*` set up the node's network, which a test
+/// on this machine must not touch (tests/it/netif.rs covers them in network
+/// namespaces).
+fn as_test_process(
+    container: &Value,
+    mount: &str,
+    volume_dir: &Path,
+    http: std::net::SocketAddr,
+) -> (Vec<String>, Vec<(String, String)>) {
+    let env: Vec<(String, String)> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|var| {
+            let name = var["name"].as_str().unwrap().to_string();
+            let value = match (&var["value"], &var["valueFrom"]["fieldRef"]["fieldPath"]) {
+                _ if name == "KUBEDISCO_ADDR" => format!("http://{http}"),
+                (Value::String(value), _) => value.clone(),
+                (_, field) if field == "spec.nodeName" => NODE.to_string(),
+                _ => panic!("no test value for {var}"),
+            };
+            (name, value)
+        })
+        .collect();
+    let args = strings(&container["args"]);
+    assert_eq!(args[0], "agent", "{args:?}");
+    let args = args[1..]
+        .iter()
+        .filter(|a| {
+            !["--link-local-", "--dns-addr=", "--http-addr="]
+                .iter()
+                .any(|flag| a.starts_with(flag))
+        })
+        .map(|a| {
+            let mut a = a.replace(
+                &format!("={mount}/"),
+                &format!("={}/", volume_dir.display()),
+            );
+            for (name, value) in &env {
+                a = a.replace(&format!("$({name})"), value);
+            }
+            if a.starts_with("--upstream=") {
+                a = "--upstream=127.0.0.1:9".to_string();
+            }
+            a
+        })
+        .collect();
+    (args, env)
+}
+
+fn str_pairs(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+/// A copy of `kubeconfig` whose API server is a loopback port where nothing
+/// listens.
+fn unreachable_kubeconfig(kubeconfig: &Path) -> PathBuf {
+    let mut config = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+    let closed = format!("https://127.0.0.1:{}", crate::support::agent::free_port());
+    for named in &mut config.clusters {
+        named.cluster.as_mut().unwrap().server = Some(closed.clone());
+    }
+    let path = kubeconfig.with_extension("unreachable.kubeconfig");
+    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    path
+}
+
+/// Renders the chart (`extra` picks the mode), runs its agent container
+/// with the chart's own account against the test API server until it
+/// serves a Service, stops it, and starts it again, with the same
+/// arguments, while the API server is out of reach: it must serve the
+/// Service from the snapshot on the chart's volume. Returns that volume.
+async fn agent_restarts_warm_from_the_charts_volume(test: &str, extra: &[&str]) -> Value {
+    let ns = TestNamespace::new(test).await;
+    serve_one_service(&ns, "orders", "10.30.2.5").await;
+    let watched = format!("namespaces={{{}}}", ns.name);
+    let mut values = vec!["--set", watched.as_str()];
+    values.extend_from_slice(extra);
+    let manifest = render(&ns.name, &ns.name, &values).await;
+    dry_run_then_apply(&manifest).await;
+    let (container, volumes) = agent_pod(&documents(&manifest));
+    let (snapshot_path, volume, mount) = snapshot_volume(&container, &volumes);
+
+    let volume_dir = std::env::temp_dir()
+        .join("kubedisco-it")
+        .join(format!("{}-snapshot-volume", ns.name));
+    std::fs::create_dir_all(&volume_dir).unwrap();
+    let snapshot_file = volume_dir.join(Path::new(&snapshot_path).strip_prefix(&mount).unwrap());
+    let (http, dns) = agent_addresses();
+    let (args, env) = as_test_process(&container, &mount, &volume_dir, http);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let token = token_kubeconfig(&ns.name, &format!("{}-kubedisco", ns.name)).await;
+    let unreachable = unreachable_kubeconfig(&token);
+    let env_with = |kubeconfig: &Path| {
+        let mut env = env.clone();
+        env.push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
+        env
+    };
+    let (live_env, cut_off_env) = (env_with(&token), env_with(&unreachable));
+
+    let first = Agent::spawn_on(http, dns, &args, &str_pairs(&live_env));
+    first.wait_ready().await;
+    eventually("orders served by the chart's agent", || async {
+        match first.endpoint_ips(&ns.name, "orders").await {
+            Ok(ips) if ips == ["10.30.2.5"] => Ok(()),
+            other => Err(format!("{other:?}; log:\n{}", first.log_tail())),
+        }
+    })
+    .await;
+    let status = first.terminate();
+    assert!(status.success(), "the first agent exited with {status}");
+    assert!(
+        snapshot_file.exists(),
+        "no snapshot at {} (--snapshot-path={snapshot_path})",
+        snapshot_file.display()
+    );
+
+    let second = Agent::spawn_on(http, dns, &args, &str_pairs(&cut_off_env));
+    let body = eventually("orders from the snapshot", || async {
+        match second.service(&ns.name, "orders").await {
+            Ok(body) if ips_of(&body) == ["10.30.2.5"] => Ok(body),
+            other => Err(format!("{other:?}; log:\n{}", second.log_tail())),
+        }
+    })
+    .await;
+    assert_eq!(body["stale"], true, "{body}");
+    let reason = body["staleReason"].as_str().unwrap_or_default();
+    assert!(reason.contains("serving the snapshot of"), "{body}");
+    let (status, ready) = second.get("/readyz").await.unwrap();
+    assert_eq!(status, 200, "ready from the snapshot: {ready}");
+    // Nothing came from the API server: the source is still failing.
+    assert!(
+        !second
+            .log()
+            .contains("the snapshot is replaced by live data"),
+        "{}",
+        second.log_tail()
+    );
+
+    drop(second);
+    delete_rendered(&manifest).await;
+    ns.delete().await;
+    let _ = std::fs::remove_dir_all(&volume_dir);
+    for path in [token, unreachable] {
+        let _ = std::fs::remove_file(path);
+    }
+    volume
+}
+
+#[tokio::test]
+async fn daemonset_agent_restarts_warm_from_its_host_path_snapshot() {
+    let volume = agent_restarts_warm_from_the_charts_volume("chart-warm-ds", &[]).await;
+    // On the node, so that it outlives the pod.
+    let host_path = &volume["hostPath"];
+    assert_eq!(host_path["type"], "DirectoryOrCreate", "{volume}");
+    let path = host_path["path"].as_str().unwrap_or_default();
+    assert!(
+        path == "/var/lib/kubedisco" || path.starts_with("/var/lib/kubedisco/"),
+        "{volume}"
+    );
+}
+
+#[tokio::test]
+async fn sidecar_agent_restarts_warm_from_its_empty_dir_snapshot() {
+    let volume =
+        agent_restarts_warm_from_the_charts_volume("chart-warm-sc", &["--set", "mode=sidecar"])
+            .await;
+    assert!(volume["emptyDir"].is_object(), "{volume}");
 }
 
 // ---------------------------------------------------------------------------

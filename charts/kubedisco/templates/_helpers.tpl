@@ -117,11 +117,33 @@ comes from the downward API.
 {{- if .Values.weights.fromPodLabels }}
 - --pod-weights
 {{- end }}
+{{- if .Values.snapshot.enabled }}
+- --snapshot-path={{ include "kubedisco.snapshotDir" . }}/{{ .Release.Namespace }}.{{ include "kubedisco.fullname" . }}.snapshot
+- --snapshot-interval={{ .Values.snapshot.interval }}
+- --snapshot-max-age={{ .Values.snapshot.maxAge }}
+{{- end }}
 - --log-format={{ .Values.logFormat }}
 - --log-level={{ .Values.logLevel }}
 {{- with .Values.extraArgs }}
 {{ toYaml . }}
 {{- end }}
+{{- end }}
+
+{{/*
+Warm start: where the agent's container keeps its snapshot (a hostPath in
+DaemonSet mode, an emptyDir in the sidecar), and the volume's name.
+*/}}
+{{- define "kubedisco.snapshotDir" -}}
+/var/lib/kubedisco
+{{- end }}
+
+{{- define "kubedisco.snapshotVolume" -}}
+{{- if eq .Values.mode "sidecar" }}{{ .Values.sidecar.containerName }}-snapshot{{ else }}snapshot{{ end }}
+{{- end }}
+
+{{- define "kubedisco.snapshotMounts" -}}
+- name: {{ include "kubedisco.snapshotVolume" . }}
+  mountPath: {{ include "kubedisco.snapshotDir" . }}
 {{- end }}
 
 {{- define "kubedisco.env" -}}
@@ -203,6 +225,12 @@ securityContext:
     - name: net.ipv4.ip_unprivileged_port_start
       value: {{ .Values.listen.dnsPort | quote }}
 {{- end }}
+{{- if .Values.snapshot.enabled }}
+volumes:
+  # Outlives a restart of the agent's container, not the pod.
+  - name: {{ include "kubedisco.snapshotVolume" . }}
+    emptyDir: {}
+{{- end }}
 initContainers:
   - name: {{ .Values.sidecar.containerName }}
     image: {{ include "kubedisco.image" . | quote }}
@@ -214,6 +242,10 @@ initContainers:
       {{- include "kubedisco.args" . | nindent 6 }}
     env:
       {{- include "kubedisco.env" . | nindent 6 }}
+    {{- if .Values.snapshot.enabled }}
+    volumeMounts:
+      {{- include "kubedisco.snapshotMounts" . | nindent 6 }}
+    {{- end }}
     # The app starts once the agent is ready: synced, so its first DNS
     # answer is a real one. Kubelet probes cannot reach 127.0.0.1 inside
     # the pod, hence exec.

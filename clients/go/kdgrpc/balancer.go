@@ -25,8 +25,8 @@ import (
 // weight, evenly interleaved), using the weight and priority that the
 // resolver attached to each endpoint (EndpointInfo).
 //
-// Priority tiers and spill-over, with t = panicThreshold/100 (0.5 by
-// default). For each tier, in ascending priority: a = READY weight / total
+// Priority tiers and spill-over, with t = panicThreshold (0.5 by default,
+// as the agent's --panic-threshold). For each tier, in ascending priority: a = READY weight / total
 // weight of the tier; health h = 0 if nothing is READY, 1 if a >= t, else
 // a/t; the tier's load is min(h, what earlier tiers left over). Loads that
 // add up to less than 1 are scaled up to 1. Inside a tier, READY endpoints
@@ -54,14 +54,15 @@ const DefaultWeight = 100
 
 // LBConfig is the balancer's configuration in a service config:
 //
-//	{"loadBalancingConfig":[{"kubedisco_weighted":{"panicThreshold":50}}]}
+//	{"loadBalancingConfig":[{"kubedisco_weighted":{"panicThreshold":0.5}}]}
 type LBConfig struct {
 	serviceconfig.LoadBalancingConfig `json:"-"`
 
-	// PanicThreshold is the READY share (percent of the tier's weight) at
-	// or above which a tier takes all of its traffic; below it, the missing
-	// part spills over to the next tier (see Name). 0 to 100; default 50,
-	// as the agent's.
+	// PanicThreshold is the READY share of a tier's weight, a fraction
+	// from 0 to 1, at or above which the tier takes all of its traffic;
+	// below it, the missing part spills over to the next tier (see Name).
+	// Default 0.5. The same unit and default as the agent's
+	// --panic-threshold; 0 is strict failover.
 	PanicThreshold *float64 `json:"panicThreshold,omitempty"`
 }
 
@@ -83,8 +84,8 @@ func (balancerBuilder) ParseConfig(raw json.RawMessage) (serviceconfig.LoadBalan
 			return nil, fmt.Errorf("%s: invalid config %s: %w", Name, raw, err)
 		}
 	}
-	if t := cfg.PanicThreshold; t != nil && !(*t >= 0 && *t <= 100) {
-		return nil, fmt.Errorf("%s: panicThreshold %v is not a percentage (0 to 100)", Name, *t)
+	if t := cfg.PanicThreshold; t != nil && !(*t >= 0 && *t <= 1) {
+		return nil, fmt.Errorf("%s: panicThreshold %v is not a fraction from 0 to 1 (0.5: half the tier's weight READY), the unit of the agent's --panic-threshold", Name, *t)
 	}
 	return cfg, nil
 }
@@ -105,7 +106,7 @@ type weightedBalancer struct {
 func (b *weightedBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
 	threshold := wrr.DefaultThreshold
 	if cfg, ok := s.BalancerConfig.(*LBConfig); ok && cfg.PanicThreshold != nil {
-		threshold = *cfg.PanicThreshold / 100
+		threshold = *cfg.PanicThreshold
 	}
 	reason := emptyReason(s.ResolverState)
 	b.mu.Lock()

@@ -115,6 +115,26 @@ func TestBalancerTiersAndSpillOver(t *testing.T) {
 		t.Fatalf("panicThreshold 0: counts %v, %d failures", counts, failures)
 	}
 
+	// The threshold is a fraction, as the agent's --panic-threshold: at
+	// 0.25 a quarter READY is healthy (all traffic stays), at 1 only a
+	// fully READY tier is (h = 0.25: a quarter stays, three quarters spill).
+	for _, c := range []struct {
+		threshold string
+		nearShare float64
+	}{{"0.25", 1}, {"1", 0.25}} {
+		cfg := `{"loadBalancingConfig":[{"kubedisco_weighted":{"panicThreshold":` + c.threshold + `}}]}`
+		tuned, _ := manualConn(t, quarter, cfg)
+		waitServed(t, tuned, 10*time.Second, near.Addr)
+		if c.nearShare < 1 {
+			waitServed(t, tuned, 10*time.Second, far.Addr)
+		}
+		counts, failures, _ = rpcs(t, tuned, n, 4)
+		if failures != 0 || math.Abs(share(counts, near.Addr, n)-c.nearShare) > 0.02 {
+			t.Fatalf("panicThreshold %s, a quarter READY: counts %v, %d failures; want %.0f%% to tier 0",
+				c.threshold, counts, failures, 100*c.nearShare)
+		}
+	}
+
 	// The preferred tier's server dies: everything spills over.
 	near.srv.Stop()
 	waitServed(t, conn, 10*time.Second, far.Addr)
@@ -179,12 +199,25 @@ func TestBalancerSaysWhyThereAreNoEndpoints(t *testing.T) {
 
 func TestBalancerConfig(t *testing.T) {
 	bb := balancerBuilder{}
-	for _, raw := range []string{``, `{}`, `{"panicThreshold":0}`, `{"panicThreshold":100}`, `{"panicThreshold":37.5}`} {
-		if _, err := bb.ParseConfig([]byte(raw)); err != nil {
-			t.Errorf("ParseConfig(%s): %v", raw, err)
+	for raw, want := range map[string]float64{`{"panicThreshold":0}`: 0, `{"panicThreshold":1}`: 1, `{"panicThreshold":0.375}`: 0.375} {
+		cfg, err := bb.ParseConfig([]byte(raw))
+		if err != nil || *cfg.(*LBConfig).PanicThreshold != want {
+			t.Errorf("ParseConfig(%s) = %v, %v; want panicThreshold %v", raw, cfg, err, want)
 		}
 	}
-	for _, raw := range []string{`{"panicThreshold":-1}`, `{"panicThreshold":101}`, `{"panicThreshold":"50"}`, `[]`} {
+	for _, raw := range []string{``, `{}`} {
+		if cfg, err := bb.ParseConfig([]byte(raw)); err != nil || cfg.(*LBConfig).PanicThreshold != nil {
+			t.Errorf("ParseConfig(%s) = %v, %v; want the default", raw, cfg, err)
+		}
+	}
+	// Percentages (the unit of earlier versions) are refused, not read as
+	// fractions above 1.
+	for _, raw := range []string{`{"panicThreshold":50}`, `{"panicThreshold":1.01}`, `{"panicThreshold":-0.1}`} {
+		if _, err := bb.ParseConfig([]byte(raw)); err == nil || !strings.Contains(err.Error(), "fraction from 0 to 1") {
+			t.Errorf("ParseConfig(%s): %v, want an error naming the unit", raw, err)
+		}
+	}
+	for _, raw := range []string{`{"panicThreshold":"0.5"}`, `[]`} {
 		if _, err := bb.ParseConfig([]byte(raw)); err == nil {
 			t.Errorf("ParseConfig(%s): want an error", raw)
 		}

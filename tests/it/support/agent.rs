@@ -94,6 +94,17 @@ impl Agent {
     /// defaults, e.g. another `KUBECONFIG`).
     pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Agent {
         let (http, dns) = agent_addresses();
+        Agent::spawn_on(http, dns, args, env)
+    }
+
+    /// As [`Agent::spawn_with_env`], on addresses the test chose (from
+    /// [`agent_addresses`]), e.g. to start an agent again as it was.
+    pub fn spawn_on(
+        http: SocketAddr,
+        dns: SocketAddr,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
         let log_dir = std::env::temp_dir().join("kubedisco-it");
         std::fs::create_dir_all(&log_dir).unwrap();
         let log_path = log_dir.join(format!("agent-{}-{}.log", http.ip(), http.port()));

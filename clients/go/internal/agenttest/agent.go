@@ -136,7 +136,8 @@ func agentAddresses(t testing.TB) (httpAddr, dnsAddr string) {
 // Agent is a real kubedisco agent serving the manifests in Dir.
 type Agent struct {
 	t testing.TB
-	// Dir is the manifest directory the agent reads (--source).
+	// Dir is the manifest directory the agent reads (--source); empty for
+	// StartUnsyncedAgent.
 	Dir string
 	// HTTPAddr is the agent's HTTP address (host:port).
 	HTTPAddr string
@@ -144,9 +145,12 @@ type Agent struct {
 	Client *kubedisco.Client
 
 	args []string
-	log  *os.File
-	cmd  *exec.Cmd
-	done chan struct{}
+	env  []string
+	// readyPath answers 200 once the agent is up as the test wants it.
+	readyPath string
+	log       *os.File
+	cmd       *exec.Cmd
+	done      chan struct{}
 }
 
 // StartAgent starts an agent on free loopback ports, serving an empty
@@ -154,8 +158,37 @@ type Agent struct {
 // It waits until the agent is ready, and stops it when the test ends.
 func StartAgent(t testing.TB, extra ...string) *Agent {
 	t.Helper()
-	bin := Binary(t)
 	dir := t.TempDir()
+	source := []string{"--source", dir, "--manifest-poll-interval", "100ms"}
+	a := startAgent(t, source, nil, "/readyz", extra)
+	a.Dir = dir
+	return a
+}
+
+// StartUnsyncedAgent starts an agent that never completes its first sync:
+// its Kubernetes source's kubeconfig points at a loopback port where
+// nothing listens. It waits until the agent is alive (/healthz), and stops
+// it when the test ends.
+func StartUnsyncedAgent(t testing.TB, extra ...string) *Agent {
+	t.Helper()
+	closed := FreePort(t, "127.0.0.1")
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	config := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: closed, cluster: {server: "https://127.0.0.1:%d", insecure-skip-tls-verify: true}}]
+users: [{name: nobody, user: {token: none}}]
+contexts: [{name: closed, context: {cluster: closed, user: nobody}}]
+current-context: closed
+`, closed)
+	if err := os.WriteFile(kubeconfig, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return startAgent(t, []string{"--source", "kubernetes"}, []string{"KUBECONFIG=" + kubeconfig}, "/healthz", extra)
+}
+
+func startAgent(t testing.TB, source, env []string, readyPath string, extra []string) *Agent {
+	t.Helper()
+	bin := Binary(t)
 	httpAddr, dnsAddr := agentAddresses(t)
 	log, err := os.CreateTemp(t.TempDir(), "agent-*.log")
 	if err != nil {
@@ -165,19 +198,16 @@ func StartAgent(t testing.TB, extra ...string) *Agent {
 	if err != nil {
 		t.Fatal(err)
 	}
+	args := append([]string{bin, "agent"}, source...)
+	args = append(args, "--http-addr", httpAddr, "--dns-addr", dnsAddr, "--shutdown-grace", "2s")
 	a := &Agent{
-		t:        t,
-		Dir:      dir,
-		HTTPAddr: httpAddr,
-		Client:   client,
-		log:      log,
-		args: append([]string{bin, "agent",
-			"--source", dir,
-			"--http-addr", httpAddr,
-			"--dns-addr", dnsAddr,
-			"--manifest-poll-interval", "100ms",
-			"--shutdown-grace", "2s",
-		}, extra...),
+		t:         t,
+		HTTPAddr:  httpAddr,
+		Client:    client,
+		log:       log,
+		args:      append(args, extra...),
+		env:       env,
+		readyPath: readyPath,
 	}
 	t.Cleanup(func() {
 		a.Stop()
@@ -191,12 +221,13 @@ func StartAgent(t testing.TB, extra ...string) *Agent {
 	return a
 }
 
-// Start starts the agent process (again) and waits until it is ready.
+// Start starts the agent process (again) and waits until it is ready (or,
+// for StartUnsyncedAgent, alive).
 func (a *Agent) Start() {
 	a.t.Helper()
 	cmd := exec.Command(a.args[0], a.args[1:]...)
 	cmd.Stdout, cmd.Stderr = a.log, a.log
-	cmd.Env = append(os.Environ(), "RUST_LOG=info")
+	cmd.Env = append(append(os.Environ(), "RUST_LOG=info"), a.env...)
 	if err := cmd.Start(); err != nil {
 		a.t.Fatalf("start agent: %v", err)
 	}
@@ -213,7 +244,7 @@ func (a *Agent) Start() {
 			a.t.Fatalf("agent exited during start-up: %v", cmd.ProcessState)
 		default:
 		}
-		resp, err := http.Get("http://" + a.HTTPAddr + "/readyz")
+		resp, err := http.Get("http://" + a.HTTPAddr + a.readyPath)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -221,7 +252,7 @@ func (a *Agent) Start() {
 			}
 		}
 		if time.Now().After(deadline) {
-			a.t.Fatalf("agent not ready after 30s (last: %v)", err)
+			a.t.Fatalf("agent: %s not 200 after 30s (last: %v)", a.readyPath, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
