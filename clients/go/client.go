@@ -41,8 +41,9 @@ var (
 	// shortly. Code not_synced.
 	ErrNotSynced = errors.New("agent has not synced yet")
 	// ErrOverloaded: the agent is at one of its limits (code
-	// too_many_watch_streams: --max-watch-streams) and refused the request;
-	// retry later, with backoff.
+	// too_many_watch_streams: --max-watch-streams; too_many_connections:
+	// --http-max-connections) and refused the request; retry later, with
+	// backoff.
 	ErrOverloaded = errors.New("agent is overloaded")
 	// ErrUnavailable: the agent cannot answer now for another reason (code
 	// unavailable, or a 503 with a code this client does not know); retry
@@ -65,6 +66,7 @@ const (
 	CodeMethodNotAllowed    = "method_not_allowed"
 	CodeBodyNotAllowed      = "body_not_allowed"
 	CodeTooManyWatchStreams = "too_many_watch_streams"
+	CodeTooManyConnections  = "too_many_connections"
 	CodeUnavailable         = "unavailable"
 	CodeError               = "error"
 )
@@ -78,6 +80,7 @@ var errorOfCode = map[string]error{
 	CodeNoSuchPort:          ErrNoSuchPort,
 	CodeNotSynced:           ErrNotSynced,
 	CodeTooManyWatchStreams: ErrOverloaded,
+	CodeTooManyConnections:  ErrOverloaded,
 	CodeUnavailable:         ErrUnavailable,
 	CodeBadRequest:          ErrBadRequest,
 }

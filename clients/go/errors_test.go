@@ -77,6 +77,7 @@ func TestErrorCodes(t *testing.T) {
 		// A 503 whose message names no sync and no endpoints: an overload,
 		// not "no usable endpoints" (which status guessing made of it).
 		{503, `{"error":"too many watch streams (1024 open); retry later","code":"too_many_watch_streams"}`, kubedisco.CodeTooManyWatchStreams, kubedisco.ErrOverloaded},
+		{503, `{"error":"too many connections to the agent; retry shortly","code":"too_many_connections"}`, kubedisco.CodeTooManyConnections, kubedisco.ErrOverloaded},
 		{503, `{"error":"shutting down","code":"unavailable"}`, kubedisco.CodeUnavailable, kubedisco.ErrUnavailable},
 		{503, `{"error":"a limit of a newer agent","code":"too_many_something"}`, "too_many_something", kubedisco.ErrUnavailable},
 		{503, `<html>proxy says no</html>`, "", kubedisco.ErrUnavailable},
