@@ -584,10 +584,17 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .ok_or_else(|| std::io::Error::other("the snapshot path names no file"))?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
-    tmp_name.push(format!(".tmp{}", std::process::id()));
+    // Unique per write, not per process: during a rolling update the old
+    // and the new agent pod both run as PID 1 and share the hostPath, and
+    // two writers on one temporary file could rename a mix of both.
+    tmp_name.push(format!(
+        ".tmp{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     let tmp = dir.join(tmp_name);
     let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
+        let mut file = std::fs::File::create_new(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);

@@ -29,15 +29,17 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+mod close;
+mod metrics;
+
+pub use close::close_gently;
+use close::discard_ready;
+pub use metrics::{CloseLabels, CloseReason, LimiterMetrics, LimiterNames};
 
 /// How long a queued connection may wait for a slot.
 pub const SLOT_WAIT: Duration = Duration::from_secs(2);
@@ -46,114 +48,6 @@ pub const EVICTION_GRACE: Duration = Duration::from_secs(1);
 /// How long a refused connection is given to send its request (which is
 /// then answered), and how long a gentle close reads what still arrives.
 pub const REFUSE_WAIT: Duration = Duration::from_secs(1);
-/// How much a gentle close reads (and discards) at most.
-const LINGER_BYTES: usize = 64 << 10;
-
-/// Why a connection closed: one label value per path, so an operator can
-/// tell a client that left from one the agent turned away.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EncodeLabelValue)]
-#[allow(non_camel_case_types)] // label values, as Prometheus shows them
-pub enum CloseReason {
-    /// The client closed it (or reset it).
-    client,
-    /// No query or request within the idle timeout.
-    idle_timeout,
-    /// A query or request head did not arrive whole in time.
-    read_timeout,
-    /// Closed while idle to make room for a new connection at the cap.
-    evicted,
-    /// Refused: the cap was reached and the queue was full.
-    refused_queue_full,
-    /// Refused: no slot came free within [`SLOT_WAIT`].
-    refused_wait_timeout,
-    /// The agent is shutting down (lame duck).
-    shutdown,
-    /// A protocol error (bad framing, oversized head) or a broken socket.
-    error,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct CloseLabels {
-    pub reason: CloseReason,
-}
-
-/// What a [`Limiter`] reports.
-#[derive(Clone, Debug, Default)]
-pub struct LimiterMetrics {
-    /// Connections accepted from the listener.
-    pub accepted: Counter,
-    /// Connections holding a slot now.
-    pub open: Gauge,
-    /// Connections queued for a slot now.
-    pub waiting: Gauge,
-    /// Idle connections told to close to make room.
-    pub evictions: Counter,
-    /// Connections refused (queue full or no slot in time).
-    pub refused: Counter,
-    /// Closed connections by reason.
-    pub closed: Family<CloseLabels, Counter>,
-}
-
-impl LimiterMetrics {
-    /// Registers the series as `{prefix}_{accepted,…}`, `what` naming the
-    /// connections in the help texts and `cap_flag` the flag of their cap.
-    pub fn register(
-        registry: &mut prometheus_client::registry::Registry,
-        names: &LimiterNames,
-    ) -> Self {
-        let LimiterNames { what, cap_flag, .. } = names;
-        let metrics = Self::default();
-        registry.register(
-            names.accepted,
-            format!("{what} connections accepted (then served, or refused at {cap_flag})"),
-            metrics.accepted.clone(),
-        );
-        registry.register(
-            names.open,
-            format!("Open {what} connections"),
-            metrics.open.clone(),
-        );
-        registry.register(
-            names.waiting,
-            format!("New {what} connections queued for a slot at {cap_flag}"),
-            metrics.waiting.clone(),
-        );
-        registry.register(
-            names.evicted,
-            format!("Idle {what} connections closed to make room for a new one at {cap_flag}"),
-            metrics.evictions.clone(),
-        );
-        registry.register(
-            names.rejected,
-            format!(
-                "{what} connections refused with an answer at {cap_flag} (queue full, or no slot in time)"
-            ),
-            metrics.refused.clone(),
-        );
-        registry.register(
-            names.closed,
-            format!("{what} connections closed, by reason"),
-            metrics.closed.clone(),
-        );
-        metrics
-    }
-
-    fn closed(&self, reason: CloseReason) {
-        self.closed.get_or_create(&CloseLabels { reason }).inc();
-    }
-}
-
-/// The series names of one front end's [`LimiterMetrics`].
-pub struct LimiterNames {
-    pub what: &'static str,
-    pub cap_flag: &'static str,
-    pub accepted: &'static str,
-    pub open: &'static str,
-    pub waiting: &'static str,
-    pub evicted: &'static str,
-    pub rejected: &'static str,
-    pub closed: &'static str,
-}
 
 /// A TCP front end: how it serves an admitted connection and how it answers
 /// one it refuses.
@@ -543,38 +437,6 @@ impl Drop for Slot {
     }
 }
 
-/// Closes a connection without a reset: the write side first (the client
-/// sees the end of the stream after everything sent to it), then whatever
-/// the client still sends is read and discarded until it closes too, for
-/// at most [`REFUSE_WAIT`] and [`LINGER_BYTES`].
-pub async fn close_gently(mut stream: TcpStream) {
-    use tokio::io::AsyncWriteExt;
-    // (Already shut down by the front end, or reset by the peer: the reads
-    // below then end at once.)
-    let _ = stream.shutdown().await;
-    let mut sink = [0u8; 512];
-    let mut read = 0;
-    let deadline = Instant::now() + REFUSE_WAIT;
-    while read < LINGER_BYTES {
-        match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
-            Ok(Ok(n)) if n > 0 => read += n,
-            _ => break, // closed by the client, broken, or out of time
-        }
-    }
-    discard_ready(&stream);
-}
-
-/// Reads and discards what has already arrived, without waiting.
-fn discard_ready(stream: &TcpStream) {
-    let mut sink = [0u8; 2048];
-    for _ in 0..LINGER_BYTES / sink.len() {
-        match stream.try_read(&mut sink) {
-            Ok(n) if n > 0 => {}
-            _ => break,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -686,23 +548,5 @@ mod tests {
         drop(slot);
         limiter.wait_all_closed().await;
         assert_eq!(limiter.in_use(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_gentle_close_with_unread_data_is_no_reset() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        use tokio::io::AsyncWriteExt;
-        client.write_all(b"a request nobody read").await.unwrap();
-        // Let it arrive before the close.
-        server.readable().await.unwrap();
-        close_gently(server).await;
-        // The client reads an end of stream, not ECONNRESET.
-        let mut rest = Vec::new();
-        let read = client.read_to_end(&mut rest).await;
-        assert!(read.is_ok(), "{read:?}");
     }
 }
