@@ -23,10 +23,18 @@
 //!   TCP listeners hand their queued connections to the server and close.
 //!
 //! Sockets of other processes are found in `/proc/net/{tcp,udp}[6]` of
-//! this network namespace (none found elsewhere than Linux).
+//! this network namespace ([`crate::sockets::proc_net`]; none found
+//! elsewhere than Linux).
+//!
+//! Owns when the agent joins and leaves the port group; may not touch how
+//! the sockets are made ([`crate::sockets`]) or what they serve (the front
+//! ends).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::sockets::Transport;
+use crate::sockets::proc_net::{self, State};
 
 /// The agent's lifecycle as its front ends see it.
 #[derive(Debug, Default)]
@@ -37,94 +45,48 @@ pub struct Lifecycle {
 impl Lifecycle {
     /// Shutting down: `/readyz` answers 503 so probes and load balancers
     /// move away, while requests are still answered.
-    pub fn start_draining(&self) {
+    pub(crate) fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
     }
 
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    Tcp,
-    Udp,
 }
 
 /// Sockets of other processes that serve `addr` over `transport`: TCP
 /// sockets listening on it, unconnected UDP sockets bound to it (a lame-duck
 /// agent's connected sockets do not count). A socket bound to the wildcard
 /// address of the same family serves it too.
-pub fn others_serving(addr: SocketAddr, transport: Transport) -> usize {
-    let ours = crate::netif::own_socket_inodes();
-    let (v4, v6, state) = match transport {
-        Transport::Tcp => ("/proc/net/tcp", "/proc/net/tcp6", "0A"),
-        Transport::Udp => ("/proc/net/udp", "/proc/net/udp6", "07"),
-    };
-    [v4, v6]
+pub(crate) fn others_serving(addr: SocketAddr, transport: Transport) -> usize {
+    proc_net::others(transport)
         .iter()
-        .filter_map(|file| std::fs::read_to_string(file).ok())
-        .map(|table| {
-            sockets_serving(&table, addr, state)
-                .into_iter()
-                .filter(|inode| !ours.contains(inode))
-                .count()
-        })
-        .sum()
+        .filter(|socket| socket.state == State::Listening && serves(socket.local, addr))
+        .count()
 }
 
 /// Sockets of other processes bound to `addr` over UDP and connected (a
 /// waiting successor's marker, or a lame-duck agent's sockets).
-pub fn others_waiting(addr: SocketAddr) -> usize {
-    let ours = crate::netif::own_socket_inodes();
-    ["/proc/net/udp", "/proc/net/udp6"]
+pub(crate) fn others_waiting(addr: SocketAddr) -> usize {
+    proc_net::others(Transport::Udp)
         .iter()
-        .filter_map(|file| std::fs::read_to_string(file).ok())
-        .map(|table| {
-            sockets_serving(&table, addr, "01")
-                .into_iter()
-                .filter(|inode| !ours.contains(inode))
-                .count()
-        })
-        .sum()
+        .filter(|socket| socket.state == State::Connected && serves(socket.local, addr))
+        .count()
 }
 
-/// Inodes of the sockets in one `/proc/net` table, in `state`, bound to
-/// `addr` (or to the wildcard address with its port).
-pub fn sockets_serving(table: &str, addr: SocketAddr, state: &str) -> Vec<u64> {
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (local, st, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
-            if *st != state {
-                return None;
-            }
-            let (ip, port) = local.split_once(':')?;
-            if u16::from_str_radix(port, 16).ok()? != addr.port() {
-                return None;
-            }
-            let ip = crate::netif::parse_proc_address(ip)?;
-            let ip = match ip {
-                IpAddr::V6(v6) => v6
-                    .to_ipv4_mapped()
-                    .map(IpAddr::V4)
-                    .unwrap_or(IpAddr::V6(v6)),
-                v4 => v4,
-            };
-            let same_family = ip.is_ipv4() == addr.is_ipv4();
-            let serves = ip == addr.ip() || (ip.is_unspecified() && same_family);
-            serves.then(|| inode.parse().ok()).flatten()
-        })
-        .collect()
+/// Whether a socket bound to `local` takes traffic for `addr`: the same
+/// port, and the same address or the wildcard of its family (the agent's
+/// IPv6 sockets are IPv6-only, see [`crate::sockets::listen`]).
+fn serves(local: SocketAddr, addr: SocketAddr) -> bool {
+    let ip = local.ip();
+    let same_family = ip.is_ipv4() == addr.is_ipv4();
+    local.port() == addr.port() && (ip == addr.ip() || (ip.is_unspecified() && same_family))
 }
 
 /// Where a lame-duck UDP socket bound to `local` is connected so that it
 /// leaves the port group: the discard port of its own address (or of
 /// loopback for a wildcard bind), from which nobody ever sends.
-pub fn detach_peer(local: SocketAddr) -> SocketAddr {
+pub(crate) fn detach_peer(local: SocketAddr) -> SocketAddr {
     let ip = match local.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
@@ -138,7 +100,7 @@ pub fn detach_peer(local: SocketAddr) -> SocketAddr {
 /// `take`, and closes the listener, so that queued clients get an answer
 /// and new ones go to the other sockets sharing the port. Returns how many
 /// were queued.
-pub fn drain_accept_queue(
+pub(crate) fn drain_accept_queue(
     listener: tokio::net::TcpListener,
     mut take: impl FnMut(tokio::net::TcpStream),
 ) -> usize {
@@ -163,6 +125,14 @@ pub fn drain_accept_queue(
 mod tests {
     use super::*;
 
+    /// Inodes of the sockets in one UDP table, in `state`, serving `addr`.
+    fn sockets_serving(table: &str, addr: SocketAddr, state: State) -> Vec<u64> {
+        proc_net::sockets_in(table, Transport::Udp)
+            .filter(|socket| socket.state == state && serves(socket.local, addr))
+            .map(|socket| socket.inode)
+            .collect()
+    }
+
     #[tokio::test]
     async fn other_sockets_on_a_port_are_found_and_detached_ones_are_not() {
         // This process's own sockets never count...
@@ -180,8 +150,11 @@ mod tests {
             port = addr.port(),
             other = addr.port().wrapping_add(1),
         );
-        assert_eq!(sockets_serving(&table, addr, "07"), [4242, 4444]);
-        assert_eq!(sockets_serving(&table, addr, "01"), [4343]);
+        assert_eq!(
+            sockets_serving(&table, addr, State::Listening),
+            [4242, 4444]
+        );
+        assert_eq!(sockets_serving(&table, addr, State::Connected), [4343]);
         assert_eq!(
             detach_peer("0.0.0.0:53".parse().unwrap()),
             "127.0.0.1:9".parse().unwrap()

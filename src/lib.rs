@@ -31,13 +31,14 @@ pub mod cli;
 pub mod connlimit;
 pub mod dns;
 pub mod duration;
-pub mod handover;
+pub(crate) mod handover;
 pub mod http;
 pub mod index;
 pub mod logging;
 pub mod metrics;
-pub mod netif;
+pub(crate) mod netif;
 pub mod snapshot;
+pub(crate) mod sockets;
 pub mod source;
 
 /// The version printed by `kubedisco version` and reported in `/healthz`.

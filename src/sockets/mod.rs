@@ -1,0 +1,20 @@
+//! Sockets on this node's ports: how the agent binds its own, and how it
+//! sees other processes' (the agent it replaces, the one replacing it).
+//!
+//! - [`proc_net`]: the sockets of this network namespace, read from
+//!   `/proc/net/{tcp,udp}[6]`.
+//!
+//! Owns the socket options and the `/proc/net` format, nothing else: what a
+//! socket found there means (a predecessor, a successor, a last agent out)
+//! is decided by [`crate::handover`] and [`crate::netif`]. Depends on no
+//! other module of the crate.
+
+pub(crate) mod proc_net;
+
+/// A socket's transport, which picks its socket type and its `/proc/net`
+/// tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
