@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::netif::{LinkLocal, NetifError};
 use crate::snapshot::{self, SnapshotConfig};
 use crate::sockets::Transport;
+use crate::sockets::listen::reuseport_socket;
 use crate::source::SourceError;
 use crate::source::kubernetes::{KubernetesSource, zone_of_node};
 use crate::source::manifest::ManifestSource;
@@ -53,10 +54,11 @@ pub enum AgentError {
     SamePort { http: SocketAddr, dns: SocketAddr },
 }
 
-/// True when TCP sockets bound to `a` and `b` would take the same
-/// connections: same port, and one address is the other or a wildcard of
-/// the same family (`[::]` also takes IPv4 unless the socket is v6-only, so
-/// it overlaps everything).
+/// True when TCP sockets bound to `a` and `b` could take the same
+/// connections: same port, and one address is the other or a wildcard
+/// (`[::]` counts as covering IPv4 too). That is stricter than the sockets
+/// need since they are IPv6-only ([`reuseport_socket`]); accepting the
+/// pairs it refuses would be a change of its own, not part of binding.
 fn tcp_addresses_overlap(a: SocketAddr, b: SocketAddr) -> bool {
     let covers = |wide: SocketAddr, other: SocketAddr| {
         wide.ip().is_unspecified() && (wide.is_ipv6() || other.is_ipv4())
@@ -64,20 +66,11 @@ fn tcp_addresses_overlap(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port() && a.port() != 0 && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
 }
 
-/// A TCP socket bound with SO_REUSEPORT, not yet listening: binding fails
-/// fast on a port another user holds, and `listen()` joins the port group
-/// (during a rolling update the new agent can bind while the old one still
-/// serves).
-pub fn reuseport_socket(addr: SocketAddr) -> std::io::Result<TcpSocket> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.set_reuseport(true)?;
+/// The HTTP socket, bound like the DNS ones ([`reuseport_socket`]), not yet
+/// listening.
+fn http_socket(addr: SocketAddr) -> std::io::Result<TcpSocket> {
+    let socket = TcpSocket::from_std_stream(reuseport_socket(addr, Transport::Tcp)?.into());
     socket.set_nodelay(true)?;
-    socket.bind(addr)?;
     Ok(socket)
 }
 
@@ -140,7 +133,7 @@ async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
 
     // Fail fast on a taken port, before anything is watched: both ports
     // are bound now (joining the port group comes with listen()).
-    let http_socket = reuseport_socket(args.http_addr).map_err(|source| AgentError::Bind {
+    let http_socket = http_socket(args.http_addr).map_err(|source| AgentError::Bind {
         addr: args.http_addr,
         what: "HTTP",
         source,

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::Socket;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
@@ -43,6 +43,8 @@ use super::wire::{self, ParseError, Response, rcode};
 use crate::connlimit::{self, CloseReason, Front, Limiter, Slot};
 use crate::handover::{detach_peer, drain_accept_queue};
 use crate::index::{Index, Snapshot};
+use crate::sockets::Transport;
+use crate::sockets::listen::reuseport_socket;
 
 /// Forwarded UDP queries in flight at most; more get SERVFAIL at once.
 pub const MAX_FORWARDS: usize = 4096;
@@ -87,18 +89,6 @@ pub struct DnsServer {
     joined: bool,
 }
 
-fn reuseport_socket(addr: SocketAddr, kind: Type, protocol: Protocol) -> std::io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.bind(&addr.into())?;
-    Ok(socket)
-}
-
 /// What handling one packet produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handled {
@@ -118,7 +108,7 @@ impl DnsServer {
         metrics: Arc<DnsMetrics>,
         join: bool,
     ) -> std::io::Result<Self> {
-        let tcp = reuseport_socket(addr, Type::STREAM, Protocol::TCP)?;
+        let tcp = reuseport_socket(addr, Transport::Tcp)?;
         let addr = tcp.local_addr()?.as_socket().unwrap_or(addr);
         let mut server = Self {
             config,
@@ -133,7 +123,7 @@ impl DnsServer {
         if join {
             server.join()?;
         } else {
-            let marker = reuseport_socket(addr, Type::DGRAM, Protocol::UDP)?;
+            let marker = reuseport_socket(addr, Transport::Udp)?;
             marker.connect(&detach_peer(addr).into())?;
             server.marker = Some(Arc::new(UdpSocket::from_std(marker.into())?));
         }
@@ -151,7 +141,7 @@ impl DnsServer {
         };
         let mut udp = Vec::with_capacity(count);
         for _ in 0..count {
-            let socket = reuseport_socket(self.addr, Type::DGRAM, Protocol::UDP)?;
+            let socket = reuseport_socket(self.addr, Transport::Udp)?;
             // A deeper receive queue rides out bursts instead of dropping.
             let _ = socket.set_recv_buffer_size(4 << 20);
             udp.push(Arc::new(UdpSocket::from_std(socket.into())?));
