@@ -23,13 +23,13 @@ use crate::http::{AppState, HttpConfig, HttpContext};
 use crate::index::Index;
 use crate::metrics::Metrics;
 use crate::netif::{LinkLocal, NetifError};
-use crate::snapshot::{self, SnapshotConfig};
 use crate::sockets::Transport;
 use crate::sockets::listen::reuseport_socket;
 use crate::source::SourceError;
 use crate::source::kubernetes::{KubernetesSource, zone_of_node};
 use crate::source::manifest::ManifestSource;
 use crate::source::status::SourceStatus;
+use crate::warmstart::{self, WarmStartConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -107,12 +107,12 @@ async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
     // Warm start, before any socket serves: a valid snapshot makes the
     // agent answer (stale) from its first instant.
     index.set_locality(locality(&args, args.zone.clone()));
-    let snapshot = args.snapshot_path.clone().map(|path| SnapshotConfig {
+    let snapshot = args.snapshot_path.clone().map(|path| WarmStartConfig {
         path,
         interval: args.snapshot_interval,
         max_age: args.snapshot_max_age,
     });
-    let snapshot_scope = snapshot::Scope {
+    let coverage = warmstart::Coverage {
         source: match args.source {
             SourceArg::Kubernetes => "kubernetes",
             SourceArg::Manifests(_) => "manifests",
@@ -123,7 +123,7 @@ async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
     };
     let warm = snapshot
         .as_ref()
-        .is_some_and(|config| snapshot::warm_start(config, &snapshot_scope, &index, &status));
+        .is_some_and(|config| warmstart::warm_start(config, &coverage, &index, &status));
 
     // Rolling update: another agent may serve our ports already. Unless we
     // can answer at once (warm), it keeps them alone until we have synced.
@@ -188,9 +188,9 @@ async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
         }
     };
     let snapshot_task = snapshot.map(|config| {
-        tokio::spawn(snapshot::run_writer(
+        tokio::spawn(warmstart::run_writer(
             config,
-            snapshot_scope,
+            coverage,
             index.clone(),
             status.clone(),
             metrics.clone(),

@@ -21,9 +21,10 @@
 //! - [`http`] is the JSON API, the watch stream, health and metrics.
 //! - [`cli`] holds the command-line interface: the agent, `dump`, `version`.
 //! - [`metrics`] is the Prometheus registry shared by all of the above.
-//! - [`snapshot`] saves the index's objects to disk and loads them at start
+//! - [`warmstart`] saves the index's objects to disk and loads them at start
 //!   (warm start); [`handover`] and [`connlimit`] keep restarts and abusive
-//!   clients from costing answers.
+//!   clients from costing answers; [`netif`] owns the node-local address and
+//!   [`sockets`] the listening sockets both front ends bind.
 
 pub mod agent;
 pub mod balance;
@@ -37,9 +38,9 @@ pub mod index;
 pub mod logging;
 pub mod metrics;
 pub(crate) mod netif;
-pub mod snapshot;
 pub(crate) mod sockets;
 pub mod source;
+pub mod warmstart;
 
 /// The version printed by `kubedisco version` and reported in `/healthz`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

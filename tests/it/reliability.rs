@@ -362,17 +362,17 @@ async fn a_killed_agent_restarts_warm_from_its_snapshot_while_the_api_server_is_
     .await;
     // And the next snapshot holds the new state.
     eventually("a snapshot of the new state", || async {
-        let scope = kubedisco::snapshot::Scope {
+        let scope = kubedisco::warmstart::Coverage {
             source: "kubernetes".into(),
             namespaces: vec!["warm".into()],
             pod_weights: false,
         };
-        let config = kubedisco::snapshot::SnapshotConfig {
+        let config = kubedisco::warmstart::WarmStartConfig {
             path: snapshot.clone(),
             interval: Duration::from_secs(1),
             max_age: Duration::from_secs(3600),
         };
-        let loaded = kubedisco::snapshot::load(&config, &scope).map_err(|e| e.to_string())?;
+        let loaded = kubedisco::warmstart::load(&config, &scope).map_err(|e| e.to_string())?;
         let endpoints: usize = loaded
             .contents
             .slices
@@ -396,7 +396,7 @@ async fn a_damaged_foreign_or_old_snapshot_is_ignored_with_a_warning() {
         .join(format!("bad-snapshots-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     // A valid file of this agent's scope, to damage in several ways.
-    let scope = kubedisco::snapshot::Scope {
+    let scope = kubedisco::warmstart::Coverage {
         source: "manifests".into(),
         namespaces: vec![],
         pod_weights: false,
@@ -414,13 +414,13 @@ async fn a_damaged_foreign_or_old_snapshot_is_ignored_with_a_warning() {
         },
     )]);
     let now = std::time::SystemTime::now();
-    let good = kubedisco::snapshot::encode(&index.export(), &scope, now, now);
+    let good = kubedisco::warmstart::encode(&index.export(), &scope, now, now);
     let mut flipped = good.clone();
     let last = flipped.len() - 2;
     flipped[last] ^= 1;
     let mut foreign = good.clone();
     foreign[8] = 99;
-    let old = kubedisco::snapshot::encode(
+    let old = kubedisco::warmstart::encode(
         &index.export(),
         &scope,
         now,
@@ -462,7 +462,7 @@ async fn a_damaged_foreign_or_old_snapshot_is_ignored_with_a_warning() {
         // The damaged file is replaced by a good one.
         eventually("a valid snapshot in its place", || async {
             let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
-            kubedisco::snapshot::decode(&bytes, &scope)
+            kubedisco::warmstart::decode(&bytes, &scope)
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         })
