@@ -17,7 +17,7 @@ pub(crate) mod proc_net;
 /// A socket's transport, which picks its socket type and its `/proc/net`
 /// tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
+pub(crate) enum Transport {
     Tcp,
     Udp,
 }

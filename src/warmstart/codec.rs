@@ -17,8 +17,8 @@ use crate::index::Contents;
 pub struct Loaded {
     pub contents: Contents,
     /// When its data was last known to match the source.
-    pub fresh_at: SystemTime,
-    pub taken_at: SystemTime,
+    pub(crate) fresh_at: SystemTime,
+    pub(crate) taken_at: SystemTime,
 }
 
 /// The whole file for `contents`, taken by an agent watching `coverage`.
