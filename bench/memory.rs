@@ -4,7 +4,11 @@
 //! what stays allocated afterwards is the index (writer side + published
 //! snapshot).
 //!
-//! Run: `cargo bench --bench memory` (prints a table; numbers in
+//! Also counts heap allocations per DNS query answered from the index:
+//! none, for every kind of answer (asserted, so `cargo test --benches`
+//! keeps it so).
+//!
+//! Run: `cargo bench --bench memory` (prints tables; numbers in
 //! bench/RESULTS.md). Process RSS beside CoreDNS is measured by
 //! `scripts/bench scale`; this one says where the bytes go.
 
@@ -15,21 +19,28 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use k8s_openapi::api::core::v1::{ObjectReference, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kubedisco::dns::answer::Zone;
+use kubedisco::dns::wire::Response;
+use kubedisco::dns::{Handled, handle_packet};
 use kubedisco::index::{Index, Scope};
 use kubedisco::source::service::LeanService;
 use kubedisco::source::slice::Slice;
+use rand::SeedableRng;
 
 /// Counts live heap bytes (requested sizes; the allocator's own rounding
 /// and headers come on top, see RSS in the scale benchmark).
 struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// Calls to `alloc` and `realloc`.
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: forwards every call to the system allocator unchanged; only
 // counts the sizes.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         // SAFETY: the caller's contract is passed on as is.
         unsafe { System.alloc(layout) }
     }
@@ -42,6 +53,7 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         LIVE.fetch_add(new_size, Ordering::Relaxed);
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
         // SAFETY: as above.
         unsafe { System.realloc(ptr, layout, new_size) }
@@ -130,9 +142,9 @@ fn service(i: usize) -> Service {
     }
 }
 
-/// Live heap bytes of an index holding `services` × `endpoints`.
-fn measure(services: usize, endpoints: usize, full: bool) -> usize {
-    let before = LIVE.load(Ordering::Relaxed);
+/// An index holding `services` × `endpoints`, converted as the watcher
+/// converts them.
+fn index_of(services: usize, endpoints: usize, full: bool) -> Index {
     let index = Index::default();
     index.expect_parts(["all"]);
     // Converted one Service at a time, as the watcher does: the API
@@ -161,10 +173,89 @@ fn measure(services: usize, endpoints: usize, full: bool) -> usize {
         Some(slice_objects),
         "all",
     );
+    index
+}
+
+/// Live heap bytes of an index holding `services` × `endpoints`.
+fn measure(services: usize, endpoints: usize, full: bool) -> usize {
+    let before = LIVE.load(Ordering::Relaxed);
+    let index = index_of(services, endpoints, full);
     let held = LIVE.load(Ordering::Relaxed) - before;
     assert_eq!(index.load().endpoint_count, services * endpoints);
     drop(index);
     held
+}
+
+/// A query as a stub resolver sends it (EDNS, 1232 bytes).
+fn query(name: &str, record_type: hickory_proto::rr::RecordType) -> Vec<u8> {
+    let mut message = hickory_proto::op::Message::query();
+    message.metadata.recursion_desired = true;
+    message.add_query(hickory_proto::op::Query::query(
+        hickory_proto::rr::Name::from_ascii(name).expect("a valid name"),
+        record_type,
+    ));
+    let mut edns = hickory_proto::op::Edns::new();
+    edns.set_max_payload(1232);
+    message.set_edns(edns);
+    message.to_vec().expect("a query encodes")
+}
+
+/// Heap allocations per query for each kind of local answer, after one
+/// warm-up pass in which the per-thread scratch lists grow.
+fn dns_allocations(rounds: usize) -> Vec<(&'static str, f64)> {
+    use hickory_proto::rr::RecordType;
+    let index = index_of(10, 20, true);
+    let snapshot = index.load();
+    let zone = Zone::new("cluster.local", 5);
+    // svc-0 in scale-0 holds 10.0.0.0 … 10.0.0.19.
+    let kinds = [
+        (
+            "A of a Service",
+            query("svc-0.scale-0.svc.cluster.local.", RecordType::A),
+        ),
+        (
+            "SRV of a port",
+            query(
+                "_http._tcp.svc-0.scale-0.svc.cluster.local.",
+                RecordType::SRV,
+            ),
+        ),
+        (
+            "NXDOMAIN (unknown host)",
+            query("nope.svc-0.scale-0.svc.cluster.local.", RecordType::A),
+        ),
+        (
+            "NODATA (AAAA of IPv4 Services)",
+            query("svc-0.scale-0.svc.cluster.local.", RecordType::AAAA),
+        ),
+        (
+            "PTR of an endpoint",
+            query("1.0.0.10.in-addr.arpa.", RecordType::PTR),
+        ),
+        ("SOA of the zone", query("cluster.local.", RecordType::SOA)),
+    ];
+    let mut response = Response::default();
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+    let mut answer = |packet: &[u8]| {
+        let (handled, _) = handle_packet(&zone, &snapshot, packet, true, &mut response, &mut rng);
+        assert_eq!(handled, Handled::Reply, "answered locally");
+        u16::from_be_bytes([response.buf[6], response.buf[7]])
+    };
+    for (kind, packet) in &kinds {
+        let negative = kind.starts_with("NXDOMAIN") || kind.starts_with("NODATA");
+        assert_eq!(answer(packet) == 0, negative, "{kind}: answer records");
+    }
+    kinds
+        .iter()
+        .map(|(kind, packet)| {
+            let before = ALLOCATIONS.load(Ordering::Relaxed);
+            for _ in 0..rounds {
+                answer(packet);
+            }
+            let made = ALLOCATIONS.load(Ordering::Relaxed) - before;
+            (*kind, made as f64 / rounds as f64)
+        })
+        .collect()
 }
 
 fn main() {
@@ -192,5 +283,18 @@ fn main() {
                 bytes / total
             );
         }
+    }
+
+    println!();
+    println!("| DNS answer | heap allocations per query |");
+    println!("|---|---:|");
+    let rounds = if quick { 100 } else { 100_000 };
+    let allocations = dns_allocations(rounds);
+    for (kind, per_query) in &allocations {
+        println!("| {kind} | {per_query} |");
+    }
+    // The query path allocates nothing: a regression fails here.
+    for (kind, per_query) in allocations {
+        assert_eq!(per_query, 0.0, "{kind} allocates");
     }
 }

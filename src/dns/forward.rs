@@ -15,7 +15,7 @@ use tokio::net::{TcpStream, UdpSocket};
 
 /// Why an upstream did not answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     Timeout,
     Unreachable,
     BadResponse,
@@ -23,7 +23,7 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Self::Timeout => "timeout",
             Self::Unreachable => "unreachable",
@@ -34,14 +34,14 @@ impl UpstreamError {
 }
 
 #[derive(Debug, Clone)]
-pub struct Forwarder {
-    pub upstreams: Vec<SocketAddr>,
-    pub timeout: Duration,
+pub(crate) struct Forwarder {
+    pub(crate) upstreams: Vec<SocketAddr>,
+    pub(crate) timeout: Duration,
 }
 
 /// The nameservers of a resolv.conf, on port 53, minus `exclude` (the
 /// agent's own address: forwarding to ourselves would loop).
-pub fn upstreams_from_resolv_conf(text: &str, exclude: SocketAddr) -> Vec<SocketAddr> {
+pub(crate) fn upstreams_from_resolv_conf(text: &str, exclude: SocketAddr) -> Vec<SocketAddr> {
     text.lines()
         .filter_map(|line| {
             let mut words = line.split_whitespace();
@@ -58,7 +58,7 @@ pub fn upstreams_from_resolv_conf(text: &str, exclude: SocketAddr) -> Vec<Socket
 }
 
 /// Parses `--upstream` entries: `ip` or `ip:port` or `[v6]:port`.
-pub fn parse_upstream(text: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_upstream(text: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
     }
@@ -69,7 +69,11 @@ pub fn parse_upstream(text: &str) -> Result<SocketAddr, String> {
 
 impl Forwarder {
     /// Sends `query` upstream and returns the answer with the client's ID.
-    pub async fn forward(&self, query: &[u8], over_tcp: bool) -> Result<Vec<u8>, UpstreamError> {
+    pub(crate) async fn forward(
+        &self,
+        query: &[u8],
+        over_tcp: bool,
+    ) -> Result<Vec<u8>, UpstreamError> {
         if self.upstreams.is_empty() {
             return Err(UpstreamError::NoUpstream);
         }

@@ -41,16 +41,16 @@ fn type_index(qtype: u16) -> usize {
 
 pub struct DnsMetrics {
     queries: Vec<Counter>,
-    pub duration: Histogram,
-    pub forwarded: Counter,
+    pub(crate) duration: Histogram,
+    pub(crate) forwarded: Counter,
     upstream_errors: Family<ReasonLabels, Counter>,
-    pub truncated: Counter,
+    pub(crate) truncated: Counter,
     /// The TCP connection cap's series (`dns_tcp_*`).
-    pub tcp: LimiterMetrics,
+    pub(crate) tcp: LimiterMetrics,
 }
 
 impl DnsMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
+    pub(crate) fn register(registry: &mut Registry) -> Self {
         let family = Family::<QueryLabels, Counter>::default();
         let mut queries = Vec::with_capacity(TYPES.len() * RCODES.len());
         for t in TYPES {
@@ -117,12 +117,12 @@ impl DnsMetrics {
         }
     }
 
-    pub fn count(&self, qtype: u16, rcode: u8) {
+    pub(crate) fn count(&self, qtype: u16, rcode: u8) {
         let r = (rcode as usize).min(RCODES.len() - 1);
         self.queries[type_index(qtype) * RCODES.len() + r].inc();
     }
 
-    pub fn upstream_error(&self, reason: &str) {
+    pub(crate) fn upstream_error(&self, reason: &str) {
         self.upstream_errors
             .get_or_create(&ReasonLabels {
                 reason: reason.into(),

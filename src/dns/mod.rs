@@ -6,11 +6,20 @@
 //! - [`forward`]: relaying other names to the upstream resolvers.
 //! - [`server`]: sockets, TCP framing, limits, metrics.
 //! - [`metrics`]: query counters and latency.
+//!
+//! Owns: everything DNS, from the socket to the bytes. May not touch: the
+//! API server or the index writer; it reads snapshots only. Only what the
+//! fuzz target and benchmarks use is public: [`handle_packet`], [`Zone`]
+//! and [`Response`].
+//!
+//! [`Zone`]: answer::Zone
+//! [`Response`]: wire::Response
 
 pub mod answer;
-pub mod forward;
-pub mod metrics;
-pub mod server;
+pub(crate) mod forward;
+pub(crate) mod metrics;
+pub(crate) mod server;
 pub mod wire;
 
-pub use server::{DnsConfig, DnsServer, Handled, handle_packet};
+pub(crate) use server::{DnsConfig, DnsServer};
+pub use server::{Handled, handle_packet};

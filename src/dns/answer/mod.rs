@@ -1,0 +1,477 @@
+//! The zone's answers: Kubernetes DNS records (specification schema 1.1.0)
+//! from an index snapshot.
+//!
+//! | name (under the zone)                 | records                              |
+//! |---------------------------------------|--------------------------------------|
+//! | `<svc>.<ns>.svc`                      | A/AAAA of usable endpoints, SRV of all ports |
+//! | `<hostname or dashed-ip>.<svc>.<ns>.svc` | A/AAAA of that endpoint           |
+//! | `_<port>._<proto>.<svc>.<ns>.svc`     | SRV per endpoint, targets in Additional |
+//! | `dns-version`                         | TXT `1.1.0`                          |
+//! | zone apex                             | SOA                                  |
+//! | `<reversed ip>.in-addr.arpa` / `ip6.arpa` | PTR of endpoint addresses        |
+//!
+//! Everything else — other zones, in-zone names of Services the agent does
+//! not serve (ClusterIP without the expose annotation, pods, unknown), the
+//! empty non-terminals `svc` and `<ns>.svc` — is forwarded upstream, so the
+//! agent can be a pod's only nameserver.
+//!
+//! Exactness rules: a served Service without usable endpoints is NXDOMAIN; a
+//! name that exists without the asked type is NODATA with the SOA; before the
+//! first full sync, Service names get SERVFAIL (never a false NXDOMAIN).
+//!
+//! Layout: [`shape`] reads the name into a [`Shape`], by syntax alone;
+//! [`answer`] hands each shape to its writer: [`apex`] (the zone's own
+//! names), [`service`] (Service, endpoint and port names, with the record
+//! sets of [`records`] and the endpoint names of [`host`]), [`reverse`]
+//! (PTR). A new kind of name is a new [`Shape`] variant and its writer; the
+//! one `match` in [`answer`] is where the compiler asks for it.
+//!
+//! Owns: what the zone says about a parsed query. May not touch: sockets,
+//! the forwarder, metrics, or the index beyond the snapshot it is given; it
+//! writes one [`Response`] and allocates nothing per query.
+
+mod apex;
+mod host;
+mod records;
+mod reverse;
+mod service;
+mod shape;
+
+use rand::Rng;
+
+use shape::{Shape, classify};
+
+use super::wire::{CLASS_ANY, CLASS_IN, Query, Response, Section, rcode};
+use crate::index::Snapshot;
+
+/// What the zone says about a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The response is written.
+    Answered,
+    /// Not ours: send the query upstream.
+    Forward,
+}
+
+/// The served zone, pre-split for matching.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    /// Lowercase labels, e.g. `["cluster", "local"]`.
+    labels: Vec<Vec<u8>>,
+    /// Dotted lowercase name without a trailing dot.
+    pub(crate) name: String,
+    pub(crate) ttl: u32,
+}
+
+impl Zone {
+    pub fn new(name: &str, ttl: u32) -> Self {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        Self {
+            labels: name.split('.').map(|l| l.as_bytes().to_vec()).collect(),
+            name,
+            ttl,
+        }
+    }
+
+    /// How many leading labels of the query lie below the zone, or None when
+    /// the name is outside it.
+    fn relative_len(&self, query: &Query<'_>) -> Option<usize> {
+        let zone_len = self.labels.len();
+        if query.label_count < zone_len {
+            return None;
+        }
+        let inside = self
+            .labels
+            .iter()
+            .rev()
+            .enumerate()
+            .all(|(i, label)| query.label_from_end(i).eq_ignore_ascii_case(label));
+        inside.then(|| query.label_count - zone_len)
+    }
+
+    /// Where the zone's name starts in the packet of a query for a name
+    /// inside it (for one outside, it is meaningless).
+    fn offset_in(&self, query: &Query<'_>) -> u16 {
+        query.suffix_offset(query.label_count - self.labels.len())
+    }
+}
+
+/// What every writer shares: the question, the response being written, the
+/// zone and the snapshot's generation (the SOA serial). Owner names are the
+/// question (offset 12) unless a writer says otherwise.
+struct Reply<'r, 'q> {
+    query: &'r Query<'q>,
+    response: &'r mut Response,
+    zone: &'r Zone,
+    serial: u32,
+}
+
+impl Reply<'_, '_> {
+    fn qtype(&self) -> u16 {
+        self.query.qtype
+    }
+
+    fn ttl(&self) -> u32 {
+        self.zone.ttl
+    }
+
+    /// Starts an authoritative response.
+    fn start(&mut self) {
+        self.response.start(self.query, true);
+    }
+
+    /// Not synced yet: the agent cannot say what does not exist.
+    fn servfail(&mut self) {
+        self.response.start(self.query, false);
+        self.response.set_rcode(rcode::SERVFAIL);
+    }
+
+    /// The zone's SOA, owned by the zone's name inside the question: only
+    /// for names in the zone.
+    fn soa(&mut self, section: Section) {
+        let zone_at = self.zone.offset_in(self.query);
+        self.response
+            .soa(section, zone_at, self.zone.ttl, self.serial);
+    }
+
+    /// The name exists, the type does not: NOERROR, the SOA in Authority.
+    fn nodata(&mut self) {
+        self.soa(Section::Authority);
+    }
+
+    fn nxdomain(&mut self) {
+        self.response.set_rcode(rcode::NXDOMAIN);
+        self.soa(Section::Authority);
+    }
+
+    /// RFC 8482's answer to ANY.
+    fn any(&mut self) {
+        self.response.hinfo_rfc8482(12, self.zone.ttl);
+    }
+}
+
+/// Writes the answer to `query` from `snapshot` into `response`.
+pub(crate) fn answer(
+    zone: &Zone,
+    snapshot: &Snapshot,
+    query: &Query<'_>,
+    response: &mut Response,
+    rng: &mut impl Rng,
+) -> Outcome {
+    let shape = classify(zone, query);
+    if shape.in_zone() && query.qclass != CLASS_IN && query.qclass != CLASS_ANY {
+        response.start(query, false);
+        response.set_rcode(rcode::REFUSED);
+        return Outcome::Answered;
+    }
+    let reply = &mut Reply {
+        query,
+        response,
+        zone,
+        serial: snapshot.generation as u32,
+    };
+    match shape {
+        Shape::Apex => apex::apex(reply),
+        Shape::DnsVersion => apex::dns_version(reply),
+        Shape::Service(name) => service::service(reply, snapshot, name, rng),
+        Shape::Endpoint { host, service } => service::endpoint(reply, snapshot, host, service),
+        Shape::Port {
+            port,
+            protocol,
+            service,
+        } => service::port(reply, snapshot, port, protocol, service),
+        // Not served locally: the cluster's DNS knows these.
+        Shape::ServicesSuffix | Shape::Namespace | Shape::OtherInZone => Outcome::Forward,
+        Shape::Reverse(ip) => reverse::pointer(reply, snapshot, ip),
+        Shape::Outside => Outcome::Forward,
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use hickory_proto::op::{Message, ResponseCode};
+    use hickory_proto::rr::{RData, RecordType};
+
+    use super::*;
+    use crate::dns::wire::parse_query;
+    use crate::dns::wire::tests::query_packet;
+    use crate::index::merge::tests::{endpoint, service, slice};
+    use crate::index::{Change, Index};
+
+    /// A synced index holding exactly `changes`.
+    pub(super) fn synced_index(changes: Vec<Change>) -> Index {
+        let index = Index::default();
+        index.expect_parts(["test"]);
+        index.apply(changes);
+        index.replace(
+            &crate::index::Scope::Namespace("none".into()),
+            None,
+            None,
+            "test",
+        );
+        index
+    }
+
+    /// An index that has not synced yet.
+    pub(super) fn unsynced_index() -> Index {
+        let index = Index::default();
+        index.expect_parts(["never"]);
+        index
+    }
+
+    pub(super) fn index() -> Index {
+        let mut web_0 = endpoint("10.0.0.1");
+        web_0.hostname = Some("web-0".into());
+        let mut weighted = slice("b", "web", 8080, vec![endpoint("10.0.0.2")]);
+        weighted.weight = Some(300);
+        let mut v6 = slice("v6", "web", 8080, vec![endpoint("fd00::2")]);
+        v6.weight = Some(300);
+        let mut drained = endpoint("10.0.0.9");
+        drained.ready = false;
+        synced_index(vec![
+            Change::ApplyService(service("web")),
+            Change::ApplyService(service("empty")),
+            Change::ApplySlice(slice("a", "web", 8080, vec![web_0])),
+            Change::ApplySlice(weighted),
+            Change::ApplySlice(v6),
+            Change::ApplySlice(slice("e", "empty", 80, vec![drained])),
+        ])
+    }
+
+    pub(super) fn ask(
+        index: &Index,
+        name: &str,
+        record_type: RecordType,
+    ) -> Result<Message, Outcome> {
+        ask_packet(index, &query_packet(name, record_type, Some(1232)))
+    }
+
+    /// The zone's answer to `packet`, decoded by hickory-proto.
+    pub(super) fn ask_packet(index: &Index, packet: &[u8]) -> Result<Message, Outcome> {
+        let query = parse_query(packet).unwrap();
+        let mut response = Response::default();
+        let zone = Zone::new("cluster.local", 5);
+        match answer(
+            &zone,
+            &index.load(),
+            &query,
+            &mut response,
+            &mut rand::rng(),
+        ) {
+            Outcome::Answered => {
+                response.finish();
+                Ok(Message::from_vec(&response.buf).expect("valid response"))
+            }
+            Outcome::Forward => Err(Outcome::Forward),
+        }
+    }
+
+    /// The SOA in Authority is owned by the zone: the negative answer of a
+    /// name in it.
+    pub(super) fn assert_soa_of_zone(message: &Message) {
+        assert_eq!(message.authorities.len(), 1, "{message:?}");
+        let soa = &message.authorities[0];
+        assert_eq!(soa.record_type(), RecordType::SOA);
+        assert_eq!(soa.name.to_ascii().to_lowercase(), "cluster.local.");
+    }
+
+    pub(super) fn addresses(message: &Message) -> Vec<String> {
+        let mut ips: Vec<String> = message
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(a.0.to_string()),
+                RData::AAAA(a) => Some(a.0.to_string()),
+                _ => None,
+            })
+            .collect();
+        ips.sort();
+        ips
+    }
+
+    #[test]
+    fn service_names_answer_a_aaaa_and_srv() {
+        let index = index();
+        let a = ask(&index, "web.ns.svc.cluster.local.", RecordType::A).unwrap();
+        assert!(a.metadata.authoritative);
+        assert_eq!(addresses(&a), ["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(a.answers[0].ttl, 5);
+        let aaaa = ask(&index, "WEB.ns.SVC.cluster.local.", RecordType::AAAA).unwrap();
+        assert_eq!(addresses(&aaaa), ["fd00::2"]);
+        assert_eq!(
+            aaaa.queries[0].name().to_ascii(),
+            "WEB.ns.SVC.cluster.local."
+        );
+
+        let srv = ask(
+            &index,
+            "_http._tcp.web.ns.svc.cluster.local.",
+            RecordType::SRV,
+        )
+        .unwrap();
+        assert_eq!(srv.answers.len(), 3);
+        let mut targets: Vec<(String, u16, u16)> = srv
+            .answers
+            .iter()
+            .map(|r| match &r.data {
+                RData::SRV(s) => (s.target.to_ascii(), s.port, s.weight),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        targets.sort();
+        assert_eq!(
+            targets,
+            [
+                ("10-0-0-2.web.ns.svc.cluster.local.".to_string(), 8080, 300),
+                ("fd00--2.web.ns.svc.cluster.local.".to_string(), 8080, 300),
+                ("web-0.web.ns.svc.cluster.local.".to_string(), 8080, 100),
+            ]
+        );
+        assert_eq!(
+            srv.additionals
+                .iter()
+                .filter(|r| r.record_type() != RecordType::OPT)
+                .count(),
+            3
+        );
+    }
+
+    #[test]
+    fn hostnames_and_dashed_ips_resolve() {
+        let index = index();
+        let host = ask(&index, "web-0.web.ns.svc.cluster.local.", RecordType::A).unwrap();
+        assert_eq!(addresses(&host), ["10.0.0.1"]);
+        let dashed = ask(&index, "10-0-0-2.web.ns.svc.cluster.local.", RecordType::A).unwrap();
+        assert_eq!(addresses(&dashed), ["10.0.0.2"]);
+        let missing = ask(&index, "web-7.web.ns.svc.cluster.local.", RecordType::A).unwrap();
+        assert_eq!(missing.metadata.response_code, ResponseCode::NXDomain);
+    }
+
+    #[test]
+    fn negative_answers_are_exact() {
+        let index = index();
+        // A Service with no usable endpoint: NXDOMAIN with the SOA.
+        let empty = ask(&index, "empty.ns.svc.cluster.local.", RecordType::A).unwrap();
+        assert_eq!(empty.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(empty.authorities[0].record_type(), RecordType::SOA);
+        // The name exists, the type does not: NODATA with the SOA.
+        let mx = ask(&index, "web.ns.svc.cluster.local.", RecordType::MX).unwrap();
+        assert_eq!(mx.metadata.response_code, ResponseCode::NoError);
+        assert!(mx.answers.is_empty());
+        assert_eq!(mx.authorities[0].record_type(), RecordType::SOA);
+        // An unknown port name: NXDOMAIN.
+        let port = ask(
+            &index,
+            "_grpc._tcp.web.ns.svc.cluster.local.",
+            RecordType::SRV,
+        )
+        .unwrap();
+        assert_eq!(port.metadata.response_code, ResponseCode::NXDomain);
+        // Unknown Services and other zones are somebody else's.
+        assert_eq!(
+            ask(&index, "nope.ns.svc.cluster.local.", RecordType::A).unwrap_err(),
+            Outcome::Forward
+        );
+        assert_eq!(
+            ask(&index, "example.org.", RecordType::A).unwrap_err(),
+            Outcome::Forward
+        );
+    }
+
+    #[test]
+    fn not_synced_is_servfail_never_nxdomain() {
+        let index = Index::default();
+        index.expect_parts(["never"]);
+        let message = ask(&index, "web.ns.svc.cluster.local.", RecordType::A).unwrap();
+        assert_eq!(message.metadata.response_code, ResponseCode::ServFail);
+    }
+
+    #[test]
+    fn version_apex_ptr_and_any() {
+        let index = index();
+        let txt = ask(&index, "dns-version.cluster.local.", RecordType::TXT).unwrap();
+        assert_eq!(txt.answers[0].data.to_string(), "1.1.0");
+        let soa = ask(&index, "cluster.local.", RecordType::SOA).unwrap();
+        assert_eq!(soa.answers[0].record_type(), RecordType::SOA);
+        let ptr = ask(&index, "1.0.0.10.in-addr.arpa.", RecordType::PTR).unwrap();
+        assert_eq!(
+            ptr.answers[0].data.to_string(),
+            "web-0.web.ns.svc.cluster.local."
+        );
+        let v6 = "2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.";
+        let ptr6 = ask(&index, v6, RecordType::PTR).unwrap();
+        assert_eq!(
+            ptr6.answers[0].data.to_string(),
+            "fd00--2.web.ns.svc.cluster.local."
+        );
+        assert_eq!(
+            ask(&index, "9.9.9.10.in-addr.arpa.", RecordType::PTR).unwrap_err(),
+            Outcome::Forward
+        );
+        let any = ask(&index, "web.ns.svc.cluster.local.", RecordType::ANY).unwrap();
+        assert_eq!(any.answers.len(), 1);
+        assert_eq!(any.answers[0].record_type(), RecordType::HINFO);
+    }
+
+    #[test]
+    fn address_order_follows_weights() {
+        let index = index();
+        let mut heavy_first = 0;
+        for _ in 0..4000 {
+            let a = ask(&index, "web.ns.svc.cluster.local.", RecordType::A).unwrap();
+            if let RData::A(first) = a.answers[0].data
+                && first.0.to_string() == "10.0.0.2"
+            {
+                heavy_first += 1;
+            }
+        }
+        // Weight 300 vs 100: first three times in four.
+        let share = f64::from(heavy_first) / 4000.0;
+        assert!((0.70..0.80).contains(&share), "share {share}");
+    }
+
+    #[test]
+    fn other_classes_are_refused_in_the_zone_only() {
+        let index = index();
+        let chaos = |name: &str| {
+            let mut packet = query_packet(name, RecordType::TXT, None);
+            let at = packet.len() - 2;
+            packet[at..].copy_from_slice(&3u16.to_be_bytes()); // class CH
+            ask_packet(&index, &packet)
+        };
+        for name in [
+            "cluster.local.",
+            "web.ns.svc.cluster.local.",
+            "nope.ns.svc.cluster.local.",
+            "anything.cluster.local.",
+        ] {
+            let refused = chaos(name).unwrap();
+            assert_eq!(
+                refused.metadata.response_code,
+                ResponseCode::Refused,
+                "{name}"
+            );
+            assert!(!refused.metadata.authoritative, "{name}");
+            assert!(refused.answers.is_empty(), "{name}");
+        }
+        assert_eq!(chaos("version.bind.").unwrap_err(), Outcome::Forward);
+    }
+
+    #[test]
+    fn names_with_names_below_them_and_other_zone_names_go_upstream() {
+        let index = index();
+        for name in [
+            "svc.cluster.local.",
+            "ns.svc.cluster.local.",
+            "web.ns.pod.cluster.local.",
+            "www.example.org.ns.svc.cluster.local.",
+            "_http.tcp.web.ns.svc.cluster.local.",
+        ] {
+            assert_eq!(
+                ask(&index, name, RecordType::A).unwrap_err(),
+                Outcome::Forward,
+                "{name}"
+            );
+        }
+    }
+}
