@@ -5,7 +5,8 @@
 //!   is closed to make room, and only when all are busy is a new one closed
 //!   at once ([`crate::connlimit`]);
 //! - a request head must arrive whole within `header_timeout` of its first
-//!   byte (slowloris) and fit in `max_header_bytes` (else 431);
+//!   byte (slowloris) and fit in `max_header_bytes` (else 431, the JSON
+//!   error of [`super::own_answers`], as for every head hyper refuses);
 //! - a connection idle for `idle_timeout` (no request in progress, no byte
 //!   of a new one) is closed;
 //! - requests with a body are refused (413; the API is GET-only), so no
@@ -34,6 +35,7 @@ use tower::ServiceExt;
 use tracing::{debug, warn};
 
 use super::RequestClass;
+use super::own_answers::OwnAnswers;
 use crate::connlimit::{Admission, Limiter, LimiterMetrics, Slot};
 use crate::metrics::Metrics;
 
@@ -216,6 +218,7 @@ async fn serve_http(stream: TcpStream, slot: Arc<Slot>, shared: Arc<Shared>, kee
     let io = TokioIo::new(Watched {
         inner: stream,
         head: head.clone(),
+        answers: OwnAnswers::new(config.max_header_bytes, shared.metrics.clone()),
     });
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
@@ -325,6 +328,8 @@ enum Wake {
 struct HeadClock {
     started: std::sync::Mutex<Option<tokio::time::Instant>>,
     in_request: std::sync::atomic::AtomicBool,
+    /// A response has ended but hyper has not flushed it yet.
+    unflushed: std::sync::atomic::AtomicBool,
 }
 
 impl HeadClock {
@@ -348,15 +353,31 @@ impl HeadClock {
     }
 
     fn response_done(&self) {
+        self.unflushed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.in_request
             .store(false, std::sync::atomic::Ordering::Relaxed);
     }
+
+    fn flushed(&self) {
+        self.unflushed
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Nothing of a response is in progress or unflushed, so what hyper
+    /// writes now is an answer of its own (see [`OwnAnswers`]).
+    fn hyper_may_answer(&self) -> bool {
+        !self.in_request.load(std::sync::atomic::Ordering::Relaxed)
+            && !self.unflushed.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
-/// The connection's socket, noting when request bytes arrive.
+/// The connection's socket, noting when request bytes arrive and putting
+/// the agent's JSON errors in place of hyper's own answers.
 struct Watched {
     inner: TcpStream,
     head: Arc<HeadClock>,
+    answers: OwnAnswers,
 }
 
 impl tokio::io::AsyncRead for Watched {
@@ -381,7 +402,10 @@ impl tokio::io::AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let hyper_may_answer = this.head.hyper_may_answer();
+        this.answers
+            .poll_write(&mut this.inner, cx, buf, hyper_may_answer)
     }
 
     fn poll_write_vectored(
@@ -389,7 +413,10 @@ impl tokio::io::AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let hyper_may_answer = this.head.hyper_may_answer();
+        this.answers
+            .poll_write_vectored(&mut this.inner, cx, bufs, hyper_may_answer)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -397,11 +424,18 @@ impl tokio::io::AsyncWrite for Watched {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let flushed = this.answers.poll_flush(&mut this.inner, cx);
+        // hyper flushes only once all it buffered is written.
+        if matches!(flushed, Poll::Ready(Ok(()))) {
+            this.head.flushed();
+        }
+        flushed
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        this.answers.poll_shutdown(&mut this.inner, cx)
     }
 }
 
