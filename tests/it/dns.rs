@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::support::agent::free_port;
 use crate::support::cluster::repo_root;
-use crate::support::{Agent, TestNamespace, eventually};
+use crate::support::{Agent, TestNamespace, eventually, tools};
 
 use crate::support::agent::dig;
 
@@ -63,6 +63,7 @@ fn big_service_dir(count: usize) -> std::path::PathBuf {
 
 #[tokio::test]
 async fn dig_sees_every_record_kind_over_udp_and_tcp() {
+    tools::require("dig");
     let agent = Agent::start(&["--source", "demo"]).await;
 
     let a = dig(&agent, &["orders.shop.svc.cluster.local", "A"]);
@@ -128,6 +129,7 @@ async fn dig_sees_every_record_kind_over_udp_and_tcp() {
 
 #[tokio::test]
 async fn each_response_code_has_its_case() {
+    tools::require("dig");
     let dir = big_service_dir(3);
     let agent = Agent::start(&[
         "--source",
@@ -224,6 +226,7 @@ async fn each_response_code_has_its_case() {
 
 #[tokio::test]
 async fn three_hundred_endpoints_truncate_over_udp_and_arrive_whole_over_tcp() {
+    tools::require("dig");
     let dir = big_service_dir(300);
     let agent = Agent::start(&["--source", dir.to_str().unwrap()]).await;
     let udp = dig(
@@ -329,6 +332,7 @@ struct Dnsmasq {
 
 impl Dnsmasq {
     fn start() -> Dnsmasq {
+        tools::require("dnsmasq");
         let port = free_port();
         let child = Command::new("dnsmasq")
             .args([
@@ -364,6 +368,7 @@ impl Drop for Dnsmasq {
 
 #[tokio::test]
 async fn names_the_agent_does_not_serve_go_upstream() {
+    tools::require("dig");
     let upstream = Dnsmasq::start();
     let upstream_arg = upstream.addr.to_string();
     let agent = Agent::start(&["--source", "demo", "--upstream", &upstream_arg]).await;
@@ -397,6 +402,7 @@ async fn names_the_agent_does_not_serve_go_upstream() {
 
 #[tokio::test]
 async fn a_real_cluster_service_resolves_and_follows_changes() {
+    tools::require("dig");
     let ns = TestNamespace::new("dns").await;
     let agent = Agent::start(&["--namespaces", &ns.name]).await;
     ns.create_service("web", json!({})).await;
@@ -429,6 +435,7 @@ async fn a_real_cluster_service_resolves_and_follows_changes() {
 
 #[tokio::test]
 async fn before_the_first_sync_service_names_get_servfail() {
+    tools::require("dig");
     // An API server that never answers: the agent cannot sync.
     let dead = free_port();
     let kubeconfig = std::env::temp_dir()

@@ -8,7 +8,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ use crate::support::agent::{agent_addresses, binary, ips_of, spawn_process};
 use crate::support::cluster::{PrivateCluster, kubeconfig};
 use crate::support::eventually::eventually_within;
 use crate::support::kube::ip_range;
-use crate::support::{Agent, TestNamespace, eventually};
+use crate::support::{Agent, TestNamespace, eventually, tools};
 
 // ---------------------------------------------------------------------------
 // Helpers: raw DNS over UDP and TCP, agent processes on given ports.
@@ -126,6 +126,7 @@ impl Proc {
     }
 
     fn sigterm(&self) {
+        tools::require("kill");
         let status = Command::new("kill")
             .arg("-TERM")
             .arg(self.pid().to_string())
@@ -549,19 +550,6 @@ fn dnsperf_counts(output: &str) -> (u64, u64, u64) {
     )
 }
 
-fn require_dnsperf() {
-    let found = Command::new("dnsperf")
-        .arg("-h")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    assert!(
-        found,
-        "dnsperf is required (Debian: apt-get install dnsperf)"
-    );
-}
-
 /// HTTP GETs over fresh connections until `stop`: (ok, failures).
 fn probe_http(
     url: String,
@@ -646,7 +634,7 @@ fn probe_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_the_ports_to_the_agent_sharing_them_without_losing_a_query() {
-    require_dnsperf();
+    tools::require("dnsperf");
     let ns = three_endpoints("handover").await;
     let (http, dns) = agent_addresses();
     let args = ["--namespaces", &ns.name];

@@ -184,6 +184,7 @@ impl Agent {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
+        super::tools::require("kill");
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -213,6 +214,7 @@ pub fn ips_of(body: &Value) -> Vec<String> {
 
 /// `dig` against the agent's DNS port (+time=5 +tries=1); returns stdout.
 pub fn dig(agent: &Agent, args: &[&str]) -> String {
+    super::tools::require("dig");
     let output = Command::new("dig")
         .arg(format!("@{}", agent.dns.ip()))
         .arg("-p")
