@@ -304,6 +304,9 @@ async fn terminating_endpoints_are_served_only_when_none_is_ready() {
     .await;
     assert_eq!(body["terminatingFallback"], true);
     assert_eq!(body["endpoints"][0]["terminating"], true);
+    // DNS applies the same rule (kube-proxy's; CoreDNS answers NXDOMAIN).
+    let name = format!("roll.{}.svc.cluster.local", ns.name);
+    assert_eq!(agent.resolve(&["--short", &name]).1, "10.50.0.1\n");
 
     // A ready endpoint appears: only it is served.
     replace_slice(&ns, "roll-1", slice("roll-1", "roll", json!([
@@ -321,6 +324,7 @@ async fn terminating_endpoints_are_served_only_when_none_is_ready() {
     })
     .await;
     assert_eq!(body["terminatingFallback"], false);
+    assert_eq!(agent.resolve(&["--short", &name]).1, "10.50.0.3\n");
     ns.delete().await;
 }
 
