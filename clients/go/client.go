@@ -45,9 +45,9 @@ var (
 	// --http-max-connections) and refused the request; retry later, with
 	// backoff.
 	ErrOverloaded = errors.New("agent is overloaded")
-	// ErrUnavailable: the agent cannot answer now for another reason (code
-	// unavailable, or a 503 with a code this client does not know); retry
-	// later.
+	// ErrUnavailable: the agent cannot answer now for another reason (a
+	// 503 with a code this client does not know, or from a proxy in
+	// between); retry later.
 	ErrUnavailable = errors.New("agent is unavailable")
 	// ErrBadRequest: the agent refused the request's parameters (code
 	// bad_request); the same request will fail again.
@@ -67,8 +67,8 @@ const (
 	CodeBodyNotAllowed      = "body_not_allowed"
 	CodeTooManyWatchStreams = "too_many_watch_streams"
 	CodeTooManyConnections  = "too_many_connections"
-	CodeUnavailable         = "unavailable"
-	CodeError               = "error"
+	CodeHeaderTooLarge      = "header_too_large"
+	CodeURITooLong          = "uri_too_long"
 )
 
 // errorOfCode is the sentinel each code means; codes without one (a route
@@ -81,7 +81,6 @@ var errorOfCode = map[string]error{
 	CodeNotSynced:           ErrNotSynced,
 	CodeTooManyWatchStreams: ErrOverloaded,
 	CodeTooManyConnections:  ErrOverloaded,
-	CodeUnavailable:         ErrUnavailable,
 	CodeBadRequest:          ErrBadRequest,
 }
 

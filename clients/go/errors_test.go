@@ -78,7 +78,7 @@ func TestErrorCodes(t *testing.T) {
 		// not "no usable endpoints" (which status guessing made of it).
 		{503, `{"error":"too many watch streams (1024 open); retry later","code":"too_many_watch_streams"}`, kubedisco.CodeTooManyWatchStreams, kubedisco.ErrOverloaded},
 		{503, `{"error":"too many connections to the agent; retry shortly","code":"too_many_connections"}`, kubedisco.CodeTooManyConnections, kubedisco.ErrOverloaded},
-		{503, `{"error":"shutting down","code":"unavailable"}`, kubedisco.CodeUnavailable, kubedisco.ErrUnavailable},
+		{431, `{"error":"the request head is larger than 16384 bytes","code":"header_too_large"}`, kubedisco.CodeHeaderTooLarge, nil},
 		{503, `{"error":"a limit of a newer agent","code":"too_many_something"}`, "too_many_something", kubedisco.ErrUnavailable},
 		{503, `<html>proxy says no</html>`, "", kubedisco.ErrUnavailable},
 		// A bad parameter whose message mentions a port is still a bad
@@ -88,7 +88,7 @@ func TestErrorCodes(t *testing.T) {
 		{404, `{"error":"no such route: GET /v1/pick/shop/x","code":"not_found"}`, kubedisco.CodeNotFound, nil},
 		{405, `{"error":"only GET and HEAD","code":"method_not_allowed"}`, kubedisco.CodeMethodNotAllowed, nil},
 		{413, `{"error":"request bodies are not allowed","code":"body_not_allowed"}`, kubedisco.CodeBodyNotAllowed, nil},
-		{500, `{"error":"internal","code":"error"}`, kubedisco.CodeError, nil},
+		{500, `{"error":"internal","code":"error"}`, "error", nil},
 		{431, ``, "", nil},
 	} {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -1,4 +1,5 @@
-//! The command line: `kubedisco agent`, `dump`, `health`, `version`.
+//! The command line: `kubedisco agent`, `dump`, `health`, `resolve`,
+//! `version`.
 //!
 //! Every flag can also come from the environment as `KUBEDISCO_<FLAG>`
 //! (e.g. `--http-addr` ↔ `KUBEDISCO_HTTP_ADDR`); a flag on the command line
@@ -7,6 +8,7 @@
 pub mod args;
 pub mod dump;
 pub mod health;
+pub mod resolve;
 
 use std::process::ExitCode;
 
@@ -15,6 +17,7 @@ use clap::{Parser, Subcommand};
 pub use args::AgentArgs;
 pub use dump::DumpArgs;
 pub use health::HealthArgs;
+pub use resolve::ResolveArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,6 +38,9 @@ pub enum Command {
     Dump(DumpArgs),
     /// Exit 0 when a running agent is alive (--ready: synced), else 1.
     Health(HealthArgs),
+    /// Ask the agent's DNS like dig: print the whole answer (0: NOERROR or
+    /// NXDOMAIN; 1: an error status or no answer; 2: bad arguments).
+    Resolve(ResolveArgs),
     /// Print the version.
     Version,
 }
@@ -47,6 +53,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Dump(args) => dump::run(&args),
         Command::Health(args) => health::run(&args),
+        Command::Resolve(args) => resolve::run(&args),
         Command::Agent(args) => {
             if let Err(message) = crate::logging::init(args.log_format, &args.log_level) {
                 eprintln!("kubedisco: {message}");

@@ -9,11 +9,14 @@
 //! - [`error`]: the one JSON error shape every route uses.
 //! - [`server`]: the accept loop and connection limits (cap with idle
 //!   eviction, header timeout and size, idle timeout, lame duck).
+//! - [`own_answers`]: the answers hyper gives itself (a head it refused)
+//!   as the same JSON errors.
 //!
 //! Handlers only read [`Index`] snapshots; nothing here talks to Kubernetes.
 
 pub mod error;
 pub mod ops;
+mod own_answers;
 pub mod pick;
 pub mod query;
 pub mod server;
@@ -37,7 +40,7 @@ use crate::handover::Lifecycle;
 use crate::index::Index;
 use crate::metrics::{Metrics, RequestLabels, RouteLabels};
 use crate::source::status::SourceStatus;
-pub use error::ApiError;
+pub use error::{ApiError, ErrorCode};
 
 /// Tunables of the HTTP front end.
 #[derive(Clone, Debug)]
@@ -148,14 +151,17 @@ pub async fn serve(
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::not_found(format!("no such route: {method} {}", uri.path()))
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!("no such route: {method} {}", uri.path()),
+    )
 }
 
 async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::method_not_allowed(format!(
-        "{method} is not allowed on {}; use GET",
-        uri.path()
-    ))
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{method} is not allowed on {}; use GET", uri.path()),
+    )
 }
 
 /// The route pattern `path` matches in [`router`] (its metrics label),
@@ -195,10 +201,9 @@ pub fn refuse_body(headers: &axum::http::HeaderMap, metrics: &Metrics) -> Option
     }
     metrics.record_http_rejected("body");
     let mut response = ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::BodyNotAllowed,
         "request bodies are not accepted: every route is a GET",
     )
-    .with_code("body_not_allowed")
     .into_response();
     response.headers_mut().insert(
         header::CONNECTION,
@@ -246,7 +251,170 @@ impl RequestClass {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::Scope;
+    use crate::source::manifest::{DEMO, parse_manifests};
     use axum::extract::{MatchedPath, Request};
+
+    /// The demo's Services, and their slices unless `slices_listed` is
+    /// false: then the index is not synced (slices still on their way).
+    fn demo_state(slices_listed: bool) -> AppState {
+        let index = Arc::new(Index::default());
+        index.expect_parts(["services", "slices"]);
+        let (mut services, mut slices) = (Vec::new(), Vec::new());
+        for (_, text) in DEMO {
+            let parsed = parse_manifests(text).unwrap();
+            services.extend(parsed.services);
+            slices.extend(parsed.slices);
+        }
+        index.replace(&Scope::All, Some(services), None, "services");
+        if slices_listed {
+            index.replace(&Scope::All, None, Some(slices), "slices");
+        }
+        AppState::new(HttpContext {
+            index,
+            metrics: Arc::new(Metrics::new()),
+            status: Arc::default(),
+            pickers: Arc::default(),
+            config: Arc::new(HttpConfig::default()),
+            shutdown: CancellationToken::new(),
+            lifecycle: Arc::default(),
+            watch_slots: Arc::new(Semaphore::new(1)),
+        })
+    }
+
+    /// Status and JSON body of `method path` through the router.
+    async fn ask(state: &AppState, method: Method, path: &str) -> (StatusCode, serde_json::Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = tower::ServiceExt::oneshot(router(state.clone()), request)
+            .await
+            .unwrap();
+        let status = response.status();
+        let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let json = serde_json::from_slice(&body).unwrap_or_else(|_| {
+            panic!(
+                "{path}: {status} {content_type:?} is not JSON: {:?}",
+                String::from_utf8_lossy(&body)
+            )
+        });
+        (status, json)
+    }
+
+    /// Every way a request can go wrong at the router gets the one error
+    /// shape, with a known code whose status is the answer's.
+    #[tokio::test]
+    async fn every_error_is_the_one_json_shape_with_its_codes_status() {
+        let state = demo_state(true);
+        // The one watch stream allowed, held open (never read to its end).
+        let request = Request::get("/v1/watch/shop/orders")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let open_stream = tower::ServiceExt::oneshot(router(state.clone()), request)
+            .await
+            .unwrap();
+        assert_eq!(open_stream.status(), StatusCode::OK);
+        for (method, path, code) in [
+            (Method::GET, "/v2/services", "not_found"),
+            (Method::GET, "/v1/services/shop/orders/x", "not_found"),
+            (Method::POST, "/v1/services", "method_not_allowed"),
+            (
+                Method::DELETE,
+                "/v1/services/shop/orders",
+                "method_not_allowed",
+            ),
+            (Method::GET, "/v1/services?x=1", "bad_request"),
+            (
+                Method::GET,
+                "/v1/services/shop/orders?index=-1",
+                "bad_request",
+            ),
+            (
+                Method::GET,
+                "/v1/services/shop/orders?wait=5s",
+                "bad_request",
+            ),
+            (Method::GET, "/v1/services/Shop/orders", "bad_request"),
+            // Not UTF-8 once decoded: axum's own rejection is plain text.
+            (Method::GET, "/v1/services/%FF/orders", "bad_request"),
+            (Method::GET, "/v1/pick/shop/%C3", "bad_request"),
+            (Method::GET, "/v1/watch/%FF/orders", "bad_request"),
+            (Method::GET, "/v1/services/shop/gone", "service_not_found"),
+            (Method::GET, "/v1/pick/shop/gone", "service_not_found"),
+            (
+                Method::GET,
+                "/v1/pick/shop/orders?port=smtp",
+                "no_such_port",
+            ),
+            (
+                Method::GET,
+                "/v1/pick/shop/orders?strategy=x",
+                "bad_request",
+            ),
+            (
+                Method::GET,
+                "/v1/watch/shop/orders?format=xml",
+                "bad_request",
+            ),
+            (
+                Method::GET,
+                "/v1/watch/shop/orders",
+                "too_many_watch_streams",
+            ),
+            (Method::GET, "/debug/endpoints?x", "bad_request"),
+        ] {
+            let (status, body) = ask(&state, method.clone(), path).await;
+            let known = ErrorCode::ALL
+                .iter()
+                .find(|c| body["code"] == c.as_str())
+                .unwrap_or_else(|| panic!("{method} {path}: unknown code in {body}"));
+            assert_eq!(body["code"], code, "{method} {path}: {body}");
+            assert_eq!(status, known.status(), "{method} {path}: {body}");
+            assert!(body["error"].is_string(), "{method} {path}: {body}");
+        }
+        let (_, gone) = ask(&state, Method::GET, "/v1/pick/shop/gone").await;
+        assert_eq!(
+            (&gone["namespace"], &gone["name"], &gone["exists"]),
+            (&"shop".into(), &"gone".into(), &false.into()),
+            "{gone}"
+        );
+    }
+
+    /// Before the first sync every route about one Service says so, even
+    /// for a Service whose slices have not been listed yet.
+    #[tokio::test]
+    async fn before_the_first_sync_no_service_is_answered_from_a_part_of_it() {
+        let state = demo_state(false);
+        assert!(
+            state
+                .index
+                .load()
+                .services
+                .contains_key(&crate::index::ServiceKey::new("shop", "orders")),
+            "the Service is known, its slices are not"
+        );
+        for path in [
+            "/v1/services/shop/orders",
+            "/v1/pick/shop/orders",
+            "/v1/pick/shop/orders?port=grpc",
+            "/v1/pick/shop/gone",
+        ] {
+            let (status, body) = ask(&state, Method::GET, path).await;
+            assert_eq!(
+                (status, &body["code"]),
+                (StatusCode::SERVICE_UNAVAILABLE, &"not_synced".into()),
+                "{path}: {body}"
+            );
+        }
+        let synced = demo_state(true);
+        let (status, body) = ask(&synced, Method::GET, "/v1/pick/shop/orders?port=grpc").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
 
     /// route_label agrees with the router's own matching on every route,
     /// and on paths that only look like one.

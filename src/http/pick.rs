@@ -7,13 +7,14 @@
 //! left out when the Service has only one port.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::{ApiError, AppState, query};
+use super::query::{self, ServicePath};
+use super::{ApiError, AppState, ErrorCode};
 use crate::balance::{Candidate, pick_by_key, pick_weighted_random};
-use crate::index::{Endpoint, ServiceKey};
+use crate::index::Endpoint;
 
 #[derive(Serialize)]
 struct Picked<'a> {
@@ -31,20 +32,18 @@ struct Picked<'a> {
 
 pub async fn pick(
     State(state): State<AppState>,
-    Path((namespace, name)): Path<(String, String)>,
+    ServicePath(key): ServicePath,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    query::validate_name("namespace", &namespace)?;
-    query::validate_name("service name", &name)?;
     let params = query::parse(raw.as_deref(), &["port", "key", "strategy"])?;
     let snapshot = state.index.load();
-    let key = ServiceKey::new(&namespace, &name);
+    // As for the Service's answer: before the first sync a Service may lack
+    // slices still on their way, so no pick from a part of its endpoints.
+    if !snapshot.synced {
+        return Err(ApiError::not_synced());
+    }
     let Some(service) = snapshot.services.get(&key) else {
-        if !snapshot.synced {
-            return Err(ApiError::not_synced());
-        }
-        return Err(ApiError::not_found(format!("service {key} is not served"))
-            .with_code("service_not_found"));
+        return Err(ApiError::service_not_found(&key));
     };
 
     let port_names: Vec<&str> = {
@@ -59,11 +58,13 @@ pub async fn pick(
     let port_name: &str = match params.get("port") {
         Some(name) => {
             if !port_names.contains(&name.as_str()) {
-                return Err(ApiError::bad_request(format!(
-                    "service {key} has no port named {name:?} (ports: {})",
-                    describe_ports(&port_names)
-                ))
-                .with_code("no_such_port"));
+                return Err(ApiError::new(
+                    ErrorCode::NoSuchPort,
+                    format!(
+                        "service {key} has no port named {name:?} (ports: {})",
+                        describe_ports(&port_names)
+                    ),
+                ));
             }
             port_names
                 .iter()
@@ -135,10 +136,10 @@ pub async fn pick(
         }
     };
     let Some(i) = picked else {
-        return Err(ApiError::unavailable(format!(
-            "service {key} has no usable endpoint for port {port_name:?}"
-        ))
-        .with_code("no_endpoints"));
+        return Err(ApiError::new(
+            ErrorCode::NoEndpoints,
+            format!("service {key} has no usable endpoint for port {port_name:?}"),
+        ));
     };
     let (endpoint, port, address) = &chosen[i];
     Ok(Json(Picked {

@@ -4,7 +4,31 @@
 
 use std::collections::BTreeMap;
 
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+
 use super::ApiError;
+use crate::index::ServiceKey;
+
+/// The `{namespace}/{name}` of a route about one Service, both checked to
+/// be DNS labels. A path axum cannot decode (say `%FF`, not UTF-8) is the
+/// same JSON 400 as a bad name, not axum's plain-text rejection.
+pub struct ServicePath(pub ServiceKey);
+
+impl<S: Send + Sync> FromRequestParts<S> for ServicePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path((namespace, name)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| {
+                ApiError::bad_request(format!("invalid path: {}", rejection.body_text()))
+            })?;
+        validate_name("namespace", &namespace)?;
+        validate_name("service name", &name)?;
+        Ok(Self(ServiceKey::new(&namespace, &name)))
+    }
+}
 
 /// Parses `raw` and rejects parameters outside `allowed` or given twice.
 pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<BTreeMap<String, String>, ApiError> {

@@ -6,7 +6,8 @@
 //!   that gets no slot is answered 503 (`too_many_connections`) with
 //!   `Connection: close`;
 //! - a request head must arrive whole within `header_timeout` of its first
-//!   byte (slowloris) and fit in `max_header_bytes` (else 431);
+//!   byte (slowloris) and fit in `max_header_bytes` (else 431, the JSON
+//!   error of [`super::own_answers`], as for every head hyper refuses);
 //! - a connection idle for `idle_timeout` (no request in progress, no byte
 //!   of a new one) is closed;
 //! - requests with a body are refused (413; the API is GET-only), so no
@@ -38,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
+use super::own_answers::OwnAnswers;
 use super::{ApiError, RequestClass};
 use crate::connlimit::{self, CloseReason, Front, Limiter, Slot};
 use crate::metrics::Metrics;
@@ -176,14 +178,7 @@ async fn refuse(stream: &mut TcpStream) {
     if read == 0 {
         return; // nothing asked: nothing to answer
     }
-    let body = ApiError::too_many_connections().json_bytes();
-    let mut response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    response.extend_from_slice(&body);
+    let response = ApiError::too_many_connections().to_http1();
     let _ = stream.write_all(&response).await;
 }
 
@@ -270,6 +265,7 @@ async fn serve_http(
         inner: Some(stream),
         give_back: Some(give_back),
         head: head.clone(),
+        answers: OwnAnswers::new(config.max_header_bytes, shared.metrics.clone()),
     });
     // Boxed so that it can be dropped before the function ends, which
     // hands the socket back.
@@ -398,6 +394,8 @@ enum Wake {
 struct HeadClock {
     started: std::sync::Mutex<Option<tokio::time::Instant>>,
     in_request: std::sync::atomic::AtomicBool,
+    /// A response has ended but hyper has not flushed it yet.
+    unflushed: std::sync::atomic::AtomicBool,
 }
 
 impl HeadClock {
@@ -421,18 +419,34 @@ impl HeadClock {
     }
 
     fn response_done(&self) {
+        self.unflushed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.in_request
             .store(false, std::sync::atomic::Ordering::Relaxed);
     }
+
+    fn flushed(&self) {
+        self.unflushed
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Nothing of a response is in progress or unflushed, so what hyper
+    /// writes now is an answer of its own (see [`OwnAnswers`]).
+    fn hyper_may_answer(&self) -> bool {
+        !self.in_request.load(std::sync::atomic::Ordering::Relaxed)
+            && !self.unflushed.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
-/// The connection's socket, noting when request bytes arrive, and handed
+/// The connection's socket, noting when request bytes arrive, putting
+/// the agent's JSON errors in place of hyper's own answers, and handed
 /// back when hyper drops it.
 struct Watched {
     /// Some until dropped.
     inner: Option<TcpStream>,
     give_back: Option<tokio::sync::oneshot::Sender<TcpStream>>,
     head: Arc<HeadClock>,
+    answers: OwnAnswers,
 }
 
 impl Watched {
@@ -471,7 +485,14 @@ impl tokio::io::AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        self.get_mut().stream().poll_write(cx, buf)
+        let this = self.get_mut();
+        let hyper_may_answer = this.head.hyper_may_answer();
+        this.answers.poll_write(
+            this.inner.as_mut().expect("the socket until drop"),
+            cx,
+            buf,
+            hyper_may_answer,
+        )
     }
 
     fn poll_write_vectored(
@@ -479,7 +500,14 @@ impl tokio::io::AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        self.get_mut().stream().poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let hyper_may_answer = this.head.hyper_may_answer();
+        this.answers.poll_write_vectored(
+            this.inner.as_mut().expect("the socket until drop"),
+            cx,
+            bufs,
+            hyper_may_answer,
+        )
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -487,11 +515,21 @@ impl tokio::io::AsyncWrite for Watched {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.get_mut().stream().poll_flush(cx)
+        let this = self.get_mut();
+        let flushed = this
+            .answers
+            .poll_flush(this.inner.as_mut().expect("the socket until drop"), cx);
+        // hyper flushes only once all it buffered is written.
+        if matches!(flushed, Poll::Ready(Ok(()))) {
+            this.head.flushed();
+        }
+        flushed
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.get_mut().stream().poll_shutdown(cx)
+        let this = self.get_mut();
+        this.answers
+            .poll_shutdown(this.inner.as_mut().expect("the socket until drop"), cx)
     }
 }
 

@@ -9,13 +9,14 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
 
+use super::query::{self, ServicePath};
 use super::view::{ServiceList, ServiceView, Staleness};
-use super::{ApiError, AppState, query};
+use super::{ApiError, AppState};
 use crate::duration::parse_duration;
 use crate::index::{ServiceKey, Snapshot};
 
@@ -81,13 +82,10 @@ fn blocking_params(
 
 pub async fn get_one(
     State(state): State<AppState>,
-    Path((namespace, name)): Path<(String, String)>,
+    ServicePath(key): ServicePath,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    query::validate_name("namespace", &namespace)?;
-    query::validate_name("service name", &name)?;
     let blocking = blocking_params(raw.as_deref(), &state.config)?;
-    let key = ServiceKey::new(&namespace, &name);
 
     let snapshot = match blocking {
         // Index 0 never blocks: it is what a client sends before it knows any.
@@ -180,24 +178,12 @@ fn answer(snapshot: &Snapshot, key: &ServiceKey, stale: Staleness) -> Result<Res
             Json(ServiceView::found(service, stale)).into_response(),
             service.revision,
         ),
-        None => {
-            let body = serde_json::json!({
-                "error": format!(
-                    "service {key} is not served: no such Service, or a ClusterIP Service \
-                     without the kubedisco.io/expose annotation"
-                ),
-                "namespace": &*key.namespace,
-                "name": &*key.name,
-                "code": "service_not_found",
-                "exists": false,
-            });
-            // A client that blocks with this index wakes when the Service
-            // appears: every later revision is larger.
-            (
-                (StatusCode::NOT_FOUND, Json(body)).into_response(),
-                snapshot.generation,
-            )
-        }
+        // A client that blocks with this index wakes when the Service
+        // appears: every later revision is larger.
+        None => (
+            ApiError::service_not_found(key).into_response(),
+            snapshot.generation,
+        ),
     };
     response
         .headers_mut()

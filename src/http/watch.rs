@@ -9,15 +9,16 @@
 //! reader) simply gets the newest.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures::stream;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 
+use super::query::{self, ServicePath};
 use super::view::{ServiceView, Staleness};
-use super::{ApiError, AppState, query};
+use super::{ApiError, AppState, ErrorCode};
 use crate::index::ServiceKey;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -49,12 +50,10 @@ struct WatchState {
 
 pub async fn watch(
     State(app): State<AppState>,
-    Path((namespace, name)): Path<(String, String)>,
+    ServicePath(key): ServicePath,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    query::validate_name("namespace", &namespace)?;
-    query::validate_name("service name", &name)?;
     let params = query::parse(raw.as_deref(), &["format"])?;
     let format = match params.get("format").map(String::as_str) {
         Some("sse") => Format::Sse,
@@ -78,12 +77,11 @@ pub async fn watch(
     };
     let Ok(slot) = app.watch_slots.clone().try_acquire_owned() else {
         app.metrics.record_http_rejected("watch_streams");
-        return Err(ApiError::unavailable(
+        return Err(ApiError::new(
+            ErrorCode::TooManyWatchStreams,
             "too many open watch streams (--max-watch-streams); retry later or use blocking queries",
-        )
-        .with_code("too_many_watch_streams"));
+        ));
     };
-    let key = ServiceKey::new(&namespace, &name);
     let changes = app.index.notifier().subscribe(&key);
     app.metrics.watch_streams.inc();
     let state = WatchState {

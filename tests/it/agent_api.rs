@@ -304,6 +304,9 @@ async fn terminating_endpoints_are_served_only_when_none_is_ready() {
     .await;
     assert_eq!(body["terminatingFallback"], true);
     assert_eq!(body["endpoints"][0]["terminating"], true);
+    // DNS applies the same rule (kube-proxy's; CoreDNS answers NXDOMAIN).
+    let name = format!("roll.{}.svc.cluster.local", ns.name);
+    assert_eq!(agent.resolve(&["--short", &name]).1, "10.50.0.1\n");
 
     // A ready endpoint appears: only it is served.
     replace_slice(&ns, "roll-1", slice("roll-1", "roll", json!([
@@ -321,6 +324,7 @@ async fn terminating_endpoints_are_served_only_when_none_is_ready() {
     })
     .await;
     assert_eq!(body["terminatingFallback"], false);
+    assert_eq!(agent.resolve(&["--short", &name]).1, "10.50.0.3\n");
     ns.delete().await;
 }
 
@@ -526,19 +530,32 @@ async fn a_blocking_query_returns_on_its_own_service_only() {
     ns.delete().await;
 }
 
+/// RBAC rules to read Services, and EndpointSlices when `slices`.
+fn read_rules(slices: bool) -> Value {
+    let read = json!(["get", "list", "watch"]);
+    let mut rules = vec![json!({"apiGroups": [""], "resources": ["services"], "verbs": read})];
+    if slices {
+        rules.push(json!({"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read}));
+    }
+    Value::Array(rules)
+}
+
+/// An agent (not waited for) whose ServiceAccount may read the Services of
+/// `ns` but not its EndpointSlices, until [`read_rules`]`(true)` is set.
+async fn agent_reading_services_only(ns: &TestNamespace) -> Agent {
+    let kubeconfig = ns
+        .service_account_kubeconfig("agent", read_rules(false))
+        .await;
+    Agent::spawn_with_env(
+        &["--namespaces", &ns.name],
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    )
+}
+
 #[tokio::test]
 async fn a_forbidden_agent_says_why_stays_unready_and_recovers_when_granted() {
     let ns = TestNamespace::new("forbidden").await;
-    let kubeconfig = ns
-        .service_account_kubeconfig(
-            "agent",
-            json!([{"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]}]),
-        )
-        .await;
-    let agent = Agent::spawn_with_env(
-        &["--namespaces", &ns.name],
-        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
-    );
+    let agent = agent_reading_services_only(&ns).await;
     eventually("a clear RBAC error in the log", || async {
         let log = agent.log();
         if log.contains("RBAC forbids list/watch of endpointslices") {
@@ -555,12 +572,74 @@ async fn a_forbidden_agent_says_why_stays_unready_and_recovers_when_granted() {
         "{body}"
     );
 
-    ns.set_role_rules(
-        "agent",
-        json!([{"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]},
-               {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}]),
+    ns.set_role_rules("agent", read_rules(true)).await;
+    agent.wait_ready().await;
+    ns.delete().await;
+}
+
+/// Before the first sync, `/v1/pick` says `not_synced` as the Service's
+/// own route does, even for a Service already listed whose slices have not
+/// arrived: never a pick from part of its endpoints (here: from none).
+#[tokio::test]
+async fn before_the_first_sync_pick_says_not_synced_even_for_a_listed_service() {
+    let ns = TestNamespace::new("pick-unsynced").await;
+    ns.create_service(
+        "api",
+        json!({"selector": null, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}),
     )
     .await;
+    let _: EndpointSlice = ns
+        .create(slice(
+            "api-1",
+            "api",
+            json!([{"addresses": ["10.21.0.1"], "conditions": {"ready": true}}]),
+        ))
+        .await;
+    // Services may be listed; EndpointSlices may not (yet).
+    let agent = agent_reading_services_only(&ns).await;
+    eventually(
+        "the Service listed while the slices are forbidden",
+        || async {
+            let (status, body) = agent.get("/v1/services").await?;
+            let listed = body["services"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s["name"] == "api"));
+            match (
+                status,
+                listed,
+                agent
+                    .log()
+                    .contains("RBAC forbids list/watch of endpointslices"),
+            ) {
+                (200, true, true) => Ok(()),
+                other => Err(format!("{other:?}: {body}")),
+            }
+        },
+    )
+    .await;
+    for path in [
+        format!("/v1/pick/{}/api", ns.name),
+        format!("/v1/pick/{}/api?port=http", ns.name),
+        format!("/v1/services/{}/api", ns.name),
+    ] {
+        let (status, body) = agent.get(&path).await.unwrap();
+        assert_eq!(
+            (status, &body["code"]),
+            (503, &json!("not_synced")),
+            "{path}: {body}"
+        );
+    }
+
+    ns.set_role_rules("agent", read_rules(true)).await;
     agent.wait_ready().await;
+    let (status, body) = agent
+        .get(&format!("/v1/pick/{}/api?port=http", ns.name))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, &body["address"]),
+        (200, &json!("10.21.0.1:8080")),
+        "{body}"
+    );
     ns.delete().await;
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::support::agent::free_port;
 use crate::support::cluster::repo_root;
-use crate::support::{Agent, TestNamespace, eventually};
+use crate::support::{Agent, TestNamespace, eventually, tools};
 
 use crate::support::agent::dig;
 
@@ -31,6 +31,40 @@ fn records<'a>(output: &'a str, rtype: &str) -> Vec<Vec<&'a str>> {
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
         .filter(|fields| fields.get(3) == Some(&rtype))
         .collect()
+}
+
+/// An agent serving `source` whose upstream is a closed loopback port:
+/// forwarded names fail fast (SERVFAIL) and nothing asked leaves.
+async fn agent_without_upstream(source: &str) -> Agent {
+    Agent::start(&[
+        "--source",
+        source,
+        "--upstream",
+        "127.0.0.1:9",
+        "--upstream-timeout",
+        "300ms",
+    ])
+    .await
+}
+
+/// The demo's `_grpc._tcp.orders.shop` SRV answer in dig's output: three
+/// records with real weights, the targets' addresses in Additional.
+fn assert_demo_grpc_srv(output: &str) {
+    let answers = records(output, "SRV");
+    assert_eq!(answers.len(), 3, "{output}");
+    let heavy = [
+        "0",
+        "300",
+        "9090",
+        "orders-2.orders.shop.svc.cluster.local.",
+    ];
+    assert!(answers.iter().any(|f| f[4..] == heavy), "{output}");
+    assert!(
+        records(output, "A")
+            .iter()
+            .any(|f| f[0] == "orders-0.orders.shop.svc.cluster.local." && f[4] == "10.244.1.11"),
+        "targets in Additional: {output}"
+    );
 }
 
 /// A directory with one headless Service of `count` endpoints (10.99.x.y).
@@ -63,6 +97,7 @@ fn big_service_dir(count: usize) -> std::path::PathBuf {
 
 #[tokio::test]
 async fn dig_sees_every_record_kind_over_udp_and_tcp() {
+    tools::require("dig");
     let agent = Agent::start(&["--source", "demo"]).await;
 
     let a = dig(&agent, &["orders.shop.svc.cluster.local", "A"]);
@@ -82,25 +117,7 @@ async fn dig_sees_every_record_kind_over_udp_and_tcp() {
     );
 
     let srv = dig(&agent, &["_grpc._tcp.orders.shop.svc.cluster.local", "SRV"]);
-    let answers = records(&srv, "SRV");
-    assert_eq!(answers.len(), 3, "{srv}");
-    assert!(
-        answers.iter().any(|f| f[4..]
-            == [
-                "0",
-                "300",
-                "9090",
-                "orders-2.orders.shop.svc.cluster.local."
-            ]),
-        "{srv}"
-    );
-    let additional = records(&srv, "A");
-    assert!(
-        additional
-            .iter()
-            .any(|f| f[0] == "orders-0.orders.shop.svc.cluster.local." && f[4] == "10.244.1.11"),
-        "targets in Additional: {srv}"
-    );
+    assert_demo_grpc_srv(&srv);
 
     let ptr = dig(&agent, &["-x", "10.244.1.11", "+short"]);
     assert_eq!(ptr.trim(), "orders-0.orders.shop.svc.cluster.local.");
@@ -128,16 +145,9 @@ async fn dig_sees_every_record_kind_over_udp_and_tcp() {
 
 #[tokio::test]
 async fn each_response_code_has_its_case() {
+    tools::require("dig");
     let dir = big_service_dir(3);
-    let agent = Agent::start(&[
-        "--source",
-        dir.to_str().unwrap(),
-        "--upstream",
-        "127.0.0.1:9",
-        "--upstream-timeout",
-        "300ms",
-    ])
-    .await;
+    let agent = agent_without_upstream(dir.to_str().unwrap()).await;
 
     // NXDOMAIN: a served Service without usable endpoints, with the SOA.
     let nx = dig(&agent, &["drained.load.svc.cluster.local", "A"]);
@@ -224,6 +234,7 @@ async fn each_response_code_has_its_case() {
 
 #[tokio::test]
 async fn three_hundred_endpoints_truncate_over_udp_and_arrive_whole_over_tcp() {
+    tools::require("dig");
     let dir = big_service_dir(300);
     let agent = Agent::start(&["--source", dir.to_str().unwrap()]).await;
     let udp = dig(
@@ -329,6 +340,7 @@ struct Dnsmasq {
 
 impl Dnsmasq {
     fn start() -> Dnsmasq {
+        tools::require("dnsmasq");
         let port = free_port();
         let child = Command::new("dnsmasq")
             .args([
@@ -364,6 +376,7 @@ impl Drop for Dnsmasq {
 
 #[tokio::test]
 async fn names_the_agent_does_not_serve_go_upstream() {
+    tools::require("dig");
     let upstream = Dnsmasq::start();
     let upstream_arg = upstream.addr.to_string();
     let agent = Agent::start(&["--source", "demo", "--upstream", &upstream_arg]).await;
@@ -397,6 +410,7 @@ async fn names_the_agent_does_not_serve_go_upstream() {
 
 #[tokio::test]
 async fn a_real_cluster_service_resolves_and_follows_changes() {
+    tools::require("dig");
     let ns = TestNamespace::new("dns").await;
     let agent = Agent::start(&["--namespaces", &ns.name]).await;
     ns.create_service("web", json!({})).await;
@@ -429,6 +443,7 @@ async fn a_real_cluster_service_resolves_and_follows_changes() {
 
 #[tokio::test]
 async fn before_the_first_sync_service_names_get_servfail() {
+    tools::require("dig");
     // An API server that never answers: the agent cannot sync.
     let dead = free_port();
     let kubeconfig = std::env::temp_dir()
@@ -454,4 +469,102 @@ async fn before_the_first_sync_service_names_get_servfail() {
     .await;
     assert_eq!(status(&out), "SERVFAIL", "{out}");
     assert_eq!(agent.get("/readyz").await.unwrap().0, 503);
+}
+
+/// The agent's own dig, for images without one: what it prints is read
+/// here as dig's output is above.
+#[tokio::test]
+async fn kubedisco_resolve_prints_the_answer_as_dig_does() {
+    let agent = agent_without_upstream("demo").await;
+
+    let (code, a, _) = agent.resolve(&["orders.shop.svc.cluster.local"]);
+    assert_eq!(code, Some(0), "{a}");
+    assert_eq!(status(&a), "NOERROR", "{a}");
+    assert!(a.contains("flags: qr aa rd ra;"), "authoritative: {a}");
+    let mut ips: Vec<&str> = records(&a, "A").iter().map(|f| f[4]).collect();
+    ips.sort();
+    assert_eq!(ips, ["10.244.1.11", "10.244.1.12", "10.244.2.21"], "{a}");
+    assert!(
+        a.contains(&format!(
+            "SERVER: {}#{} (UDP)",
+            agent.dns.ip(),
+            agent.dns.port()
+        )),
+        "{a}"
+    );
+
+    let (code, srv, _) = agent.resolve(&["_grpc._tcp.orders.shop.svc.cluster.local", "srv"]);
+    assert_eq!(code, Some(0), "{srv}");
+    assert!(srv.contains(";; ADDITIONAL SECTION:"), "{srv}");
+    assert_demo_grpc_srv(&srv);
+
+    // NXDOMAIN (a port the Service does not have) is an answer: exit 0,
+    // with the zone's SOA in Authority.
+    let (code, nx, _) = agent.resolve(&["_smtp._tcp.orders.shop.svc.cluster.local", "SRV"]);
+    assert_eq!(code, Some(0), "{nx}");
+    assert_eq!(status(&nx), "NXDOMAIN", "{nx}");
+    assert!(nx.contains(";; AUTHORITY SECTION:"), "{nx}");
+    assert_eq!(records(&nx, "SOA")[0][4], "ns.dns.cluster.local.", "{nx}");
+
+    let (code, tcp, _) = agent.resolve(&["--tcp", "Orders.SHOP.svc.cluster.local", "A"]);
+    assert_eq!(code, Some(0), "{tcp}");
+    assert!(tcp.contains("(TCP)"), "{tcp}");
+    assert_eq!(records(&tcp, "A").len(), 3, "{tcp}");
+    let (_, short, _) = agent.resolve(&["--short", "orders-1.orders.shop.svc.cluster.local"]);
+    assert_eq!(short, "10.244.1.12\n");
+    let (_, ptr, _) = agent.resolve(&["--short", "10.244.1.11"]);
+    assert_eq!(ptr, "orders-0.orders.shop.svc.cluster.local.\n");
+
+    // Bad input: status 2 and why, and nothing asked.
+    for (args, complaint) in [
+        (
+            &["orders.shop.svc.cluster.local", "AX"][..],
+            "unknown record type \"AX\"",
+        ),
+        (&["orders..shop"][..], "is not a DNS name"),
+        (&["orders.shop", "A", "--timeout", "soon"][..], "--timeout"),
+    ] {
+        let (code, out, err) = agent.resolve(args);
+        assert_eq!(code, Some(2), "{args:?}: {out}{err}");
+        assert!(err.contains(complaint), "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+    }
+    // Nobody listening: status 1 and which server.
+    let closed = format!("127.0.0.1:{}", free_port());
+    let (code, _, err) = agent.resolve(&[
+        "--server",
+        &closed,
+        "--tcp",
+        "orders.shop.svc.cluster.local",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("no answer from {closed} over TCP")),
+        "{err}"
+    );
+}
+
+/// A truncated UDP answer is asked again over TCP (or shown with its TC
+/// flag), and a server that fails (SERVFAIL) makes resolve fail.
+#[tokio::test]
+async fn kubedisco_resolve_follows_truncation_and_fails_on_servfail() {
+    let dir = big_service_dir(200);
+    let agent = agent_without_upstream(dir.to_str().unwrap()).await;
+    let (code, whole, _) = agent.resolve(&["big.load.svc.cluster.local", "A"]);
+    assert_eq!(code, Some(0), "{whole}");
+    assert!(
+        whole.starts_with(";; Truncated over UDP, asked again over TCP.\n"),
+        "{whole}"
+    );
+    assert!(whole.contains("(TCP)"), "{whole}");
+    assert_eq!(records(&whole, "A").len(), 200, "{whole}");
+    let (code, truncated, _) =
+        agent.resolve(&["--no-tcp-retry", "big.load.svc.cluster.local", "A"]);
+    assert_eq!(code, Some(0), "{truncated}");
+    assert!(truncated.contains("flags: qr aa tc rd ra;"), "{truncated}");
+    assert!(records(&truncated, "A").len() < 200, "{truncated}");
+
+    let (code, servfail, _) = agent.resolve(&["example.invalid", "A"]);
+    assert_eq!(status(&servfail), "SERVFAIL", "{servfail}");
+    assert_eq!(code, Some(1), "{servfail}");
 }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use serde_json::Value;
 
 use crate::support::agent::binary;
-use crate::support::eventually;
+use crate::support::{eventually, tools};
 
 const IP: &str = "169.254.20.25";
 const INTERFACE: &str = "kubedisco0";
@@ -38,6 +38,7 @@ struct NetNs {
 
 impl NetNs {
     fn new() -> NetNs {
+        tools::require("ip");
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "kd-it-{}-{}",
@@ -141,6 +142,7 @@ impl NsAgent {
     }
 
     fn signal(&self, signal: &str) {
+        tools::require("kill");
         // `ip netns exec` execs the agent: the child's pid is the agent's.
         let status = Command::new("kill")
             .args(["-s", signal, &self.child.id().to_string()])
@@ -199,6 +201,7 @@ fn served_ips(dump: &Value, namespace: &str, name: &str) -> BTreeSet<String> {
 
 /// A records from the agent's DNS on the node-local address, with dig.
 fn dig(ns: &NetNs, name: &str, tcp: bool) -> Result<BTreeSet<String>, String> {
+    tools::require("dig");
     let server = format!("@{IP}");
     let mut args = vec![server.as_str(), "+short", "+time=2", "+tries=1", name, "A"];
     if tcp {
@@ -256,6 +259,7 @@ fn assert_gone(ns: &NetNs, log: &str) {
 
 #[tokio::test]
 async fn agent_adds_serves_on_and_removes_its_node_local_address() {
+    tools::require("dig");
     let ns = NetNs::new();
     assert!(ns.link(INTERFACE).is_none());
     let agent = NsAgent::start(&ns, &[]);
@@ -283,6 +287,7 @@ async fn agent_adds_serves_on_and_removes_its_node_local_address() {
 
 #[tokio::test]
 async fn after_sigkill_a_new_agent_reuses_the_leftover_address() {
+    tools::require("dig");
     let ns = NetNs::new();
     let agent = NsAgent::start(&ns, &[]);
     wait_serving(&ns, &agent).await;
@@ -313,6 +318,7 @@ async fn after_sigkill_a_new_agent_reuses_the_leftover_address() {
 
 #[tokio::test]
 async fn the_last_agent_out_removes_the_address() {
+    tools::require("dig");
     // A rolling update with maxSurge: the new agent starts next to the old
     // one on the same address and ports (SO_REUSEPORT), then the old one stops.
     let ns = NetNs::new();
@@ -347,6 +353,7 @@ async fn the_last_agent_out_removes_the_address() {
 
 #[tokio::test]
 async fn a_removed_address_is_put_back() {
+    tools::require("dig");
     let ns = NetNs::new();
     let agent = NsAgent::start(&ns, &[]);
     wait_serving(&ns, &agent).await;
@@ -374,6 +381,7 @@ async fn a_removed_address_is_put_back() {
 
 #[tokio::test]
 async fn an_existing_interface_is_used_and_never_deleted() {
+    tools::require("dig");
     // `--link-local-interface lo`: the agent adds its address to lo and
     // removes only the address.
     let ns = NetNs::new();

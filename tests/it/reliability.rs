@@ -8,7 +8,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ use crate::support::agent::{agent_addresses, binary, ips_of, spawn_process};
 use crate::support::cluster::{PrivateCluster, kubeconfig};
 use crate::support::eventually::eventually_within;
 use crate::support::kube::ip_range;
-use crate::support::{Agent, TestNamespace, eventually};
+use crate::support::{Agent, TestNamespace, eventually, tools};
 
 // ---------------------------------------------------------------------------
 // Helpers: raw DNS over UDP and TCP, agent processes on given ports.
@@ -126,6 +126,7 @@ impl Proc {
     }
 
     fn sigterm(&self) {
+        tools::require("kill");
         let status = Command::new("kill")
             .arg("-TERM")
             .arg(self.pid().to_string())
@@ -574,19 +575,6 @@ fn dnsperf_counts(output: &str) -> (u64, u64, u64) {
     )
 }
 
-fn require_dnsperf() {
-    let found = Command::new("dnsperf")
-        .arg("-h")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    assert!(
-        found,
-        "dnsperf is required (Debian: apt-get install dnsperf)"
-    );
-}
-
 /// HTTP GETs over fresh connections until `stop`: (ok, failures).
 fn probe_http(
     url: String,
@@ -671,7 +659,7 @@ fn probe_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_the_ports_to_the_agent_sharing_them_without_losing_a_query() {
-    require_dnsperf();
+    tools::require("dnsperf");
     let ns = three_endpoints("handover").await;
     let (http, dns) = agent_addresses();
     let args = ["--namespaces", &ns.name];
@@ -1207,7 +1195,8 @@ async fn slow_oversized_and_bodied_requests_are_cut_off() {
         cut.as_secs_f64()
     );
 
-    // A head larger than --http-max-header-bytes: 431.
+    // A head larger than --http-max-header-bytes: 431, the same JSON error
+    // as every route's, and the connection closes.
     let big = "x".repeat(20_000);
     let response = agent
         .client
@@ -1217,6 +1206,14 @@ async fn slow_oversized_and_bodied_requests_are_cut_off() {
         .await
         .unwrap();
     assert_eq!(response.status(), 431);
+    assert_eq!(response.headers()["connection"], "close");
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "header_too_large", "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("16384 bytes"),
+        "{body}"
+    );
     // A body on a GET-only API: 413 before it is read.
     let response = agent
         .client
@@ -1271,6 +1268,99 @@ async fn slow_oversized_and_bodied_requests_are_cut_off() {
     for series in [
         "kubedisco_http_requests_rejected_total{reason=\"body\"} 1",
         "kubedisco_http_requests_rejected_total{reason=\"watch_streams\"}",
+        "kubedisco_http_requests_rejected_total{reason=\"header_too_large\"} 1",
+    ] {
+        assert!(metrics.contains(series), "{series} missing");
+    }
+}
+
+/// Sends `request` on a connection of its own, closes the sending side and
+/// returns everything that came back.
+fn raw_exchange(agent: &Agent, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(agent.http).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // Written whole even past what the agent reads of it: the agent keeps
+    // reading (and dropping) after its answer instead of resetting.
+    stream
+        .write_all(request)
+        .expect("the whole request is taken, never reset");
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("still connected, never reset");
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .expect("the answer arrives whole, then the close");
+    String::from_utf8(answer).unwrap()
+}
+
+/// The first answer in `text`: its head (lowercase) and JSON body, and
+/// what follows it.
+fn next_answer(text: &str) -> (String, Value, &str) {
+    let (head, rest) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head in {text:?}"));
+    let head = head.to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length: "))
+        .unwrap_or_else(|| panic!("no content-length in {head}"))
+        .parse()
+        .unwrap();
+    let (body, rest) = rest.split_at(length);
+    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+    (head, json, rest)
+}
+
+#[tokio::test]
+async fn heads_hyper_refuses_get_the_json_error_and_the_client_reads_it() {
+    let agent = Agent::start(&["--source", "demo"]).await;
+    // Not HTTP: hyper's own 400, as the agent's JSON.
+    let answer = raw_exchange(&agent, b"GET /healthz HTTP/1.1\r\nHost agent\r\n\r\n");
+    let (head, body, rest) = next_answer(&answer);
+    assert!(head.starts_with("http/1.1 400 bad request\r\n"), "{head}");
+    assert!(head.contains("\r\nconnection: close"), "{head}");
+    assert!(
+        head.contains("\r\ncontent-type: application/json"),
+        "{head}"
+    );
+    assert_eq!(body["code"], "bad_request", "{body}");
+    assert_eq!(rest, "", "nothing after the answer");
+
+    // A head 32 times the limit, still being sent when the agent answers:
+    // the client can send it all and read the 431.
+    let mut huge = b"GET /healthz HTTP/1.1\r\nHost: agent\r\nx-big: ".to_vec();
+    huge.resize(512 << 10, b'x');
+    let answer = raw_exchange(&agent, &huge);
+    let (head, body, rest) = next_answer(&answer);
+    assert!(
+        head.starts_with("http/1.1 431 request header fields too large\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("\r\nconnection: close"), "{head}");
+    assert_eq!(body["code"], "header_too_large", "{body}");
+    assert_eq!(rest, "", "nothing after the answer");
+
+    // Pipelined behind a route's answer: that one is left as it is, the
+    // refused head after it gets the JSON error.
+    let answer = raw_exchange(
+        &agent,
+        b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost a\r\n\r\n",
+    );
+    let (head, body, rest) = next_answer(&answer);
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    assert_eq!(body["status"], "ok", "{body}");
+    let (head, body, rest) = next_answer(rest);
+    assert!(head.starts_with("http/1.1 400 bad request\r\n"), "{head}");
+    assert_eq!(body["code"], "bad_request", "{body}");
+    assert_eq!(rest, "", "nothing after the answer");
+
+    let metrics = agent.metrics().await;
+    for series in [
+        "kubedisco_http_requests_rejected_total{reason=\"malformed_head\"} 2",
+        "kubedisco_http_requests_rejected_total{reason=\"header_too_large\"} 1",
     ] {
         assert!(metrics.contains(series), "{series} missing");
     }

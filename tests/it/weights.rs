@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::support::agent::dig;
 use crate::support::cluster::repo_root;
 use crate::support::kube::ip_range;
-use crate::support::{Agent, TestNamespace, eventually};
+use crate::support::{Agent, TestNamespace, eventually, tools};
 
 fn weight_of(body: &Value, ip: &str) -> Option<u64> {
     body["endpoints"]
@@ -60,6 +60,7 @@ async fn label_pod(ns: &TestNamespace, pod: &str, value: Option<&str>) {
 
 #[tokio::test]
 async fn a_pod_label_sets_the_weight_seen_over_http_and_srv() {
+    tools::require("dig");
     let ns = TestNamespace::new("podweight").await;
     let agent = Agent::start(&["--namespaces", &ns.name, "--pod-weights"]).await;
     ns.create_service("web", json!({})).await;
@@ -189,6 +190,7 @@ async fn service_and_slice_annotations_set_weights_and_go_follows_them() {
 
 #[tokio::test]
 async fn prefer_same_zone_puts_local_endpoints_first_and_spills_when_they_fail() {
+    tools::require("dig");
     let ns = TestNamespace::new("zones").await;
     let agent = Agent::start(&[
         "--namespaces",

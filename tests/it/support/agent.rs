@@ -193,8 +193,25 @@ impl Agent {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// `kubedisco resolve <args>` against this agent's DNS: the exit code,
+    /// stdout and stderr.
+    pub fn resolve(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let output = Command::new(binary())
+            .arg("resolve")
+            .args(args)
+            .env("KUBEDISCO_DNS_ADDR", self.dns.to_string())
+            .output()
+            .expect("run kubedisco resolve");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
+        super::tools::require("kill");
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -224,6 +241,7 @@ pub fn ips_of(body: &Value) -> Vec<String> {
 
 /// `dig` against the agent's DNS port (+time=5 +tries=1); returns stdout.
 pub fn dig(agent: &Agent, args: &[&str]) -> String {
+    super::tools::require("dig");
     let output = Command::new("dig")
         .arg(format!("@{}", agent.dns.ip()))
         .arg("-p")

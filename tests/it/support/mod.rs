@@ -6,11 +6,13 @@
 //!   `pods/status`, EndpointSlices, and bounded waits for the controller.
 //! - [`agent`]: runs the built `kubedisco` binary and queries its HTTP API.
 //! - [`eventually`]: bounded polling instead of sleeps.
+//! - [`tools`]: outside programs (dig, dnsmasq, ...), checked before use.
 
 pub mod agent;
 pub mod cluster;
 pub mod eventually;
 pub mod kube;
+pub mod tools;
 
 pub use agent::Agent;
 pub use eventually::eventually;
