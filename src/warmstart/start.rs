@@ -2,7 +2,8 @@
 //! that covers what it watches and is no older than `--snapshot-max-age`),
 //! and the staleness it shows until every source part has listed.
 //!
-//! Decides; reading the file is [`super::codec`]'s, saving it
+//! Reads the file (bounded by [`super::format::MAX_FILE_BYTES`]) and
+//! decides; what its bytes mean is [`super::codec`]'s, saving it
 //! [`super::writer`]'s.
 
 use std::path::PathBuf;
