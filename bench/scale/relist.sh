@@ -12,7 +12,7 @@
 
 relist_tsv=$out/relist.tsv
 relist_samples=$out/relist-samples.tsv
-printf 'services\tendpoints_per_service\tendpoints\ttarget\tround\tsteady_mib\tpeak_mib\tpeak_over_steady\tsampled_max_mib\tafter_mib\tload\n' >"$relist_tsv"
+printf 'services\tendpoints_per_service\tendpoints\ttarget\tround\tsteady_mib\tpeak_mib\tpeak_over_steady\tsampled_max_mib\tafter_mib\tpeak_over_first_steady\tload\n' >"$relist_tsv"
 printf 'services\tendpoints\tround\tms_after_api_server_back\tkubedisco_rss_kib\tcoredns_rss_kib\n' >"$relist_samples"
 
 # metric_value URL SERIES: one series' value on a Prometheus text page (0
@@ -48,6 +48,9 @@ relist_round() {
 	l=$(loadavg)
 	kd_steady=$(rss_kib "$kd_pid" VmRSS)
 	cd_steady=$(rss_kib "$cd_pid" VmRSS)
+	# Later rounds start from what the earlier ones left: growth that
+	# stays shows against the first round's steady RSS.
+	if ((round == 1)); then kd_first=$kd_steady cd_first=$cd_steady; fi
 	echo 5 >"/proc/$kd_pid/clear_refs"
 	echo 5 >"/proc/$cd_pid/clear_refs"
 	kd_before=$(metric_value "http://127.0.0.1:$kd_http/metrics" "$kd_restarts")
@@ -84,18 +87,18 @@ relist_round() {
 		'NF == 3 && $2 != "" && $3 != "" { printf "%s\t%s\t%s\t%d\t%s\t%s\n", s, s * e, r, $1 - b, $2, $3 }' \
 		"$work/samples" >>"$relist_samples"
 	for t in kubedisco coredns; do
-		local col steady peak after
+		local col steady first peak after
 		if [[ $t == kubedisco ]]; then
-			col=5 steady=$kd_steady peak=$kd_peak after=$(rss_kib "$kd_pid" VmRSS)
+			col=5 steady=$kd_steady first=$kd_first peak=$kd_peak after=$(rss_kib "$kd_pid" VmRSS)
 		else
-			col=6 steady=$cd_steady peak=$cd_peak after=$(rss_kib "$cd_pid" VmRSS)
+			col=6 steady=$cd_steady first=$cd_first peak=$cd_peak after=$(rss_kib "$cd_pid" VmRSS)
 		fi
 		awk -F'\t' -v s="$svcs" -v e="$eps" -v r="$round" -v c="$col" -v t="$t" -v st="$steady" \
-			-v pk="$peak" -v af="$after" -v l="$l" '
+			-v f="$first" -v pk="$peak" -v af="$after" -v l="$l" '
 			$1 == s && $3 == r && $c > m { m = $c }
-			END { printf "%s\t%s\t%s\t%s\t%s\t%.1f\t%.1f\t%.2f\t%.1f\t%.1f\t%s\n", s, e, s * e, t, r,
-				st / 1024, pk / 1024, pk / st, m / 1024, af / 1024, l }' "$relist_samples" >>"$relist_tsv"
-		tail -1 "$relist_tsv" | awk -F'\t' '{ printf "  %-9s steady %s MiB, peak %s MiB (%sx; sampled max %s), after %s MiB\n", $4, $6, $7, $8, $9, $10 }' >&2
+			END { printf "%s\t%s\t%s\t%s\t%s\t%.1f\t%.1f\t%.2f\t%.1f\t%.1f\t%.2f\t%s\n", s, e, s * e, t, r,
+				st / 1024, pk / 1024, pk / st, m / 1024, af / 1024, pk / f, l }' "$relist_samples" >>"$relist_tsv"
+		tail -1 "$relist_tsv" | awk -F'\t' '{ printf "  %-9s steady %s MiB, peak %s MiB (%sx; sampled max %s), after %s MiB; peak %sx the first steady\n", $4, $6, $7, $8, $9, $10, $11 }' >&2
 	done
 }
 
@@ -121,12 +124,12 @@ machine="$(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cp
 summary=$out/relist-summary.md
 {
 	echo "Memory during a forced re-list (API server stopped, etcd compacted, started: 410 Gone, full re-list);"
-	echo "both servers watching, $rounds round(s) per point; steady = VmRSS before, peak = VmHWM after clear_refs,"
-	echo "after = VmRSS ${relist_window} s after the API server was back:"
+	echo "both servers watching, $rounds round(s) per point, one after the other on the same two processes;"
+	echo "steady = VmRSS before, peak = VmHWM after clear_refs, after = VmRSS ${relist_window} s after the API server was back:"
 	echo
-	echo "| Services | endpoints | server | round | steady MiB | peak MiB | peak / steady | sampled max MiB | after MiB | load average |"
-	echo "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"
-	awk -F'\t' 'NR > 1 { printf "| %s | %s | %s | %s | %s | %s | **%s** | %s | %s | %s |\n", $1, $3, $4, $5, $6, $7, $8, $9, $10, $11 }' "$relist_tsv"
+	echo "| Services | endpoints | server | round | steady MiB | peak MiB | peak / steady | sampled max MiB | after MiB | peak / round 1 steady | load average |"
+	echo "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"
+	awk -F'\t' 'NR > 1 { printf "| %s | %s | %s | %s | %s | %s | **%s** | %s | %s | %s | %s |\n", $1, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 }' "$relist_tsv"
 	echo
 	echo "- machine: $machine"
 	echo "- kubedisco $kubedisco_rev; $coredns_reported"

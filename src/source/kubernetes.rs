@@ -70,6 +70,8 @@ trait Watched:
     /// The plural resource name, for logs, metrics and sync parts.
     const RESOURCE: &'static str;
     fn compact(self) -> Option<Self::Compact>;
+    /// A listed object, made to share what the index holds of it unchanged.
+    fn share_listed(index: &Index, compact: Self::Compact) -> Self::Compact;
     fn applied(compact: Self::Compact) -> Change;
     fn deleted(&self) -> Change;
     fn replace(index: &Index, scope: &Scope, items: Vec<Self::Compact>, part: &str);
@@ -82,6 +84,11 @@ impl Watched for LeanService {
     const RESOURCE: &'static str = "services";
     fn compact(self) -> Option<ServiceObject> {
         Some(self.into_object())
+    }
+    /// A Service is a few small fields: a second copy while a list is
+    /// buffered costs little (the endpoints are in the slices).
+    fn share_listed(_: &Index, compact: ServiceObject) -> ServiceObject {
+        compact
     }
     fn applied(compact: ServiceObject) -> Change {
         Change::ApplyService(compact)
@@ -104,6 +111,9 @@ impl Watched for Slice {
     const RESOURCE: &'static str = "endpointslices";
     fn compact(self) -> Option<SliceObject> {
         self.into_object()
+    }
+    fn share_listed(index: &Index, compact: SliceObject) -> SliceObject {
+        index.share_listed(compact)
     }
     fn applied(compact: SliceObject) -> Change {
         Change::ApplySlice(compact)
@@ -300,7 +310,11 @@ impl KubernetesSource {
                         info!(resource = K::RESOURCE, "re-listing");
                     }
                 }
-                Event::InitApply(object) => buffer.extend(object.compact()),
+                Event::InitApply(object) => buffer.extend(
+                    object
+                        .compact()
+                        .map(|compact| K::share_listed(&self.index, compact)),
+                ),
                 Event::InitDone => {
                     let count = buffer.len();
                     K::replace(&self.index, &scope, std::mem::take(&mut buffer), &part);
