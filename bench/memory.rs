@@ -8,9 +8,15 @@
 //! none, for every kind of answer (asserted, so `cargo test --benches`
 //! keeps it so).
 //!
-//! Run: `cargo bench --bench memory` (prints tables; numbers in
+//! A second table is the heap during a re-list of the same objects: every
+//! slice decoded again and buffered as the watcher buffers a list, then
+//! swapped in whole; its peak (the most ever live at once) against what
+//! the index held before, and what it holds after.
+//!
+//! Run: `cargo bench --bench memory` (prints the tables; numbers in
 //! bench/RESULTS.md). Process RSS beside CoreDNS is measured by
-//! `scripts/bench scale`; this one says where the bytes go.
+//! `scripts/bench scale` and `scripts/bench relist`; this one says where
+//! the bytes go.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
@@ -22,7 +28,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kubedisco::dns::answer::Zone;
 use kubedisco::dns::wire::Response;
 use kubedisco::dns::{Handled, handle_packet};
-use kubedisco::index::{Index, Scope};
+use kubedisco::index::{Index, Scope, SliceObject};
 use kubedisco::source::service::LeanService;
 use kubedisco::source::slice::Slice;
 use rand::SeedableRng;
@@ -34,12 +40,19 @@ struct Counting;
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 /// Calls to `alloc` and `realloc`.
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+/// The most `LIVE` has been since it was last reset to `LIVE`.
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(by: usize) {
+    let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
 
 // SAFETY: forwards every call to the system allocator unchanged; only
 // counts the sizes.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        grew(layout.size());
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         // SAFETY: the caller's contract is passed on as is.
         unsafe { System.alloc(layout) }
@@ -52,7 +65,8 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size, Ordering::Relaxed);
+        // Old and new both live while realloc copies.
+        grew(new_size);
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
         // SAFETY: as above.
@@ -142,13 +156,16 @@ fn service(i: usize) -> Service {
     }
 }
 
-/// An index holding `services` × `endpoints`, converted as the watcher
-/// converts them.
-fn index_of(services: usize, endpoints: usize, full: bool) -> Index {
-    let index = Index::default();
-    index.expect_parts(["all"]);
-    // Converted one Service at a time, as the watcher does: the API
-    // objects never all live at once.
+/// Lists `services` × `endpoints` into `index` as the watchers do: each
+/// object converted as it arrives (the API objects never all live at
+/// once), buffered through `buffer_slice`, the lists swapped in whole.
+fn list(
+    index: &Index,
+    services: usize,
+    endpoints: usize,
+    full: bool,
+    buffer_slice: impl Fn(SliceObject) -> SliceObject,
+) {
     let mut service_objects = Vec::with_capacity(services);
     let mut slice_objects = Vec::new();
     for i in 0..services {
@@ -165,14 +182,19 @@ fn index_of(services: usize, endpoints: usize, full: bool) -> Index {
             serde_json::from_slice::<Slice>(&json)
                 .expect("the API's JSON decodes")
                 .into_object()
+                .map(&buffer_slice)
         }));
     }
-    index.replace(
-        &Scope::All,
-        Some(service_objects),
-        Some(slice_objects),
-        "all",
-    );
+    index.replace(&Scope::All, Some(service_objects), None, "services");
+    index.replace(&Scope::All, None, Some(slice_objects), "slices");
+    assert_eq!(index.load().endpoint_count, services * endpoints);
+}
+
+/// An index holding `services` × `endpoints`, listed as the watchers list.
+fn index_of(services: usize, endpoints: usize, full: bool) -> Index {
+    let index = Index::default();
+    index.expect_parts(["services", "slices"]);
+    list(&index, services, endpoints, full, |slice| slice);
     index
 }
 
@@ -181,9 +203,24 @@ fn measure(services: usize, endpoints: usize, full: bool) -> usize {
     let before = LIVE.load(Ordering::Relaxed);
     let index = index_of(services, endpoints, full);
     let held = LIVE.load(Ordering::Relaxed) - before;
-    assert_eq!(index.load().endpoint_count, services * endpoints);
     drop(index);
     held
+}
+
+/// Heap during a re-list of unchanged objects: (before, peak, after),
+/// each the bytes the index (and the list in progress) held.
+fn measure_relist(services: usize, endpoints: usize, full: bool) -> (usize, usize, usize) {
+    let base = LIVE.load(Ordering::Relaxed);
+    let index = index_of(services, endpoints, full);
+    let before = LIVE.load(Ordering::Relaxed) - base;
+    PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
+    list(&index, services, endpoints, full, |slice| {
+        index.share_listed(slice)
+    });
+    let peak = PEAK.load(Ordering::Relaxed) - base;
+    let after = LIVE.load(Ordering::Relaxed) - base;
+    drop(index);
+    (before, peak, after)
 }
 
 /// A query as a stub resolver sends it (EDNS, 1232 bytes).
@@ -258,6 +295,10 @@ fn dns_allocations(rounds: usize) -> Vec<(&'static str, f64)> {
         .collect()
 }
 
+fn mib(bytes: usize) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` runs it once small.
     let quick = std::env::args().all(|arg| arg != "--bench");
@@ -284,7 +325,21 @@ fn main() {
             );
         }
     }
-
+    println!();
+    println!(
+        "| Services × endpoints | endpoint fields | before re-list | peak during | peak / before | after |"
+    );
+    println!("|---|---|---:|---:|---:|---:|");
+    for &(services, endpoints) in points {
+        let (before, peak, after) = measure_relist(services, endpoints, true);
+        println!(
+            "| {services} × {endpoints} | full | {} | {} | {:.2} | {} |",
+            mib(before),
+            mib(peak),
+            peak as f64 / before as f64,
+            mib(after)
+        );
+    }
     println!();
     println!("| DNS answer | heap allocations per query |");
     println!("|---|---:|");

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::convert::{WEIGHT_KEY, parse_weight};
+use super::proto::ProtoError;
 use super::service::LeanService;
 use super::slice::Slice;
 use super::status::SourceStatus;
@@ -69,6 +70,8 @@ trait Watched:
     /// The plural resource name, for logs, metrics and sync parts.
     const RESOURCE: &'static str;
     fn compact(self) -> Option<Self::Compact>;
+    /// A listed object, made to share what the index holds of it unchanged.
+    fn share_listed(index: &Index, compact: Self::Compact) -> Self::Compact;
     fn applied(compact: Self::Compact) -> Change;
     fn deleted(&self) -> Change;
     fn replace(index: &Index, scope: &Scope, items: Vec<Self::Compact>, part: &str);
@@ -81,6 +84,11 @@ impl Watched for LeanService {
     const RESOURCE: &'static str = "services";
     fn compact(self) -> Option<ServiceObject> {
         Some(self.into_object())
+    }
+    /// A Service is a few small fields: a second copy while a list is
+    /// buffered costs little (the endpoints are in the slices).
+    fn share_listed(_: &Index, compact: ServiceObject) -> ServiceObject {
+        compact
     }
     fn applied(compact: ServiceObject) -> Change {
         Change::ApplyService(compact)
@@ -103,6 +111,9 @@ impl Watched for Slice {
     const RESOURCE: &'static str = "endpointslices";
     fn compact(self) -> Option<SliceObject> {
         self.into_object()
+    }
+    fn share_listed(index: &Index, compact: SliceObject) -> SliceObject {
+        index.share_listed(compact)
     }
     fn applied(compact: SliceObject) -> Change {
         Change::ApplySlice(compact)
@@ -275,23 +286,22 @@ impl KubernetesSource {
         );
         let mut buffer: Vec<K::Compact> = Vec::new();
         let mut listed_once = false;
-        let mut errors = ErrorLog::default();
+        let mut health = PartHealth::new(
+            K::RESOURCE,
+            namespace,
+            part.clone(),
+            self.status.clone(),
+            self.metrics.clone(),
+        );
         while let Some(item) = stream.next().await {
             let event = match item {
                 Ok(event) => event,
                 Err(err) => {
-                    let reason = classify(&err);
-                    self.metrics.record_api_error(K::RESOURCE, reason.label());
-                    let message = describe(&err, K::RESOURCE, &namespace);
-                    self.status.failed(&part, &message);
-                    errors.log(&message);
+                    health.failed(&err);
                     continue;
                 }
             };
-            if let Some(outage) = errors.recovered() {
-                info!(resource = K::RESOURCE, outage = ?outage, "watch recovered");
-            }
-            self.status.succeeded(&part);
+            let evidence = Evidence::of(&event);
             match event {
                 Event::Init => {
                     buffer.clear();
@@ -300,7 +310,11 @@ impl KubernetesSource {
                         info!(resource = K::RESOURCE, "re-listing");
                     }
                 }
-                Event::InitApply(object) => buffer.extend(object.compact()),
+                Event::InitApply(object) => buffer.extend(
+                    object
+                        .compact()
+                        .map(|compact| K::share_listed(&self.index, compact)),
+                ),
                 Event::InitDone => {
                     let count = buffer.len();
                     K::replace(&self.index, &scope, std::mem::take(&mut buffer), &part);
@@ -316,6 +330,8 @@ impl KubernetesSource {
                 }
                 Event::Delete(object) => self.index.apply([object.deleted()]),
             }
+            // After the event is in the index: "fresh" must not come first.
+            health.observed(evidence);
         }
     }
 }
@@ -333,18 +349,18 @@ const POD_RESOURCE: &str = "pods";
 /// succeeds the watch is started afresh, and its re-list (one list per agent
 /// after an outage, as a 410 would cause anyway) proves and restores
 /// freshness.
-struct Supervised<T> {
-    make: Box<dyn Fn() -> BoxStream<'static, watcher::Result<T>> + Send>,
-    stream: BoxStream<'static, watcher::Result<T>>,
+struct Supervised<K> {
+    make: Box<dyn Fn() -> BoxStream<'static, watcher::Result<Event<K>>> + Send>,
+    stream: BoxStream<'static, watcher::Result<Event<K>>>,
     probe_once: ProbeOnce,
     probe: Option<BoxFuture<'static, ()>>,
 }
 
 type ProbeOnce = Arc<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
 
-impl<T> Supervised<T> {
+impl<K> Supervised<K> {
     fn new(
-        make: impl Fn() -> BoxStream<'static, watcher::Result<T>> + Send + 'static,
+        make: impl Fn() -> BoxStream<'static, watcher::Result<Event<K>>> + Send + 'static,
         probe_once: impl Fn() -> BoxFuture<'static, bool> + Send + Sync + 'static,
     ) -> Self {
         Self {
@@ -355,7 +371,7 @@ impl<T> Supervised<T> {
         }
     }
 
-    async fn next(&mut self) -> Option<watcher::Result<T>> {
+    async fn next(&mut self) -> Option<watcher::Result<Event<K>>> {
         loop {
             let stream = &mut self.stream;
             let probe = &mut self.probe;
@@ -367,7 +383,11 @@ impl<T> Supervised<T> {
                         {
                             self.probe = Some(probe_until_ok(self.probe_once.clone()));
                         }
-                        Some(Ok(_)) => self.probe = None,
+                        // Not on `Init`: a retry against a dead API server
+                        // emits one before its request fails.
+                        Some(Ok(event)) if Evidence::of(event) != Evidence::Nothing => {
+                            self.probe = None
+                        }
                         _ => {}
                     }
                     return item;
@@ -428,7 +448,13 @@ impl KubernetesSource {
             },
         );
         let mut buffer: Vec<(PodKey, u32)> = Vec::new();
-        let mut errors = ErrorLog::default();
+        let mut health = PartHealth::new(
+            POD_RESOURCE,
+            namespace,
+            part.clone(),
+            self.status.clone(),
+            self.metrics.clone(),
+        );
         let metrics = self.metrics.clone();
         let weight_of = |pod: &PartialObjectMeta<Pod>| -> Option<u32> {
             let text = pod.labels().get(WEIGHT_KEY)?;
@@ -452,18 +478,11 @@ impl KubernetesSource {
             let event = match item {
                 Ok(event) => event,
                 Err(err) => {
-                    self.metrics
-                        .record_api_error(POD_RESOURCE, classify(&err).label());
-                    let message = describe(&err, POD_RESOURCE, &namespace);
-                    self.status.failed(&part, &message);
-                    errors.log(&message);
+                    health.failed(&err);
                     continue;
                 }
             };
-            if let Some(outage) = errors.recovered() {
-                info!(resource = POD_RESOURCE, outage = ?outage, "watch recovered");
-            }
-            self.status.succeeded(&part);
+            let evidence = Evidence::of(&event);
             match event {
                 Event::Init => buffer.clear(),
                 Event::InitApply(pod) => {
@@ -484,6 +503,7 @@ impl KubernetesSource {
                     self.index.apply([Change::SetPodWeight(key_of(&pod), None)]);
                 }
             }
+            health.observed(evidence);
         }
     }
 }
@@ -566,6 +586,9 @@ fn classify(error: &watcher::Error) -> FailureReason {
         watcher::Error::WatchError(status) => Some(status.code),
         other => match inner_client_error(other) {
             Some(kube::Error::Api(status)) => Some(status.code),
+            // The protobuf watcher reports an undecodable answer as a
+            // service error too; the API server did answer.
+            Some(kube::Error::Service(inner)) if inner.is::<ProtoError>() => None,
             Some(kube::Error::HyperError(_) | kube::Error::Service(_)) => {
                 return FailureReason::Unreachable;
             }
@@ -581,7 +604,12 @@ fn classify(error: &watcher::Error) -> FailureReason {
 }
 
 /// One line that names the cause, in words an operator can act on.
-fn describe(error: &watcher::Error, resource: &str, namespace: &Option<String>) -> String {
+fn describe(
+    error: &watcher::Error,
+    reason: FailureReason,
+    resource: &str,
+    namespace: &Option<String>,
+) -> String {
     let scope = match namespace {
         Some(ns) => format!("{resource} in namespace {ns}"),
         None => format!("{resource} in all namespaces"),
@@ -594,7 +622,7 @@ fn describe(error: &watcher::Error, resource: &str, namespace: &Option<String>) 
             None => other.to_string(),
         },
     };
-    match classify(error) {
+    match reason {
         FailureReason::Forbidden => {
             format!("RBAC forbids list/watch of {scope} (grant get/list/watch): {detail}")
         }
@@ -609,6 +637,87 @@ fn describe(error: &watcher::Error, resource: &str, namespace: &Option<String>) 
     }
 }
 
+/// What one event of a watcher proves about the API server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Evidence {
+    /// Nothing: a watcher emits `Init` before its list request is even
+    /// sent (kube-runtime's, and [`super::watch`] as it), so every retry
+    /// against an API server that is down emits one.
+    Nothing,
+    /// The API server answered (a listed object), but what the index
+    /// serves is still the state from before the list.
+    Answered,
+    /// The index holds what the API server said: a list swapped in, or a
+    /// watch event after one.
+    Current,
+}
+
+impl Evidence {
+    fn of<K>(event: &Event<K>) -> Self {
+        match event {
+            Event::Init => Self::Nothing,
+            Event::InitApply(_) => Self::Answered,
+            Event::InitDone | Event::Apply(_) | Event::Delete(_) => Self::Current,
+        }
+    }
+}
+
+/// One watched part's health as its watch proves it: a failure is
+/// reported at once (and logged once per cause); the recovery is logged
+/// on the first answer from the API server, and the part counts as fresh
+/// again once the index holds what it answered.
+struct PartHealth {
+    resource: &'static str,
+    namespace: Option<String>,
+    part: String,
+    status: Arc<SourceStatus>,
+    metrics: Arc<Metrics>,
+    errors: ErrorLog,
+}
+
+impl PartHealth {
+    fn new(
+        resource: &'static str,
+        namespace: Option<String>,
+        part: String,
+        status: Arc<SourceStatus>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            resource,
+            namespace,
+            part,
+            status,
+            metrics,
+            errors: ErrorLog::default(),
+        }
+    }
+
+    fn failed(&mut self, error: &watcher::Error) {
+        let reason = classify(error);
+        self.metrics.record_api_error(self.resource, reason.label());
+        let message = describe(error, reason, self.resource, &self.namespace);
+        self.status.failed(&self.part, &message);
+        self.errors.log(reason, &message);
+    }
+
+    /// Takes an event's evidence (after the event is in the index); the
+    /// outage's length when this event ended one.
+    fn observed(&mut self, evidence: Evidence) -> Option<Duration> {
+        if evidence == Evidence::Nothing {
+            return None;
+        }
+        let outage = self.errors.recovered();
+        if let Some(outage) = outage {
+            info!(resource = self.resource, outage = ?outage, "watch recovered");
+        }
+        if evidence == Evidence::Current {
+            self.status.succeeded(&self.part);
+        }
+        outage
+    }
+}
+
 /// Logs a failure once per outage (again only when its cause changes),
 /// not once per retry; the recovery is logged with how long it lasted.
 #[derive(Default)]
@@ -618,22 +727,143 @@ struct ErrorLog {
 }
 
 impl ErrorLog {
-    fn log(&mut self, message: &str) {
+    /// True when the message was logged (not a repeat).
+    fn log(&mut self, reason: FailureReason, message: &str) -> bool {
         let started = match &self.last {
-            Some((last, _)) if last == message => return,
+            Some((last, _)) if last == message => return false,
             Some((_, started)) => *started,
             None => Instant::now(),
         };
-        if message.contains("410 Gone") {
+        if reason == FailureReason::Gone {
+            // Routine: the watcher re-lists by itself.
             warn!("{message}");
         } else {
             error!("{message}; serving the last known state, retrying with backoff");
         }
         self.last = Some((message.to_string(), started));
+        true
     }
 
     /// Some(outage length) once, on the first success after a failure.
     fn recovered(&mut self) -> Option<Duration> {
         self.last.take().map(|(_, started)| started.elapsed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+
+    fn unreachable() -> watcher::Error {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        watcher::Error::InitialListFailed(kube::Error::Service(Box::new(refused)))
+    }
+
+    fn api_error(code: u16) -> watcher::Error {
+        let status = Status::failure("no", "Reason").with_code(code);
+        watcher::Error::InitialListFailed(kube::Error::Api(Box::new(status)))
+    }
+
+    fn health(status: &Arc<SourceStatus>) -> PartHealth {
+        PartHealth::new(
+            "endpointslices",
+            None,
+            "endpointslices".into(),
+            status.clone(),
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    #[test]
+    fn init_proves_nothing_a_listed_object_an_answer_a_swapped_list_freshness() {
+        assert_eq!(Evidence::of(&Event::<()>::Init), Evidence::Nothing);
+        assert_eq!(Evidence::of(&Event::InitApply(())), Evidence::Answered);
+        assert_eq!(Evidence::of(&Event::<()>::InitDone), Evidence::Current);
+        assert_eq!(Evidence::of(&Event::Apply(())), Evidence::Current);
+        assert_eq!(Evidence::of(&Event::Delete(())), Evidence::Current);
+    }
+
+    /// What a watcher emits while the API server is down from the start:
+    /// `Init`, a failed list, `Init`, ... Nothing of it is a recovery.
+    #[test]
+    fn retries_against_a_dead_api_server_never_recover_or_turn_fresh() {
+        let status = Arc::new(SourceStatus::default());
+        let mut health = health(&status);
+        for _ in 0..5 {
+            health.failed(&unreachable());
+            assert_eq!(health.observed(Evidence::of(&Event::<()>::Init)), None);
+            assert!(status.is_stale());
+        }
+        // The API server answers: the first listed object ends the outage,
+        // but the index still serves the old state until the list is in.
+        assert!(
+            health
+                .observed(Evidence::of(&Event::InitApply(())))
+                .is_some()
+        );
+        assert!(status.is_stale());
+        assert_eq!(health.observed(Evidence::Answered), None, "logged once");
+        assert_eq!(health.observed(Evidence::of(&Event::<()>::InitDone)), None);
+        assert!(!status.is_stale());
+    }
+
+    #[test]
+    fn an_empty_list_recovers_and_is_fresh_at_once() {
+        let status = Arc::new(SourceStatus::default());
+        let mut health = health(&status);
+        health.failed(&unreachable());
+        health.observed(Evidence::Nothing);
+        assert!(health.observed(Evidence::Current).is_some());
+        assert!(!status.is_stale());
+    }
+
+    #[test]
+    fn a_410_is_stale_until_the_re_list_is_in() {
+        let status = Arc::new(SourceStatus::default());
+        let mut health = health(&status);
+        let gone = watcher::Error::WatchError(Box::new(
+            Status::failure("too old resource version", "Expired").with_code(410),
+        ));
+        health.failed(&gone);
+        assert_eq!(
+            status.stale_reason().as_deref(),
+            Some("watch of endpointslices in all namespaces expired (410 Gone), re-listing")
+        );
+        health.observed(Evidence::Nothing);
+        health.observed(Evidence::Answered);
+        assert!(status.is_stale());
+        health.observed(Evidence::Current);
+        assert!(!status.is_stale());
+    }
+
+    #[test]
+    fn failures_are_classified_by_code_and_transport_not_by_text() {
+        assert_eq!(classify(&unreachable()), FailureReason::Unreachable);
+        assert_eq!(classify(&api_error(403)), FailureReason::Forbidden);
+        assert_eq!(classify(&api_error(401)), FailureReason::Unauthorized);
+        assert_eq!(classify(&api_error(410)), FailureReason::Gone);
+        assert_eq!(classify(&api_error(500)), FailureReason::Other);
+        // A message that merely mentions 410 is not a 410.
+        let text = watcher::Error::WatchError(Box::new(
+            Status::failure("proxy said 410 Gone", "Bad").with_code(502),
+        ));
+        assert_eq!(classify(&text), FailureReason::Other);
+        // An answer that would not decode came from a live API server.
+        let garbled = watcher::Error::WatchFailed(kube::Error::Service(Box::new(ProtoError(
+            "watch event".into(),
+        ))));
+        assert_eq!(classify(&garbled), FailureReason::Other);
+    }
+
+    #[test]
+    fn each_cause_is_logged_once_per_outage() {
+        let mut log = ErrorLog::default();
+        assert!(log.log(FailureReason::Unreachable, "down"));
+        assert!(!log.log(FailureReason::Unreachable, "down"));
+        assert!(log.log(FailureReason::Forbidden, "forbidden"));
+        assert!(log.recovered().is_some());
+        assert!(log.recovered().is_none());
+        assert!(log.log(FailureReason::Unreachable, "down"));
     }
 }

@@ -1,5 +1,6 @@
 //! The agent when the control plane goes away: it keeps answering with the
-//! last known state and says how old it is, and a re-list (410 Gone after
+//! last known state and says how old it is, never claims a recovery or a
+//! freshness the API server has not given it, and a re-list (410 Gone after
 //! a restart and etcd compaction) is swapped in whole, never seen half-done.
 //! Each test stops parts of a control plane of its own.
 
@@ -323,4 +324,100 @@ async fn thirty_seconds_without_an_api_server_lose_no_answer() {
         }
     })
     .await;
+}
+
+/// The agent's count of API errors of one resource and reason.
+async fn api_errors(agent: &Agent, resource: &str, reason: &str) -> f64 {
+    let series =
+        format!("kubedisco_api_errors_total{{resource=\"{resource}\",reason=\"{reason}\"}} ");
+    agent
+        .metrics()
+        .await
+        .lines()
+        .find_map(|line| line.strip_prefix(&series)?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Each retry of a watcher against a dead API server starts with its
+/// `Init` event, before any request: that is no answer, so nothing may log
+/// a recovery or report the data fresh until the API server is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_down_from_the_start_is_never_reported_recovered_or_fresh() {
+    let cluster = PrivateCluster::start("down-from-start");
+    let client = cluster.client().await;
+    headless_service(
+        &client,
+        "downstart",
+        "web",
+        &[("web-a", ips("10.123", 0..3))],
+    )
+    .await;
+    cluster.run(&["stop", "kube-apiserver"]);
+    let kubeconfig = cluster.kubeconfig.to_str().unwrap().to_string();
+    let agent = Agent::spawn_with_env(
+        &["--namespaces", "downstart"],
+        &[("KUBECONFIG", &kubeconfig)],
+    );
+    eventually("the agent to fail to reach the API server", || async {
+        if agent.log().contains("API server unreachable") {
+            Ok(())
+        } else {
+            Err(agent.log_tail())
+        }
+    })
+    .await;
+    let retries_before = api_errors(&agent, "endpointslices", "unreachable").await;
+
+    // Hold the outage for 10 s, reading what a client would see.
+    let down_since = Instant::now();
+    let mut reads = 0;
+    while down_since.elapsed() < Duration::from_secs(10) {
+        let (status, list) = agent.get("/v1/services").await.unwrap();
+        assert_eq!(status, 200, "{list}");
+        assert_eq!(
+            list["stale"], true,
+            "fresh with the API server down: {list}"
+        );
+        let (status, ready) = agent.get("/readyz").await.unwrap();
+        assert_eq!(status, 503, "ready without ever having listed: {ready}");
+        assert_eq!(
+            ready["stale"], true,
+            "fresh with the API server down: {ready}"
+        );
+        reads += 1;
+        // Pacing, not waiting for a condition.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let retries = api_errors(&agent, "endpointslices", "unreachable").await - retries_before;
+    // The window held retries, each led by an `Init`: the case at issue.
+    assert!(
+        retries >= 2.0,
+        "{retries} retries in 10 s:\n{}",
+        agent.log_tail()
+    );
+    let log = agent.log();
+    assert!(
+        !log.contains("watch recovered"),
+        "a recovery logged while the API server was down:\n{log}"
+    );
+    eprintln!(
+        "down from the start: {reads} reads in 10 s, all stale; {retries} retries, no recovery logged"
+    );
+
+    cluster.run(&["start", "kube-apiserver"]);
+    agent.wait_ready().await;
+    eventually("fresh data once the API server is back", || async {
+        let body = agent.service("downstart", "web").await?;
+        if ips_of(&body).len() == 3 && body["stale"] == false {
+            Ok(())
+        } else {
+            Err(body.to_string())
+        }
+    })
+    .await;
+    assert!(
+        agent.log().contains("watch recovered"),
+        "{}",
+        agent.log_tail()
+    );
 }
