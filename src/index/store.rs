@@ -497,7 +497,7 @@ pub struct Index {
 }
 
 /// Everything the writer side holds: what a snapshot on disk saves, and
-/// what [`Index::seed`] loads back (see `crate::snapshot`).
+/// what [`Index::seed`] loads back (see `crate::warmstart`).
 #[derive(Clone, Debug, Default)]
 pub struct Contents {
     pub services: Vec<ServiceObject>,

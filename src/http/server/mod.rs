@@ -21,26 +21,25 @@
 //! the listener (each gets one answer), then closes the listener; open
 //! connections finish the request in progress and close.
 
-use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::task::Poll;
+use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use bytes::Bytes;
-use http_body::{Frame, SizeHint};
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 use tracing::{debug, warn};
 
+mod socket;
+mod tracked;
+
+use socket::{HeadClock, Watched};
+use tracked::Tracked;
+
+use super::ApiError;
 use super::own_answers::OwnAnswers;
-use super::{ApiError, RequestClass};
 use crate::connlimit::{self, CloseReason, Front, Limiter, Slot};
 use crate::metrics::Metrics;
 
@@ -387,230 +386,130 @@ enum Wake {
     Timer,
 }
 
-/// When the head of the next request began to arrive: set by the first
-/// byte read while no request is in progress, cleared when the head is
-/// complete (the service is called).
-#[derive(Default)]
-struct HeadClock {
-    started: std::sync::Mutex<Option<tokio::time::Instant>>,
-    in_request: std::sync::atomic::AtomicBool,
-    /// A response has ended but hyper has not flushed it yet.
-    unflushed: std::sync::atomic::AtomicBool,
-}
+#[cfg(test)]
+mod tests {
+    //! The connection timers, each alone: every test sets the timer under
+    //! test short and the others an hour, so the close it waits for (within
+    //! a bound) can only come from the one under test.
+    use std::io::{Read, Write};
 
-impl HeadClock {
-    fn started(&self) -> Option<tokio::time::Instant> {
-        *self.started.lock().unwrap_or_else(|e| e.into_inner())
+    use super::*;
+
+    const SHORT: Duration = Duration::from_millis(200);
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    /// An agent's HTTP serve loop with `config` on a loopback port, answering
+    /// `GET /` with `ok`.
+    async fn serving(config: ServeConfig) -> (std::net::SocketAddr, CancellationToken) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let direct: Direct = Arc::new(|_, _| None);
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve(
+            listener,
+            router,
+            direct,
+            config,
+            Arc::new(Metrics::new()),
+            shutdown.clone(),
+        ));
+        (addr, shutdown)
     }
 
-    fn bytes_arrived(&self) {
-        if !self.in_request.load(std::sync::atomic::Ordering::Relaxed) {
-            let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
-            if started.is_none() {
-                *started = Some(tokio::time::Instant::now());
-            }
+    fn config(idle: Duration, header: Duration) -> ServeConfig {
+        ServeConfig {
+            idle_timeout: idle,
+            header_timeout: header,
+            ..ServeConfig::default()
         }
     }
 
-    fn head_complete(&self) {
-        self.in_request
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        *self.started.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    /// What the server sends until it closes the connection (bounded by a
+    /// 30 s read timeout: a connection left open fails the test).
+    fn until_closed(mut stream: std::net::TcpStream) -> String {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut read = Vec::new();
+        stream
+            .read_to_end(&mut read)
+            .expect("the server closes the connection");
+        String::from_utf8_lossy(&read).into_owned()
     }
 
-    fn response_done(&self) {
-        self.unflushed
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        self.in_request
-            .store(false, std::sync::atomic::Ordering::Relaxed);
+    async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+        tokio::task::spawn_blocking(work).await.unwrap()
     }
 
-    fn flushed(&self) {
-        self.unflushed
-            .store(false, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Nothing of a response is in progress or unflushed, so what hyper
-    /// writes now is an answer of its own (see [`OwnAnswers`]).
-    fn hyper_may_answer(&self) -> bool {
-        !self.in_request.load(std::sync::atomic::Ordering::Relaxed)
-            && !self.unflushed.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-/// The connection's socket, noting when request bytes arrive, putting
-/// the agent's JSON errors in place of hyper's own answers, and handed
-/// back when hyper drops it.
-struct Watched {
-    /// Some until dropped.
-    inner: Option<TcpStream>,
-    give_back: Option<tokio::sync::oneshot::Sender<TcpStream>>,
-    head: Arc<HeadClock>,
-    answers: OwnAnswers,
-}
-
-impl Watched {
-    fn stream(&mut self) -> Pin<&mut TcpStream> {
-        Pin::new(self.inner.as_mut().expect("the socket until drop"))
-    }
-}
-
-impl Drop for Watched {
-    fn drop(&mut self) {
-        if let (Some(stream), Some(give_back)) = (self.inner.take(), self.give_back.take()) {
-            let _ = give_back.send(stream);
-        }
-    }
-}
-
-impl tokio::io::AsyncRead for Watched {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let result = this.stream().poll_read(cx, buf);
-        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.head.bytes_arrived();
-        }
-        result
-    }
-}
-
-impl tokio::io::AsyncWrite for Watched {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let hyper_may_answer = this.head.hyper_may_answer();
-        this.answers.poll_write(
-            this.inner.as_mut().expect("the socket until drop"),
-            cx,
-            buf,
-            hyper_may_answer,
-        )
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let hyper_may_answer = this.head.hyper_may_answer();
-        this.answers.poll_write_vectored(
-            this.inner.as_mut().expect("the socket until drop"),
-            cx,
-            bufs,
-            hyper_may_answer,
-        )
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.as_ref().is_some_and(|s| s.is_write_vectored())
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let flushed = this
-            .answers
-            .poll_flush(this.inner.as_mut().expect("the socket until drop"), cx);
-        // hyper flushes only once all it buffered is written.
-        if matches!(flushed, Poll::Ready(Ok(()))) {
-            this.head.flushed();
-        }
-        flushed
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        this.answers
-            .poll_shutdown(this.inner.as_mut().expect("the socket until drop"), cx)
-    }
-}
-
-/// The router as a hyper service that marks its connection busy from the
-/// request's head until the response body's end (a watch stream keeps its
-/// connection busy; a finished request leaves it idle, so evictable).
-///
-/// It also counts and times every request, and refuses bodies, here rather
-/// than in axum middleware: two middleware layers cost as much per request
-/// as the rest of the route.
-struct Tracked {
-    router: Router,
-    direct: Direct,
-    slot: Arc<Slot>,
-    head: Arc<HeadClock>,
-    metrics: Arc<Metrics>,
-}
-
-impl hyper::service::Service<hyper::Request<Incoming>> for Tracked {
-    type Response = hyper::Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
-        self.slot.busy();
-        self.head.head_complete();
-        let busy = Busy(self.slot.clone(), self.head.clone());
-        let started = Instant::now();
-        let class = RequestClass::of(request.uri());
-        let immediate = super::refuse_body(request.headers(), &self.metrics)
-            .or_else(|| (self.direct)(request.method(), request.uri()));
-        let router = self.router.clone();
-        let metrics = self.metrics.clone();
-        Box::pin(async move {
-            let response = match immediate {
-                Some(response) => response,
-                None => router.oneshot(request.map(Body::new)).await?,
-            };
-            class.record(&metrics, response.status(), started);
-            Ok(response.map(|body| {
-                Body::new(Guarded {
-                    inner: body,
-                    _busy: busy,
-                })
-            }))
+    #[tokio::test]
+    async fn a_head_that_stops_halfway_is_cut_by_the_head_timeout() {
+        let (addr, shutdown) = serving(config(HOUR, SHORT)).await;
+        let answer = blocking(move || {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").unwrap();
+            until_closed(stream)
         })
-    }
-}
-
-/// Marks the connection idle again when dropped.
-struct Busy(Arc<Slot>, Arc<HeadClock>);
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.1.response_done();
-        self.0.idle();
-    }
-}
-
-/// A response body that holds its connection busy until it is done.
-struct Guarded {
-    inner: Body,
-    _busy: Busy,
-}
-
-impl http_body::Body for Guarded {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+        .await;
+        assert_eq!(answer, "", "no answer to half a head");
+        shutdown.cancel();
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+    #[tokio::test]
+    async fn a_connection_that_never_speaks_is_closed_by_the_idle_timeout() {
+        let (addr, shutdown) = serving(config(SHORT, HOUR)).await;
+        let answer =
+            blocking(move || until_closed(std::net::TcpStream::connect(addr).unwrap())).await;
+        assert_eq!(answer, "");
+        shutdown.cancel();
     }
 
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+    #[tokio::test]
+    async fn a_kept_alive_connection_is_closed_an_idle_timeout_after_its_answer() {
+        let (addr, shutdown) = serving(config(SHORT, HOUR)).await;
+        let answer = blocking(move || {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                .unwrap();
+            until_closed(stream)
+        })
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            answer.ends_with("ok"),
+            "one answer, then the close: {answer}"
+        );
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn the_head_timeout_does_not_run_while_a_kept_alive_connection_waits() {
+        // Head timeout short, idle an hour: after its answer the connection
+        // waits for the next request without being cut, and serves it.
+        let (addr, shutdown) = serving(config(HOUR, SHORT)).await;
+        let answers = blocking(move || {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            let mut answers = Vec::new();
+            for _ in 0..2 {
+                stream
+                    .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                    .unwrap();
+                let mut buffer = [0u8; 512];
+                let n = stream.read(&mut buffer).unwrap();
+                answers.push(String::from_utf8_lossy(&buffer[..n]).into_owned());
+                // Longer than the head timeout, between two requests.
+                std::thread::sleep(SHORT * 3);
+            }
+            answers
+        })
+        .await;
+        for answer in answers {
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        }
+        shutdown.cancel();
     }
 }
