@@ -15,6 +15,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::support::agent::{agent_addresses, ips_of};
 use crate::support::cluster::{kubeconfig, repo_root};
+use crate::support::kube::merge;
 use crate::support::{Agent, TestNamespace, eventually};
 
 // ---------------------------------------------------------------------------
@@ -395,120 +396,87 @@ async fn daemonset_follows_the_node_local_design() {
 // ---------------------------------------------------------------------------
 // Every rendering against the API server
 
-/// Minimal prometheus-operator CRDs: typed where the chart sets fields (so
-/// the API server checks them), open elsewhere.
-const MONITORING_CRDS: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: servicemonitors.monitoring.coreos.com
-spec:
-  group: monitoring.coreos.com
-  names: {kind: ServiceMonitor, listKind: ServiceMonitorList, plural: servicemonitors, singular: servicemonitor}
-  scope: Namespaced
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema:
-        type: object
-        required: [spec]
-        properties:
-          spec:
-            type: object
-            required: [selector]
-            x-kubernetes-preserve-unknown-fields: true
-            properties:
-              selector: {type: object, x-kubernetes-preserve-unknown-fields: true}
-              namespaceSelector:
-                type: object
-                properties:
-                  any: {type: boolean}
-                  matchNames: {type: array, items: {type: string}}
-              endpoints:
-                type: array
-                items:
-                  type: object
-                  x-kubernetes-preserve-unknown-fields: true
-                  properties:
-                    port: {type: string}
-                    path: {type: string}
-                    interval: {type: string, pattern: '^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$'}
-                    relabelings:
-                      type: array
-                      items:
-                        type: object
-                        properties:
-                          sourceLabels: {type: array, items: {type: string}}
-                          targetLabel: {type: string}
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: podmonitors.monitoring.coreos.com
-spec:
-  group: monitoring.coreos.com
-  names: {kind: PodMonitor, listKind: PodMonitorList, plural: podmonitors, singular: podmonitor}
-  scope: Namespaced
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema:
-        type: object
-        required: [spec]
-        properties:
-          spec:
-            type: object
-            required: [selector]
-            x-kubernetes-preserve-unknown-fields: true
-            properties:
-              selector: {type: object, x-kubernetes-preserve-unknown-fields: true}
-              namespaceSelector:
-                type: object
-                properties:
-                  any: {type: boolean}
-                  matchNames: {type: array, items: {type: string}}
-              podMetricsEndpoints:
-                type: array
-                items:
-                  type: object
-                  x-kubernetes-preserve-unknown-fields: true
-                  properties:
-                    port: {type: string}
-                    portNumber: {type: integer, format: int32, minimum: 1, maximum: 65535}
-                    path: {type: string}
-                    interval: {type: string, pattern: '^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$'}
-                    relabelings:
-                      type: array
-                      items:
-                        type: object
-                        properties:
-                          sourceLabels: {type: array, items: {type: string}}
-                          targetLabel: {type: string}
-"#;
+/// The pattern prometheus-operator's CRDs give a scrape interval.
+const DURATION_PATTERN: &str =
+    "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$";
 
+/// A minimal prometheus-operator CRD for `kind`: typed where the chart sets
+/// fields (so the API server checks them), open elsewhere. `endpoints` names
+/// its list of scrape endpoints, `endpoint_fields` adds typed fields to
+/// those both kinds share.
+fn monitoring_crd(kind: &str, endpoints: &str, endpoint_fields: Value) -> Value {
+    let singular = kind.to_ascii_lowercase();
+    let plural = format!("{singular}s");
+    let mut endpoint = json!({
+        "port": {"type": "string"},
+        "path": {"type": "string"},
+        "interval": {"type": "string", "pattern": DURATION_PATTERN},
+        "relabelings": {"type": "array", "items": {"type": "object", "properties": {
+            "sourceLabels": {"type": "array", "items": {"type": "string"}},
+            "targetLabel": {"type": "string"}
+        }}}
+    });
+    merge(&mut endpoint, endpoint_fields);
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.monitoring.coreos.com")},
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "names": {"kind": kind, "listKind": format!("{kind}List"), "plural": plural, "singular": singular},
+            "scope": "Namespaced",
+            "versions": [{
+                "name": "v1",
+                "served": true,
+                "storage": true,
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "required": ["spec"],
+                    "properties": {"spec": {
+                        "type": "object",
+                        "required": ["selector"],
+                        "x-kubernetes-preserve-unknown-fields": true,
+                        "properties": {
+                            "selector": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                            "namespaceSelector": {"type": "object", "properties": {
+                                "any": {"type": "boolean"},
+                                "matchNames": {"type": "array", "items": {"type": "string"}}
+                            }},
+                            endpoints: {"type": "array", "items": {
+                                "type": "object",
+                                "x-kubernetes-preserve-unknown-fields": true,
+                                "properties": endpoint
+                            }}
+                        }
+                    }}
+                }}
+            }]
+        }
+    })
+}
+
+/// The ServiceMonitor and PodMonitor CRDs, applied and established.
 async fn install_monitoring_crds() {
+    let crds = [
+        monitoring_crd("ServiceMonitor", "endpoints", json!({})),
+        monitoring_crd(
+            "PodMonitor",
+            "podMetricsEndpoints",
+            json!({"portNumber": {"type": "integer", "format": "int32", "minimum": 1, "maximum": 65535}}),
+        ),
+    ];
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": crds}).to_string();
     must(
-        kubectl(&["apply", "-f", "-"], Some(MONITORING_CRDS)).await,
+        kubectl(&["apply", "-f", "-"], Some(&list)).await,
         "apply monitoring CRDs",
     );
-    must(
-        kubectl(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "crd/servicemonitors.monitoring.coreos.com",
-                "crd/podmonitors.monitoring.coreos.com",
-            ],
-            None,
-        )
-        .await,
-        "wait for the monitoring CRDs",
-    );
+    let names: Vec<String> = crds
+        .iter()
+        .map(|crd| format!("crd/{}", crd["metadata"]["name"].as_str().unwrap()))
+        .collect();
+    let mut wait = vec!["wait", "--for=condition=Established", "--timeout=60s"];
+    wait.extend(names.iter().map(String::as_str));
+    must(kubectl(&wait, None).await, "wait for the monitoring CRDs");
 }
 
 /// Renders, validates server-side, applies, and checks every object exists.

@@ -1,15 +1,17 @@
 //! Proof that the test control plane is real: the EndpointSlice controller
-//! writes and shrinks slices for Pods we mark Ready, and RBAC is enforced.
+//! writes and shrinks slices for Pods we mark Ready, and RBAC is enforced;
+//! and that a failing test cleans up after itself.
 
 use std::net::Ipv4Addr;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::api::ListParams;
 use serde_json::json;
 
 use crate::support::TestNamespace;
+use crate::support::cluster::admin_client;
 use crate::support::kube::{client_from, ip_range};
 
 #[tokio::test]
@@ -88,4 +90,34 @@ async fn rbac_forbids_what_a_role_does_not_grant() {
         other => panic!("expected 403, got {other:?}"),
     }
     ns.delete().await;
+}
+
+#[tokio::test]
+async fn a_test_that_panics_leaves_no_namespace_behind() {
+    // A test of its own, on a runtime of its own (as #[tokio::test] makes
+    // one), that fails with its namespace in scope.
+    let (named, name) = std::sync::mpsc::channel();
+    let failed = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let ns = TestNamespace::new("panics").await;
+            named.send(ns.name.clone()).unwrap();
+            panic!("a deliberate failure, with namespace {} in scope", ns.name);
+        })
+    })
+    .join();
+    assert!(failed.is_err(), "the inner test failed");
+    let name = name.recv().unwrap();
+    // The drop returns once the API server has taken the delete: the
+    // namespace is terminating, or already gone.
+    let namespaces: Api<Namespace> = Api::all(admin_client().await);
+    let left = namespaces.get_opt(&name).await.unwrap();
+    assert!(
+        left.as_ref()
+            .is_none_or(|ns| ns.metadata.deletion_timestamp.is_some()),
+        "{left:?}"
+    );
 }

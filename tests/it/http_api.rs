@@ -130,13 +130,7 @@ async fn health_readiness_and_metrics() {
 #[tokio::test]
 async fn sigterm_stops_the_agent_cleanly_even_with_open_streams() {
     let agent = Agent::start(&["--source", "demo"]).await;
-    let mut stream = agent
-        .client
-        .get(agent.url("/v1/watch/shop/orders"))
-        .send()
-        .await
-        .unwrap();
-    stream.chunk().await.unwrap();
+    let _stream = agent.open_watch("/v1/watch/shop/orders").await;
     let status = agent.terminate();
     assert!(status.success(), "{status:?}");
 }

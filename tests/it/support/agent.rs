@@ -3,13 +3,14 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::cluster::kubeconfig;
 use super::eventually;
+use super::eventually::eventually_within;
 
 pub struct Agent {
     child: Child,
@@ -105,9 +106,21 @@ impl Agent {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Agent {
+        Agent::spawn_as("agent", http, dns, args, env)
+    }
+
+    /// As [`Agent::spawn_on`], with `role` in the log's name: two agents
+    /// sharing their addresses (a hand-over) keep a log each.
+    pub fn spawn_as(
+        role: &str,
+        http: SocketAddr,
+        dns: SocketAddr,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
         let log_dir = std::env::temp_dir().join("kubedisco-it");
         std::fs::create_dir_all(&log_dir).unwrap();
-        let log_path = log_dir.join(format!("agent-{}-{}.log", http.ip(), http.port()));
+        let log_path = log_dir.join(format!("{role}-{}-{}.log", http.ip(), http.port()));
         let child = spawn_process(http, dns, args, env, &log_path);
         Agent {
             child,
@@ -156,6 +169,22 @@ impl Agent {
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
+    /// A watch stream on `path` once its first message (the full state) has
+    /// arrived; it stays open while the response is held.
+    pub async fn open_watch(&self, path: &str) -> reqwest::Response {
+        let mut stream = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET the watch stream");
+        stream
+            .chunk()
+            .await
+            .expect("the watch stream's first message");
+        stream
+    }
+
     /// The Service's JSON, or an error with what came back instead.
     pub async fn service(&self, namespace: &str, name: &str) -> Result<Value, String> {
         match self
@@ -183,6 +212,11 @@ impl Agent {
             .expect("metrics body")
     }
 
+    /// One series of `/metrics` (see [`metric`]).
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        metric(&self.client, self.http, series).await
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -191,6 +225,18 @@ impl Agent {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until the log holds `what`.
+    pub async fn wait_log(&self, what: &str) {
+        eventually(&format!("{what:?} in the agent's log"), || async {
+            if self.log().contains(what) {
+                Ok(())
+            } else {
+                Err(self.log_tail())
+            }
+        })
+        .await;
     }
 
     /// `kubedisco resolve <args>` against this agent's DNS: the exit code,
@@ -209,14 +255,45 @@ impl Agent {
         )
     }
 
-    /// Sends SIGTERM and waits for the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM, as the kubelet does to stop a Pod.
+    pub fn sigterm(&self) {
         super::tools::require("kill");
-        let _ = Command::new("kill")
+        let status = Command::new("kill")
             .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> ExitStatus {
+        self.sigterm();
         self.child.wait().expect("wait for agent")
+    }
+
+    /// The exit status, if the process has exited by now.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("the agent's status")
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let child = &mut self.child;
+        eventually_within("the agent to exit", within, || {
+            let result = child.try_wait();
+            async move {
+                match result {
+                    Ok(Some(status)) => Ok(status),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        })
+        .await
     }
 }
 
@@ -225,6 +302,26 @@ impl Drop for Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The value of `series` (a name and its labels, exactly as exposed) in the
+/// `/metrics` of the agent at `http`; None when it is absent or the agent
+/// cannot be reached.
+pub async fn metric(client: &reqwest::Client, http: SocketAddr, series: &str) -> Option<f64> {
+    let text = metrics_text(client, http).await?;
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// The `/metrics` of the agent at `http`; None when it cannot be reached.
+pub async fn metrics_text(client: &reqwest::Client, http: SocketAddr) -> Option<String> {
+    let response = client
+        .get(format!("http://{http}/metrics"))
+        .send()
+        .await
+        .ok()?;
+    response.text().await.ok()
 }
 
 /// The sorted endpoint IPs of a Service JSON body.

@@ -24,10 +24,13 @@ pub const NODES: [(&str, &str); 3] = [
     ("node-c", "zone-c"),
 ];
 
-/// A namespace of its own for one test, deleted by [`TestNamespace::delete`].
+/// A namespace of its own for one test, deleted when dropped: also when the
+/// test fails, so a failing run leaves no namespace behind.
 pub struct TestNamespace {
     pub client: Client,
     pub name: String,
+    /// Set by [`TestNamespace::delete`], so the drop has nothing left to do.
+    deleted: bool,
 }
 
 fn unique_suffix() -> String {
@@ -58,7 +61,11 @@ impl TestNamespace {
             async move { accounts.get("default").await.map(|_| ()) }
         })
         .await;
-        Self { client, name }
+        Self {
+            client,
+            name,
+            deleted: false,
+        }
     }
 
     pub fn api<K>(&self) -> Api<K>
@@ -201,12 +208,48 @@ impl TestNamespace {
         .await
     }
 
-    pub async fn delete(self) {
-        let namespaces: Api<Namespace> = Api::all(self.client.clone());
-        let _ = namespaces
-            .delete(&self.name, &DeleteParams::default())
-            .await;
+    /// Deletes the namespace now, on the test's runtime; dropping it does
+    /// the same, but blocks the dropping thread while it does.
+    pub async fn delete(mut self) {
+        delete_namespace(&self.client, &self.name).await;
+        self.deleted = true;
     }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if self.deleted {
+            return;
+        }
+        // The test's runtime may be the one this drop blocks (or one that
+        // is unwinding from a panic), and the client's connections belong
+        // to it: the delete runs on a thread, runtime and client of its own.
+        let name = std::mem::take(&mut self.name);
+        let deleting = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime to delete the test namespace on");
+            runtime.block_on(async { delete_namespace(&admin_client().await, &name).await });
+        });
+        // A delete that failed is the control plane's problem to report, not
+        // a second panic during a first.
+        let _ = deleting.join();
+    }
+}
+
+async fn delete_namespace(client: &Client, name: &str) {
+    // No kubelet confirms that a Pod has stopped: without a zero grace
+    // period the Pods, and so the namespace, would stay Terminating.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), name);
+    let _ = pods
+        .delete_collection(
+            &DeleteParams::default().grace_period(0),
+            &ListParams::default(),
+        )
+        .await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let _ = namespaces.delete(name, &DeleteParams::default()).await;
 }
 
 /// Every ready address over a set of slices (dedup'd).
@@ -236,6 +279,75 @@ pub async fn ensure_nodes(client: &Client) {
             Err(e) => panic!("create node {name}: {e}"),
         }
     }
+}
+
+/// A headless Service `name` in `namespace` (created if missing) with one
+/// port `http` 80 and no selector, and a hand-written EndpointSlice per
+/// `(slice name, IPs)`: for control planes of a test's own, where no
+/// [`TestNamespace`] is needed.
+pub async fn headless_service(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    slices: &[(&str, Vec<String>)],
+) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
+    let _ = namespaces.create(&PostParams::default(), &ns).await;
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"clusterIP": "None", "ports": [{"name": "http", "port": 80}]}
+    }))
+    .unwrap();
+    services
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap();
+    for (slice_name, ips) in slices {
+        apply_slice(client, namespace, name, slice_name, ips).await;
+    }
+}
+
+/// Creates or replaces EndpointSlice `name` of `service`: one ready
+/// endpoint per IP, port `http` 8080.
+pub async fn apply_slice(
+    client: &Client,
+    namespace: &str,
+    service: &str,
+    name: &str,
+    ips: &[String],
+) {
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
+    let endpoints: Vec<Value> = ips.iter().map(|ip| json!({"addresses": [ip]})).collect();
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080}],
+        "endpoints": endpoints
+    });
+    let _: EndpointSlice = server_side_apply(&slices, name, &slice).await;
+}
+
+/// Creates or replaces object `name` by server-side apply, as the one field
+/// manager of the tests, taking over fields others (controllers) set.
+pub async fn server_side_apply<K>(
+    api: &Api<K>,
+    name: &str,
+    object: &(impl serde::Serialize + std::fmt::Debug),
+) -> K
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(
+        name,
+        &PatchParams::apply("kubedisco-tests").force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {name}: {e}"))
 }
 
 /// A shallow-recursive JSON merge: objects merge, everything else replaces.
@@ -308,14 +420,7 @@ impl TestNamespace {
             "rules": rules
         }))
         .unwrap();
-        self.api::<Role>()
-            .patch(
-                name,
-                &PatchParams::apply("kubedisco-tests").force(),
-                &Patch::Apply(&role),
-            )
-            .await
-            .expect("apply role");
+        let _: Role = server_side_apply(&self.api(), name, &role).await;
     }
 }
 

@@ -5,11 +5,13 @@
 //! - [`kube`]: namespaces, Nodes, Services, Pods marked Ready through
 //!   `pods/status`, EndpointSlices, and bounded waits for the controller.
 //! - [`agent`]: runs the built `kubedisco` binary and queries its HTTP API.
+//! - [`dns`]: raw DNS queries over UDP and TCP, for counting answers.
 //! - [`eventually`]: bounded polling instead of sleeps.
 //! - [`tools`]: outside programs (dig, dnsmasq, ...), checked before use.
 
 pub mod agent;
 pub mod cluster;
+pub mod dns;
 pub mod eventually;
 pub mod kube;
 pub mod tools;
