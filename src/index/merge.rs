@@ -21,7 +21,7 @@ use serde::Serialize;
 use super::objects::{
     Protocol, ServiceKey, ServiceObject, ServicePort, SliceEndpoint, SliceObject, TargetRef,
 };
-use crate::balance::topology::{Locality, TierInput, assign_priorities};
+use super::topology::{Locality, TierInput, assign_priorities};
 
 /// What merging needs besides the Service and its slices.
 pub struct MergeContext<'a> {
@@ -30,6 +30,7 @@ pub struct MergeContext<'a> {
     pub pod_weight: &'a dyn Fn(&str, &str) -> Option<u32>,
 }
 
+#[cfg(test)]
 impl MergeContext<'_> {
     /// No topology, no Pod weights.
     pub fn plain() -> MergeContext<'static> {

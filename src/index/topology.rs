@@ -19,6 +19,10 @@
 //! the panic threshold is merged with the next one, until the group is
 //! healthy enough or no tier is left. Weight-0 (drained) endpoints count in
 //! neither share and always come last, in a tier of their own.
+//!
+//! Index state, computed when a Service is merged: owns [`Locality`] and
+//! the tier rules. It sees one Service's endpoints at a time, never the
+//! writer or a snapshot; picking within a tier is `crate::balance`'s job.
 
 use std::sync::Arc;
 
