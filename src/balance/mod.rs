@@ -66,7 +66,7 @@ impl SmoothRoundRobin {
 
 /// A stable 64-bit hash (FNV-1a, then a splitmix64 finaliser for
 /// avalanche), so every agent maps a key to the same endpoint.
-pub fn stable_hash(parts: &[&[u8]]) -> u64 {
+pub(crate) fn stable_hash(parts: &[&[u8]]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
         for byte in *part {

@@ -16,13 +16,13 @@ use super::sharded::ShardedMap;
 /// Endpoint addresses → the Services serving them, IPv4 and IPv6 apart so
 /// an IPv4 key takes 4 bytes, not the 17 of an `IpAddr`.
 #[derive(Clone, Debug, Default)]
-pub struct AddressIndex {
+pub(crate) struct AddressIndex {
     v4: ShardedMap<Ipv4Addr, AddressOwners>,
     v6: ShardedMap<Ipv6Addr, AddressOwners>,
 }
 
 impl AddressIndex {
-    pub fn get(&self, ip: &IpAddr) -> Option<&AddressOwners> {
+    pub(crate) fn get(&self, ip: &IpAddr) -> Option<&AddressOwners> {
         match ip {
             IpAddr::V4(ip) => self.v4.get(ip),
             IpAddr::V6(ip) => self.v6.get(ip),
@@ -42,27 +42,19 @@ impl AddressIndex {
             IpAddr::V6(ip) => self.v6.remove(ip),
         };
     }
-
-    pub fn len(&self) -> usize {
-        self.v4.len() + self.v6.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// The Services an endpoint address belongs to: nearly always one, which
 /// then costs no allocation of its own.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AddressOwners {
+pub(crate) enum AddressOwners {
     One(ServiceKey),
     /// Sorted, two or more.
     Many(Arc<[ServiceKey]>),
 }
 
 impl AddressOwners {
-    pub fn keys(&self) -> &[ServiceKey] {
+    pub(crate) fn keys(&self) -> &[ServiceKey] {
         match self {
             AddressOwners::One(key) => std::slice::from_ref(key),
             AddressOwners::Many(keys) => keys,

@@ -36,10 +36,8 @@ pub mod topology;
 mod view;
 mod writer;
 
-pub use address::{AddressIndex, AddressOwners};
 pub use change::{Change, Contents, PodKey, Scope};
-pub use merge::{DEFAULT_WEIGHT, EncodedOnce, Endpoint, EndpointPort, ServedService};
-pub use notify::Notifier;
+pub use merge::{DEFAULT_WEIGHT, Endpoint, EndpointPort, ServedService};
 pub use objects::{ServiceKey, ServiceObject, SliceKey, SliceObject};
 pub use sharded::ShardedMap;
 pub use store::{Index, IndexGauges};

@@ -65,7 +65,7 @@ impl Default for Index {
 }
 
 impl Index {
-    pub fn new(gauges: IndexGauges) -> Self {
+    pub(crate) fn new(gauges: IndexGauges) -> Self {
         Self {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             writer: Mutex::new(Writer::default()),
@@ -81,12 +81,12 @@ impl Index {
         self.snapshot.load_full()
     }
 
-    pub fn notifier(&self) -> &Notifier {
+    pub(crate) fn notifier(&self) -> &Notifier {
         &self.notifier
     }
 
     /// Resolves once the index has completed its first full sync.
-    pub async fn wait_synced(&self) {
+    pub(crate) async fn wait_synced(&self) {
         let mut rx = self.synced_tx.subscribe();
         // The sender lives in self, so this cannot fail while we are borrowed.
         let _ = rx.wait_for(|synced| *synced).await;
@@ -188,7 +188,7 @@ impl Index {
 
     /// Where this agent runs: changes every Service's tiers, so all are
     /// merged again.
-    pub fn set_locality(&self, locality: Locality) {
+    pub(crate) fn set_locality(&self, locality: Locality) {
         let mut writer = self.lock_writer();
         writer.locality = locality;
         let touched: BTreeSet<ServiceKey> = writer.services.keys().cloned().collect();
@@ -208,7 +208,12 @@ impl Index {
     }
 
     /// Replaces every Pod weight in `scope` (a re-list of weighted Pods).
-    pub fn replace_pod_weights(&self, scope: &Scope, weights: Vec<(PodKey, u32)>, part: &str) {
+    pub(crate) fn replace_pod_weights(
+        &self,
+        scope: &Scope,
+        weights: Vec<(PodKey, u32)>,
+        part: &str,
+    ) {
         let mut writer = self.lock_writer();
         let mut touched = BTreeSet::new();
         let stale: Vec<PodKey> = writer
@@ -252,7 +257,7 @@ impl Index {
     /// through the usual merge rules and the index is synced at once. The
     /// parts declared later still list; each first list replaces what the
     /// snapshot held in its scope, as a re-list does.
-    pub fn seed(&self, contents: Contents) {
+    pub(crate) fn seed(&self, contents: Contents) {
         let mut writer = self.lock_writer();
         let mut touched = BTreeSet::new();
         writer.seeded = true;
@@ -272,7 +277,7 @@ impl Index {
     /// Resolves once every declared part has listed at least once (for a
     /// seeded index, when nothing of the snapshot is served any more
     /// unchecked).
-    pub async fn wait_listed(&self) {
+    pub(crate) async fn wait_listed(&self) {
         let mut rx = self.listed_tx.subscribe();
         let _ = rx.wait_for(|listed| *listed).await;
     }

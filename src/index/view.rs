@@ -17,30 +17,31 @@ pub struct Snapshot {
     pub services: ShardedMap<ServiceKey, Arc<ServedService>>,
     /// True once every source part has listed its objects at least once.
     /// Before that, absence of a Service means "not known yet".
-    pub synced: bool,
+    pub(crate) synced: bool,
     /// The latest revision handed out to any Service.
-    pub generation: u64,
+    pub(crate) generation: u64,
     /// Usable endpoints over all Services.
     pub endpoint_count: usize,
     /// The revision at which each recently deleted Service went away, so a
     /// blocking query from before the deletion returns at once.
-    pub tombstones: ShardedMap<ServiceKey, u64>,
+    pub(crate) tombstones: ShardedMap<ServiceKey, u64>,
     /// The same Services keyed `"<name>.<namespace>"`, the order DNS names
     /// use, so the DNS path looks a Service up from the query's bytes
     /// without building a key.
-    pub by_dns_name: ShardedMap<Arc<str>, Arc<ServedService>>,
+    pub(crate) by_dns_name: ShardedMap<Arc<str>, Arc<ServedService>>,
     /// Usable endpoint addresses → the Services serving them (for PTR).
-    pub by_ip: AddressIndex,
+    pub(crate) by_ip: AddressIndex,
 }
 
 impl Snapshot {
-    pub fn get(&self, namespace: &str, name: &str) -> Option<&Arc<ServedService>> {
+    #[cfg(test)]
+    pub(crate) fn get(&self, namespace: &str, name: &str) -> Option<&Arc<ServedService>> {
         self.services.get(&ServiceKey::new(namespace, name))
     }
 
     /// The revision of a Service's current state, served or not: its
     /// revision, else the revision that deleted it, else 0.
-    pub fn revision_of(&self, key: &ServiceKey) -> u64 {
+    pub(crate) fn revision_of(&self, key: &ServiceKey) -> u64 {
         match self.services.get(key) {
             Some(service) => service.revision,
             None => self.tombstones.get(key).copied().unwrap_or(0),
@@ -48,7 +49,7 @@ impl Snapshot {
     }
 
     /// Services ordered by namespace, then name.
-    pub fn sorted(&self) -> Vec<&Arc<ServedService>> {
+    pub(crate) fn sorted(&self) -> Vec<&Arc<ServedService>> {
         let mut services: Vec<_> = self.services.values().collect();
         services.sort_by(|a, b| a.key.cmp(&b.key));
         services
