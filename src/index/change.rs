@@ -42,7 +42,7 @@ impl Scope {
 pub type PodKey = (Arc<str>, Arc<str>);
 
 /// Everything the writer side holds: what a snapshot on disk saves, and
-/// what [`Index::seed`] loads back (see `crate::snapshot`).
+/// what `Index::seed` loads back (see `crate::warmstart`).
 #[derive(Clone, Debug, Default)]
 pub struct Contents {
     pub services: Vec<ServiceObject>,
