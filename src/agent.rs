@@ -11,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::balance::Pickers;
-use crate::balance::topology::Locality;
 use crate::cli::AgentArgs;
 use crate::cli::args::SourceArg;
 use crate::dns::answer::Zone;
@@ -21,6 +20,7 @@ use crate::handover::{Lifecycle, others_serving, others_waiting};
 use crate::http::server::ServeConfig;
 use crate::http::{AppState, HttpConfig, HttpContext};
 use crate::index::Index;
+use crate::index::topology::Locality;
 use crate::metrics::Metrics;
 use crate::netif::{LinkLocal, NetifError};
 use crate::sockets::Transport;

@@ -12,7 +12,8 @@
 //! - [`source`] turns Kubernetes objects (from the API server or from manifest
 //!   files) into compact [`index::objects`] and hands them to the index writer.
 //! - [`index`] keeps the raw compact objects on the writer side, merges every
-//!   Service's EndpointSlices into a [`index::ServedService`], and publishes an
+//!   Service's EndpointSlices into a [`index::ServedService`] (tiering its
+//!   endpoints by [`index::topology`]), and publishes an
 //!   immutable [`index::Snapshot`] that readers load without locking. Each
 //!   Service carries a revision that changes exactly when its served state does,
 //!   and waiters are woken per Service.

@@ -1,5 +1,9 @@
 //! Picking one endpoint for `/v1/pick`.
 //!
+//! Only the per-request pickers live here: the tiers they choose among are
+//! index state, computed at merge time (`crate::index::topology`). This
+//! module reads the index's types and never the other way round.
+//!
 //! - Without a key: smooth weighted round-robin (nginx's algorithm), one
 //!   sequence per Service and port, restarted when the Service's revision
 //!   changes. Over any window of `sum(weights)` picks each endpoint is chosen
@@ -11,8 +15,6 @@
 //!
 //! Weight 0 means "drain": such endpoints are picked only when every
 //! candidate has weight 0.
-
-pub mod topology;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -64,7 +66,7 @@ impl SmoothRoundRobin {
 
 /// A stable 64-bit hash (FNV-1a, then a splitmix64 finaliser for
 /// avalanche), so every agent maps a key to the same endpoint.
-pub fn stable_hash(parts: &[&[u8]]) -> u64 {
+pub(crate) fn stable_hash(parts: &[&[u8]]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
         for byte in *part {

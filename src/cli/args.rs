@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::balance::topology::DefaultTopology;
 use crate::duration::parse_duration;
+use crate::index::topology::DefaultTopology;
 use crate::logging::LogFormat;
 use crate::source::kubernetes::{ApiEncoding, ListStrategy};
 use crate::source::manifest::ManifestOrigin;

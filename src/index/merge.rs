@@ -21,18 +21,19 @@ use serde::Serialize;
 use super::objects::{
     Protocol, ServiceKey, ServiceObject, ServicePort, SliceEndpoint, SliceObject, TargetRef,
 };
-use crate::balance::topology::{Locality, TierInput, assign_priorities};
+use super::topology::{Locality, TierInput, assign_priorities};
 
 /// What merging needs besides the Service and its slices.
-pub struct MergeContext<'a> {
-    pub locality: &'a Locality,
+pub(crate) struct MergeContext<'a> {
+    pub(crate) locality: &'a Locality,
     /// The `kubedisco.io/weight` label of the Pod behind an endpoint.
-    pub pod_weight: &'a dyn Fn(&str, &str) -> Option<u32>,
+    pub(crate) pod_weight: &'a dyn Fn(&str, &str) -> Option<u32>,
 }
 
+#[cfg(test)]
 impl MergeContext<'_> {
     /// No topology, no Pod weights.
-    pub fn plain() -> MergeContext<'static> {
+    pub(crate) fn plain() -> MergeContext<'static> {
         static LOCALITY: std::sync::OnceLock<Locality> = std::sync::OnceLock::new();
         MergeContext {
             locality: LOCALITY.get_or_init(Locality::default),
@@ -68,39 +69,39 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn ip(&self) -> IpAddr {
+    pub(crate) fn ip(&self) -> IpAddr {
         self.listed.address
     }
 
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         self.listed.ready
     }
 
-    pub fn serving(&self) -> bool {
+    pub(crate) fn serving(&self) -> bool {
         self.listed.serving
     }
 
-    pub fn terminating(&self) -> bool {
+    pub(crate) fn terminating(&self) -> bool {
         self.listed.terminating
     }
 
-    pub fn zone(&self) -> Option<&str> {
+    pub(crate) fn zone(&self) -> Option<&str> {
         self.listed.zone.as_deref()
     }
 
-    pub fn node(&self) -> Option<&str> {
+    pub(crate) fn node(&self) -> Option<&str> {
         self.listed.node.as_deref()
     }
 
-    pub fn hostname(&self) -> Option<&str> {
+    pub(crate) fn hostname(&self) -> Option<&str> {
         self.listed.hostname.as_deref()
     }
 
-    pub fn target_ref(&self) -> Option<&TargetRef> {
+    pub(crate) fn target_ref(&self) -> Option<&TargetRef> {
         self.listed.target_ref.as_ref()
     }
 
-    pub fn port(&self, name: &str, protocol: Option<Protocol>) -> Option<&EndpointPort> {
+    pub(crate) fn port(&self, name: &str, protocol: Option<Protocol>) -> Option<&EndpointPort> {
         self.ports
             .iter()
             .find(|port| &*port.name == name && protocol.is_none_or(|p| p == port.protocol))
@@ -160,7 +161,7 @@ pub struct ServedService {
     /// The answer a front end encodes for this revision, kept by the first
     /// request that needs it: a thousand clients polling one Service cost
     /// one encoding per change, not one per request.
-    pub encoded: EncodedOnce,
+    pub(crate) encoded: EncodedOnce,
     /// True when no endpoint is ready and serving-terminating ones are used.
     pub terminating_fallback: bool,
 }
@@ -169,10 +170,10 @@ pub struct ServedService {
 /// (lazily: nothing is spent on Services nobody asks for). Not part of the
 /// Service's state: equality ignores it and a clone starts empty.
 #[derive(Default)]
-pub struct EncodedOnce(std::sync::OnceLock<bytes::Bytes>);
+pub(crate) struct EncodedOnce(std::sync::OnceLock<bytes::Bytes>);
 
 impl EncodedOnce {
-    pub fn get_or_init(&self, encode: impl FnOnce() -> bytes::Bytes) -> bytes::Bytes {
+    pub(crate) fn get_or_init(&self, encode: impl FnOnce() -> bytes::Bytes) -> bytes::Bytes {
         self.0.get_or_init(encode).clone()
     }
 }
@@ -200,7 +201,7 @@ impl std::fmt::Debug for EncodedOnce {
 
 impl ServedService {
     /// Equality of what clients are served, ignoring revision and debug data.
-    pub fn same_served_state(&self, other: &ServedService) -> bool {
+    pub(crate) fn same_served_state(&self, other: &ServedService) -> bool {
         self.headless == other.headless
             && self.ports == other.ports
             && self.endpoints == other.endpoints
@@ -229,7 +230,7 @@ struct Accumulated<'a> {
 ///
 /// Weights: the Pod's `kubedisco.io/weight` label, else the slice's
 /// annotation, else the Service's `kubedisco.io/default-weight`, else 100.
-pub fn merge<'a>(
+pub(crate) fn merge<'a>(
     service: &ServiceObject,
     slices: impl IntoIterator<Item = &'a SliceObject>,
     revision: u64,

@@ -1,19 +1,44 @@
 //! The in-memory index: compact objects in, immutable snapshots out.
 //!
+//! The index depends on nothing else in the crate: sources write into it,
+//! `balance` and the front ends read from it, and none of them is imported
+//! here.
+//!
 //! - [`objects`]: the compact Service and EndpointSlice forms sources produce.
-//! - [`merge`]: the rules that turn one Service's slices into served endpoints.
-//! - [`store`]: the writer side, the published [`Snapshot`], revisions.
-//! - [`notify`]: per-Service wake-ups for blocking queries and watch streams.
-//! - [`intern`]: one shared copy of strings that repeat across endpoints.
-//! - [`sharded`]: the copy-on-write map behind the snapshot's address index.
+//! - `change`: the records sources hand in ([`Change`], [`Scope`], [`Contents`]).
+//! - `merge`: the rules that turn one Service's slices into served endpoints.
+//! - [`topology`]: the priority tiers merging assigns from where the agent runs.
+//! - `writer`: the raw objects the sources handed in, under the writer lock.
+//! - `pods`: which Services list each Pod, for weight labels.
+//! - `share`: re-list sharing of unchanged endpoints.
+//! - `publish`: building the next [`Snapshot`] and handing out revisions.
+//! - `view`: the published [`Snapshot`] readers load.
+//! - `address`: the address → Services index behind PTR answers.
+//! - `store`: the [`Index`] handle that sequences all of the above.
+//! - `notify`: per-Service wake-ups for blocking queries and watch streams.
+//! - `intern`: one shared copy of strings that repeat across endpoints.
+//! - `sharded`: the copy-on-write map behind the snapshot's maps.
 
-pub mod intern;
-pub mod merge;
-pub mod notify;
+mod address;
+mod change;
+pub(crate) mod intern;
+pub(crate) mod merge;
+mod notify;
 pub mod objects;
-pub mod sharded;
-pub mod store;
+mod pods;
+mod publish;
+mod sharded;
+mod share;
+mod store;
+#[cfg(test)]
+mod testing;
+pub mod topology;
+mod view;
+mod writer;
 
+pub use change::{Change, Contents, PodKey, Scope};
 pub use merge::{DEFAULT_WEIGHT, Endpoint, EndpointPort, ServedService};
 pub use objects::{ServiceKey, ServiceObject, SliceKey, SliceObject};
-pub use store::{Change, Contents, Index, IndexGauges, PodKey, Scope, Snapshot};
+pub use sharded::ShardedMap;
+pub use store::{Index, IndexGauges};
+pub use view::Snapshot;

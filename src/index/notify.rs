@@ -12,14 +12,14 @@ use tokio::sync::watch;
 use super::objects::ServiceKey;
 
 #[derive(Default)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     senders: Mutex<HashMap<ServiceKey, watch::Sender<u64>>>,
 }
 
 impl Notifier {
     /// Subscribe before reading the snapshot: a change published after this
     /// call is then always seen, even one that lands before the first wait.
-    pub fn subscribe(&self, key: &ServiceKey) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self, key: &ServiceKey) -> watch::Receiver<u64> {
         let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
         // Waiters that gave up leave channels behind; sweep them now and then
         // so a client cycling through unknown names cannot grow the map.
@@ -33,7 +33,7 @@ impl Notifier {
     }
 
     /// Wakes everybody waiting on these Services.
-    pub fn notify<'a>(&self, changed: impl IntoIterator<Item = (&'a ServiceKey, u64)>) {
+    pub(crate) fn notify<'a>(&self, changed: impl IntoIterator<Item = (&'a ServiceKey, u64)>) {
         let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
         if senders.is_empty() {
             return;
@@ -47,12 +47,6 @@ impl Notifier {
                 }
             }
         }
-    }
-
-    /// How many Services somebody is waiting on (for tests and metrics).
-    pub fn watched_services(&self) -> usize {
-        let senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
-        senders.values().filter(|s| s.receiver_count() > 0).count()
     }
 }
 

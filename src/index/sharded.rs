@@ -72,7 +72,7 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         Arc::make_mut(&mut Arc::make_mut(&mut self.shards)[shard])
     }
 
-    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+    pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
         let shard = self.shard_of(&key);
         let old = self.shard_mut(shard).insert(key, value);
         if old.is_none() {
@@ -81,7 +81,7 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         old
     }
 
-    pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
+    pub(crate) fn remove<Q>(&mut self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -96,7 +96,8 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         old
     }
 
-    pub fn contains_key<Q>(&self, key: &Q) -> bool
+    #[cfg(test)]
+    pub(crate) fn contains_key<Q>(&self, key: &Q) -> bool
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -104,26 +105,27 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         self.get(key).is_some()
     }
 
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         *self = Self {
             hasher: self.hasher.clone(),
             ..Self::default()
         };
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.shards.iter().flat_map(|shard| shard.iter())
     }
 
-    pub fn values(&self) -> impl Iterator<Item = &V> {
+    pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
         self.iter().map(|(_, value)| value)
     }
 }

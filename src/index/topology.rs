@@ -19,6 +19,10 @@
 //! the panic threshold is merged with the next one, until the group is
 //! healthy enough or no tier is left. Weight-0 (drained) endpoints count in
 //! neither share and always come last, in a tier of their own.
+//!
+//! Index state, computed when a Service is merged: owns [`Locality`] and
+//! the tier rules. It sees one Service's endpoints at a time, never the
+//! writer or a snapshot; picking within a tier is `crate::balance`'s job.
 
 use std::sync::Arc;
 
@@ -55,15 +59,15 @@ impl Default for Locality {
 
 /// What tiering needs to know of one endpoint.
 #[derive(Clone, Copy, Debug)]
-pub struct TierInput<'a> {
-    pub node: Option<&'a str>,
-    pub zone: Option<&'a str>,
-    pub hint_zones: &'a [Arc<str>],
-    pub hint_nodes: &'a [Arc<str>],
-    pub weight: u32,
+pub(crate) struct TierInput<'a> {
+    pub(crate) node: Option<&'a str>,
+    pub(crate) zone: Option<&'a str>,
+    pub(crate) hint_zones: &'a [Arc<str>],
+    pub(crate) hint_nodes: &'a [Arc<str>],
+    pub(crate) weight: u32,
     /// Served (ready, or the terminating fallback); the others only count
     /// toward the panic rule's denominator.
-    pub usable: bool,
+    pub(crate) usable: bool,
 }
 
 fn contains(list: &[Arc<str>], item: Option<&str>) -> bool {
@@ -126,7 +130,7 @@ fn raw_tiers(
 
 /// The priority of every input (meaningful for usable ones; 0 for others):
 /// tiers renumbered from 0, merged by the panic rule, drained last.
-pub fn assign_priorities(
+pub(crate) fn assign_priorities(
     inputs: &[TierInput<'_>],
     traffic_distribution: Option<&str>,
     here: &Locality,
