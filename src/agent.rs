@@ -28,7 +28,7 @@ use crate::sockets::listen::reuseport_socket;
 use crate::source::SourceError;
 use crate::source::kubernetes::{KubernetesSource, zone_of_node};
 use crate::source::manifest::ManifestSource;
-use crate::source::status::SourceStatus;
+use crate::status::SourceStatus;
 use crate::warmstart::{self, WarmStartConfig};
 
 #[derive(Debug, thiserror::Error)]

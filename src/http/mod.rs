@@ -39,7 +39,7 @@ use crate::balance::Pickers;
 use crate::handover::Lifecycle;
 use crate::index::Index;
 use crate::metrics::{Metrics, RequestLabels, RouteLabels};
-use crate::source::status::SourceStatus;
+use crate::status::SourceStatus;
 pub use error::{ApiError, ErrorCode};
 
 /// Tunables of the HTTP front end.

@@ -29,11 +29,11 @@ use super::convert::{WEIGHT_KEY, parse_weight};
 use super::proto::ProtoError;
 use super::service::LeanService;
 use super::slice::Slice;
-use super::status::SourceStatus;
 use super::watch::ProtoResource;
 use crate::index::objects::{ServiceKey, SliceKey};
 use crate::index::{Change, Index, PodKey, Scope, ServiceObject, SliceObject};
 use crate::metrics::Metrics;
+use crate::status::SourceStatus;
 
 /// How the watchers fetch their initial state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -793,7 +793,7 @@ mod tests {
         for _ in 0..5 {
             health.failed(&unreachable());
             assert_eq!(health.observed(Evidence::of(&Event::<()>::Init)), None);
-            assert!(status.is_stale());
+            assert!(status.stale_for().is_some());
         }
         // The API server answers: the first listed object ends the outage,
         // but the index still serves the old state until the list is in.
@@ -802,10 +802,10 @@ mod tests {
                 .observed(Evidence::of(&Event::InitApply(())))
                 .is_some()
         );
-        assert!(status.is_stale());
+        assert!(status.stale_for().is_some());
         assert_eq!(health.observed(Evidence::Answered), None, "logged once");
         assert_eq!(health.observed(Evidence::of(&Event::<()>::InitDone)), None);
-        assert!(!status.is_stale());
+        assert!(status.stale_for().is_none());
     }
 
     #[test]
@@ -815,7 +815,7 @@ mod tests {
         health.failed(&unreachable());
         health.observed(Evidence::Nothing);
         assert!(health.observed(Evidence::Current).is_some());
-        assert!(!status.is_stale());
+        assert!(status.stale_for().is_none());
     }
 
     #[test]
@@ -832,9 +832,9 @@ mod tests {
         );
         health.observed(Evidence::Nothing);
         health.observed(Evidence::Answered);
-        assert!(status.is_stale());
+        assert!(status.stale_for().is_some());
         health.observed(Evidence::Current);
-        assert!(!status.is_stale());
+        assert!(status.stale_for().is_none());
     }
 
     #[test]

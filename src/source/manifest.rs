@@ -152,7 +152,7 @@ pub struct ManifestSource {
     pub poll_interval: Duration,
     pub index: Arc<Index>,
     pub metrics: Arc<Metrics>,
-    pub status: Arc<super::status::SourceStatus>,
+    pub status: Arc<crate::status::SourceStatus>,
 }
 
 impl ManifestSource {

@@ -17,7 +17,6 @@ pub mod manifest;
 pub mod proto;
 pub mod service;
 pub mod slice;
-pub mod status;
 pub mod watch;
 
 use std::path::PathBuf;

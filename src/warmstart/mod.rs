@@ -20,7 +20,7 @@
 //!
 //! Reads and seeds the index through its writer-side API
 //! ([`crate::index::Index::export`], [`crate::index::Index::seed`]) and
-//! marks staleness in [`crate::source::status`]; it never touches the
+//! marks staleness in [`crate::status`]; it never touches the
 //! served snapshot ([`crate::index::Snapshot`]) or the front ends. This
 //! file only declares and re-exports: every part imports its siblings,
 //! never this module.

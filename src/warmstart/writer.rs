@@ -17,7 +17,7 @@ use super::coverage::Coverage;
 use super::start::{STATUS_PART, WarmStartConfig};
 use crate::index::Index;
 use crate::metrics::Metrics;
-use crate::source::status::SourceStatus;
+use crate::status::SourceStatus;
 
 /// Saves the index every `interval` while it changes, once every source
 /// part has listed (a half-listed index, or an unconfirmed snapshot, is
