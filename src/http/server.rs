@@ -39,10 +39,10 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
+use super::metrics::HttpMetrics;
 use super::own_answers::OwnAnswers;
 use super::{ApiError, RequestClass};
 use crate::connlimit::{self, CloseReason, Front, Limiter, Slot};
-use crate::metrics::Metrics;
 
 /// Connection-level limits (`--http-*` flags).
 #[derive(Clone, Debug)]
@@ -80,13 +80,10 @@ pub async fn serve(
     router: Router,
     direct: Direct,
     config: ServeConfig,
-    metrics: Arc<Metrics>,
+    metrics: Arc<HttpMetrics>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let limiter = Limiter::new(
-        config.max_connections,
-        metrics.http_connection_limits.clone(),
-    );
+    let limiter = Limiter::new(config.max_connections, metrics.connection_limits.clone());
     let shared = Arc::new(Shared {
         router,
         direct,
@@ -126,7 +123,7 @@ struct Shared {
     router: Router,
     direct: Direct,
     config: ServeConfig,
-    metrics: Arc<Metrics>,
+    metrics: Arc<HttpMetrics>,
     shutdown: CancellationToken,
 }
 
@@ -545,7 +542,7 @@ struct Tracked {
     direct: Direct,
     slot: Arc<Slot>,
     head: Arc<HeadClock>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<HttpMetrics>,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for Tracked {

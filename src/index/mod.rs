@@ -6,9 +6,11 @@
 //! - [`notify`]: per-Service wake-ups for blocking queries and watch streams.
 //! - [`intern`]: one shared copy of strings that repeat across endpoints.
 //! - [`sharded`]: the copy-on-write map behind the snapshot's address index.
+//! - `metrics`: registers the [`IndexGauges`] the index keeps current.
 
 pub mod intern;
 pub mod merge;
+mod metrics;
 pub mod notify;
 pub mod objects;
 pub mod sharded;

@@ -26,13 +26,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::convert::{WEIGHT_KEY, parse_weight};
+use super::metrics::{InvalidWeights, SourceMetrics};
 use super::proto::ProtoError;
 use super::service::LeanService;
 use super::slice::Slice;
 use super::watch::ProtoResource;
 use crate::index::objects::{ServiceKey, SliceKey};
 use crate::index::{Change, Index, PodKey, Scope, ServiceObject, SliceObject};
-use crate::metrics::Metrics;
 use crate::status::SourceStatus;
 
 /// How the watchers fetch their initial state.
@@ -69,7 +69,7 @@ trait Watched:
     type Compact: Send + 'static;
     /// The plural resource name, for logs, metrics and sync parts.
     const RESOURCE: &'static str;
-    fn compact(self) -> Option<Self::Compact>;
+    fn compact(self, invalid_weights: &InvalidWeights) -> Option<Self::Compact>;
     /// A listed object, made to share what the index holds of it unchanged.
     fn share_listed(index: &Index, compact: Self::Compact) -> Self::Compact;
     fn applied(compact: Self::Compact) -> Change;
@@ -82,8 +82,8 @@ trait Watched:
 impl Watched for LeanService {
     type Compact = ServiceObject;
     const RESOURCE: &'static str = "services";
-    fn compact(self) -> Option<ServiceObject> {
-        Some(self.into_object())
+    fn compact(self, invalid_weights: &InvalidWeights) -> Option<ServiceObject> {
+        Some(self.into_object(invalid_weights))
     }
     /// A Service is a few small fields: a second copy while a list is
     /// buffered costs little (the endpoints are in the slices).
@@ -109,8 +109,8 @@ impl Watched for LeanService {
 impl Watched for Slice {
     type Compact = SliceObject;
     const RESOURCE: &'static str = "endpointslices";
-    fn compact(self) -> Option<SliceObject> {
-        self.into_object()
+    fn compact(self, invalid_weights: &InvalidWeights) -> Option<SliceObject> {
+        self.into_object(invalid_weights)
     }
     fn share_listed(index: &Index, compact: SliceObject) -> SliceObject {
         index.share_listed(compact)
@@ -140,7 +140,7 @@ pub struct KubernetesSource {
     /// Also watch Pods carrying `kubedisco.io/weight` (metadata only).
     pub pod_weights: bool,
     pub index: Arc<Index>,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<SourceMetrics>,
     pub status: Arc<SourceStatus>,
 }
 
@@ -312,7 +312,7 @@ impl KubernetesSource {
                 }
                 Event::InitApply(object) => buffer.extend(
                     object
-                        .compact()
+                        .compact(&self.metrics.invalid_weights)
                         .map(|compact| K::share_listed(&self.index, compact)),
                 ),
                 Event::InitDone => {
@@ -324,7 +324,7 @@ impl KubernetesSource {
                     listed_once = true;
                 }
                 Event::Apply(object) => {
-                    if let Some(compact) = object.compact() {
+                    if let Some(compact) = object.compact(&self.metrics.invalid_weights) {
                         self.index.apply([K::applied(compact)]);
                     }
                 }
@@ -463,7 +463,7 @@ impl KubernetesSource {
                 Err(error) => {
                     warn!(pod = %format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()),
                         "ignoring invalid {WEIGHT_KEY} label: {error}");
-                    metrics.record_invalid_weight("pod");
+                    metrics.invalid_weights.record("pod");
                     None
                 }
             }
@@ -671,7 +671,7 @@ struct PartHealth {
     namespace: Option<String>,
     part: String,
     status: Arc<SourceStatus>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<SourceMetrics>,
     errors: ErrorLog,
 }
 
@@ -681,7 +681,7 @@ impl PartHealth {
         namespace: Option<String>,
         part: String,
         status: Arc<SourceStatus>,
-        metrics: Arc<Metrics>,
+        metrics: Arc<SourceMetrics>,
     ) -> Self {
         Self {
             resource,
@@ -771,7 +771,7 @@ mod tests {
             None,
             "endpointslices".into(),
             status.clone(),
-            Arc::new(Metrics::new()),
+            Arc::default(),
         )
     }
 

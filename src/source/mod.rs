@@ -9,11 +9,14 @@
 //!   into the compact form (`lean` holds their common visitors);
 //!   [`convert`]: the annotation and label rules they share. Both sources
 //!   use them, so they cannot disagree.
+//! - [`metrics`]: what the sources report (API errors, re-lists, invalid
+//!   weights), registered by the agent.
 
 pub mod convert;
 pub mod kubernetes;
 mod lean;
 pub mod manifest;
+pub mod metrics;
 pub mod proto;
 pub mod service;
 pub mod slice;
