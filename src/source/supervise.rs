@@ -162,3 +162,105 @@ fn probe_until_ok(probe_once: ProbeOnce) -> BoxFuture<'static, ()> {
     }
     .boxed()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures::stream;
+    use kube::core::Status;
+
+    use super::*;
+    use crate::source::failure::tests::unreachable;
+
+    type Items = Vec<watcher::Result<Event<u32>>>;
+
+    /// A watch that yields `items`, then stays silent: what kube-runtime's
+    /// watcher does once it has resumed and nothing changes.
+    fn then_silent(items: Items) -> BoxStream<'static, watcher::Result<Event<u32>>> {
+        stream::iter(items).chain(stream::pending()).boxed()
+    }
+
+    /// A watch whose n-th start yields `starts[n]`; counts the starts.
+    fn watches(
+        starts: Vec<fn() -> Items>,
+    ) -> (
+        Arc<AtomicUsize>,
+        impl Fn() -> BoxStream<'static, watcher::Result<Event<u32>>> + Send + 'static,
+    ) {
+        let started = Arc::new(AtomicUsize::new(0));
+        let count = started.clone();
+        let make = move || {
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            then_silent(starts.get(n).map(|items| items()).unwrap_or_default())
+        };
+        (started, make)
+    }
+
+    /// A probe that fails `failures` times, then succeeds; counts its calls.
+    fn probe(
+        failures: usize,
+    ) -> (
+        Arc<AtomicUsize>,
+        impl Fn() -> BoxFuture<'static, bool> + Send + Sync + 'static,
+    ) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let count = calls.clone();
+        let probe_once = move || {
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            async move { n >= failures }.boxed()
+        };
+        (calls, probe_once)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_an_outage_the_watch_restarts_once_the_probe_succeeds() {
+        let (started, make) = watches(vec![|| vec![Err(unreachable())], || {
+            vec![Ok(Event::Init), Ok(Event::InitDone)]
+        }]);
+        let (probes, probe_once) = probe(2);
+        let mut stream = Supervised::new(make, probe_once);
+        assert!(matches!(stream.next().await, Some(Err(_))));
+        // The first watch stays silent: the next items are the restarted
+        // watch's re-list, after two failed probes and a good one.
+        assert!(matches!(stream.next().await, Some(Ok(Event::Init))));
+        assert!(matches!(stream.next().await, Some(Ok(Event::InitDone))));
+        assert_eq!(started.load(Ordering::SeqCst), 2);
+        assert_eq!(probes.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_410_is_left_to_the_watcher_s_own_re_list() {
+        let (started, make) = watches(vec![|| {
+            vec![Err(watcher::Error::WatchError(Box::new(
+                Status::failure("too old resource version", "Expired").with_code(410),
+            )))]
+        }]);
+        let (probes, probe_once) = probe(0);
+        let mut stream = Supervised::new(make, probe_once);
+        assert!(matches!(stream.next().await, Some(Err(_))));
+        let quiet = tokio::time::timeout(Duration::from_secs(30), stream.next()).await;
+        assert!(quiet.is_err(), "no restart: {quiet:?}");
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        assert_eq!(probes.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_from_the_api_server_ends_the_probing() {
+        let (started, make) = watches(vec![|| {
+            vec![Err(unreachable()), Ok(Event::Init), Ok(Event::InitApply(1))]
+        }]);
+        let (probes, probe_once) = probe(usize::MAX);
+        let mut stream = Supervised::new(make, probe_once);
+        assert!(matches!(stream.next().await, Some(Err(_))));
+        // `Init` proves nothing (a retry emits one before its request).
+        assert!(matches!(stream.next().await, Some(Ok(Event::Init))));
+        assert!(stream.probe.is_some(), "still probing after Init");
+        assert!(matches!(stream.next().await, Some(Ok(Event::InitApply(1)))));
+        assert!(stream.probe.is_none(), "a listed object ends the probing");
+        let quiet = tokio::time::timeout(Duration::from_secs(30), stream.next()).await;
+        assert!(quiet.is_err(), "no restart: {quiet:?}");
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        assert_eq!(probes.load(Ordering::SeqCst), 0);
+    }
+}
