@@ -20,7 +20,8 @@
 //! - [`dns`] answers Kubernetes DNS names from the index and forwards the rest.
 //! - [`http`] is the JSON API, the watch stream, health and metrics.
 //! - [`cli`] holds the command-line interface: the agent, `dump`, `version`.
-//! - [`metrics`] is the Prometheus registry shared by all of the above.
+//! - [`metrics`] composes the series each component registers itself into
+//!   the one registry `/metrics` serves.
 //! - [`status`] is freshness: the sources say which parts fail and since
 //!   when; the front ends and the warm start read it.
 //! - [`warmstart`] saves the index's objects to disk and loads them at start

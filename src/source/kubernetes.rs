@@ -54,7 +54,7 @@ pub enum ApiEncoding {
     Json,
 }
 
-/// Everything a watcher task needs; cloned into each task.
+/// What the watchers need; each watcher task gets its [`WatchedPart`] of it.
 #[derive(Clone)]
 pub struct KubernetesSource {
     pub client: Client,
