@@ -29,6 +29,7 @@ use kubedisco::dns::answer::Zone;
 use kubedisco::dns::wire::Response;
 use kubedisco::dns::{Handled, handle_packet};
 use kubedisco::index::{Index, Scope, SliceObject};
+use kubedisco::source::metrics::InvalidWeights;
 use kubedisco::source::service::LeanService;
 use kubedisco::source::slice::Slice;
 use rand::SeedableRng;
@@ -168,6 +169,7 @@ fn list(
 ) {
     let mut service_objects = Vec::with_capacity(services);
     let mut slice_objects = Vec::new();
+    let invalid_weights = InvalidWeights::default();
     for i in 0..services {
         // Through JSON, as the API server sends them and the watcher
         // decodes them.
@@ -175,13 +177,13 @@ fn list(
         service_objects.push(
             serde_json::from_slice::<LeanService>(&json)
                 .expect("the API's JSON decodes")
-                .into_object(),
+                .into_object(&invalid_weights),
         );
         slice_objects.extend(slices(i, endpoints, full).iter().filter_map(|slice| {
             let json = serde_json::to_vec(slice).expect("a slice serializes");
             serde_json::from_slice::<Slice>(&json)
                 .expect("the API's JSON decodes")
-                .into_object()
+                .into_object(&invalid_weights)
                 .map(&buffer_slice)
         }));
     }

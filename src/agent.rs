@@ -28,7 +28,8 @@ use crate::sockets::listen::reuseport_socket;
 use crate::source::SourceError;
 use crate::source::kubernetes::{KubernetesSource, zone_of_node};
 use crate::source::manifest::ManifestSource;
-use crate::source::status::SourceStatus;
+use crate::source::metrics::SourceMetrics;
+use crate::status::SourceStatus;
 use crate::warmstart::{self, WarmStartConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -150,7 +151,8 @@ async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
             let status = status.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
-                let Some(client) = kubernetes_client(&status, &metrics, &shutdown).await else {
+                let Some(client) = kubernetes_client(&status, &metrics.source, &shutdown).await
+                else {
                     return;
                 };
                 if args.zone.is_none()
@@ -169,7 +171,7 @@ async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
                     api_encoding: args.api_encoding,
                     pod_weights: args.pod_weights,
                     index,
-                    metrics,
+                    metrics: metrics.source.clone(),
                     status,
                 };
                 source.run(shutdown).await;
@@ -181,7 +183,7 @@ async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
                 origin,
                 poll_interval: args.manifest_poll_interval,
                 index: index.clone(),
-                metrics: metrics.clone(),
+                metrics: metrics.source.clone(),
                 status: status.clone(),
             };
             tokio::spawn(source.run(shutdown.clone()))
@@ -193,7 +195,7 @@ async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
             coverage,
             index.clone(),
             status.clone(),
-            metrics.clone(),
+            metrics.snapshot.clone(),
             shutdown.clone(),
         ))
     });
@@ -232,7 +234,8 @@ async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
 
     let state = AppState::new(HttpContext {
         index: index.clone(),
-        metrics: metrics.clone(),
+        metrics: metrics.http.clone(),
+        registry: metrics.registry.clone(),
         status,
         pickers: Arc::new(Pickers::default()),
         config: Arc::new(HttpConfig::default()),
@@ -385,7 +388,7 @@ async fn wait_for_successor(dns: SocketAddr, http: SocketAddr, wait: Duration) {
 /// None when shutdown comes first.
 async fn kubernetes_client(
     status: &SourceStatus,
-    metrics: &Metrics,
+    metrics: &SourceMetrics,
     shutdown: &CancellationToken,
 ) -> Option<kube::Client> {
     const PART: &str = "kubeconfig";

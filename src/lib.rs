@@ -21,7 +21,10 @@
 //! - [`dns`] answers Kubernetes DNS names from the index and forwards the rest.
 //! - [`http`] is the JSON API, the watch stream, health and metrics.
 //! - [`cli`] holds the command-line interface: the agent, `dump`, `version`.
-//! - [`metrics`] is the Prometheus registry shared by all of the above.
+//! - [`metrics`] composes the series each component registers itself into
+//!   the one registry `/metrics` serves.
+//! - [`status`] is freshness: the sources say which parts fail and since
+//!   when; the front ends and the warm start read it.
 //! - [`warmstart`] saves the index's objects to disk and loads them at start
 //!   (warm start); [`handover`] and [`connlimit`] keep restarts and abusive
 //!   clients from costing answers; [`netif`] owns the node-local address and
@@ -41,6 +44,7 @@ pub mod metrics;
 pub(crate) mod netif;
 pub(crate) mod sockets;
 pub mod source;
+pub mod status;
 pub mod warmstart;
 
 /// The version printed by `kubedisco version` and reported in `/healthz`.

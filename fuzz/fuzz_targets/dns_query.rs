@@ -22,7 +22,7 @@ fn demo() -> &'static (Zone, Arc<Snapshot>) {
         index.expect_parts(["demo"]);
         let (mut services, mut slices) = (Vec::new(), Vec::new());
         for (_, text) in DEMO {
-            let parsed = parse_manifests(text).unwrap();
+            let parsed = parse_manifests(text, &Default::default()).unwrap();
             services.extend(parsed.services);
             slices.extend(parsed.slices);
         }

@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(parsed) = parse_manifests(text) {
+    if let Ok(parsed) = parse_manifests(text, &Default::default()) {
         let index = Index::default();
         index.replace(&Scope::All, Some(parsed.services), Some(parsed.slices), "fuzz");
         let _ = index.load().endpoint_count;

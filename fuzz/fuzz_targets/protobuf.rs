@@ -6,6 +6,7 @@
 #![no_main]
 
 use kubedisco::index::{Index, Scope};
+use kubedisco::source::metrics::InvalidWeights;
 use kubedisco::source::proto;
 use kubedisco::source::service::LeanService;
 use kubedisco::source::slice::Slice;
@@ -20,15 +21,16 @@ fuzz_target!(|data: &[u8]| {
         messages.push(event.object);
         let _ = proto::status(event.object);
     }
+    let invalid_weights = InvalidWeights::default();
     let services: Vec<_> = messages
         .iter()
         .filter_map(|m| LeanService::from_protobuf(m).ok())
-        .map(LeanService::into_object)
+        .map(|service| service.into_object(&invalid_weights))
         .collect();
     let slices: Vec<_> = messages
         .iter()
         .filter_map(|m| Slice::from_protobuf(m).ok())
-        .filter_map(Slice::into_object)
+        .filter_map(|slice| slice.into_object(&invalid_weights))
         .collect();
     let index = Index::default();
     index.replace(&Scope::All, Some(services), Some(slices), "fuzz");

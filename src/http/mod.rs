@@ -11,10 +11,12 @@
 //!   eviction, header timeout and size, idle timeout, lame duck).
 //! - [`own_answers`]: the answers hyper gives itself (a head it refused)
 //!   as the same JSON errors.
+//! - [`metrics`]: what this front end reports.
 //!
 //! Handlers only read [`Index`] snapshots; nothing here talks to Kubernetes.
 
 pub mod error;
+pub mod metrics;
 pub mod ops;
 mod own_answers;
 pub mod pick;
@@ -38,9 +40,9 @@ use tokio_util::sync::CancellationToken;
 use crate::balance::Pickers;
 use crate::handover::Lifecycle;
 use crate::index::Index;
-use crate::metrics::{Metrics, RequestLabels, RouteLabels};
-use crate::source::status::SourceStatus;
+use crate::status::SourceStatus;
 pub use error::{ApiError, ErrorCode};
+use metrics::{HttpMetrics, RequestLabels, RouteLabels};
 
 /// Tunables of the HTTP front end.
 #[derive(Clone, Debug)]
@@ -85,7 +87,10 @@ impl std::ops::Deref for AppState {
 /// The parts of [`AppState`].
 pub struct HttpContext {
     pub index: Arc<Index>,
-    pub metrics: Arc<Metrics>,
+    /// This front end's own series.
+    pub metrics: Arc<HttpMetrics>,
+    /// Every component's series, encoded at `/metrics`.
+    pub registry: Arc<prometheus_client::registry::Registry>,
     pub status: Arc<SourceStatus>,
     pub pickers: Arc<Pickers>,
     pub config: Arc<HttpConfig>,
@@ -191,7 +196,7 @@ pub fn route_label(path: &str) -> &'static str {
 
 /// Every route is a GET: a request with a body is refused before a byte of
 /// the body is read (the connection then closes; nothing is buffered).
-pub fn refuse_body(headers: &axum::http::HeaderMap, metrics: &Metrics) -> Option<Response> {
+pub fn refuse_body(headers: &axum::http::HeaderMap, metrics: &HttpMetrics) -> Option<Response> {
     let has_body = headers.contains_key(header::TRANSFER_ENCODING)
         || headers
             .get(header::CONTENT_LENGTH)
@@ -199,7 +204,7 @@ pub fn refuse_body(headers: &axum::http::HeaderMap, metrics: &Metrics) -> Option
     if !has_body {
         return None;
     }
-    metrics.record_http_rejected("body");
+    metrics.record_rejected("body");
     let mut response = ApiError::new(
         ErrorCode::BodyNotAllowed,
         "request bodies are not accepted: every route is a GET",
@@ -231,9 +236,9 @@ impl RequestClass {
     }
 
     /// Counts a finished request by route and code; times it unless it waits.
-    pub fn record(&self, metrics: &Metrics, code: StatusCode, started: Instant) {
+    pub fn record(&self, metrics: &HttpMetrics, code: StatusCode, started: Instant) {
         metrics
-            .http_requests
+            .requests
             .get_or_create(&RequestLabels {
                 route: self.route,
                 code: code.as_u16(),
@@ -241,7 +246,7 @@ impl RequestClass {
             .inc();
         if !self.waits {
             metrics
-                .http_duration
+                .duration
                 .get_or_create(&RouteLabels { route: self.route })
                 .observe(started.elapsed().as_secs_f64());
         }
@@ -262,7 +267,7 @@ mod tests {
         index.expect_parts(["services", "slices"]);
         let (mut services, mut slices) = (Vec::new(), Vec::new());
         for (_, text) in DEMO {
-            let parsed = parse_manifests(text).unwrap();
+            let parsed = parse_manifests(text, &Default::default()).unwrap();
             services.extend(parsed.services);
             slices.extend(parsed.slices);
         }
@@ -272,7 +277,8 @@ mod tests {
         }
         AppState::new(HttpContext {
             index,
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::default(),
+            registry: Arc::default(),
             status: Arc::default(),
             pickers: Arc::default(),
             config: Arc::new(HttpConfig::default()),

@@ -28,8 +28,8 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::metrics::HttpMetrics;
 use super::{ApiError, ErrorCode};
-use crate::metrics::Metrics;
 
 /// The most bytes read and dropped after an answer; a client sending more
 /// gets its connection closed (reset) without more waiting. The time bound
@@ -58,11 +58,11 @@ enum State {
 pub(super) struct OwnAnswers {
     state: State,
     max_header_bytes: usize,
-    metrics: Arc<Metrics>,
+    metrics: Arc<HttpMetrics>,
 }
 
 impl OwnAnswers {
-    pub(super) fn new(max_header_bytes: usize, metrics: Arc<Metrics>) -> Self {
+    pub(super) fn new(max_header_bytes: usize, metrics: Arc<HttpMetrics>) -> Self {
         Self {
             state: State::PassThrough,
             max_header_bytes,
@@ -114,7 +114,7 @@ impl OwnAnswers {
             return;
         }
         if let Some(code) = refused_head(first) {
-            self.metrics.record_http_rejected(match code {
+            self.metrics.record_rejected(match code {
                 ErrorCode::HeaderTooLarge => "header_too_large",
                 ErrorCode::UriTooLong => "uri_too_long",
                 _ => "malformed_head",

@@ -40,7 +40,7 @@ pub struct Staleness {
 }
 
 impl Staleness {
-    pub fn of(status: &crate::source::status::SourceStatus) -> Self {
+    pub fn of(status: &crate::status::SourceStatus) -> Self {
         let age = status.stale_for();
         Self {
             stale: age.is_some(),

@@ -76,7 +76,7 @@ pub async fn watch(
         }
     };
     let Ok(slot) = app.watch_slots.clone().try_acquire_owned() else {
-        app.metrics.record_http_rejected("watch_streams");
+        app.metrics.record_rejected("watch_streams");
         return Err(ApiError::new(
             ErrorCode::TooManyWatchStreams,
             "too many open watch streams (--max-watch-streams); retry later or use blocking queries",

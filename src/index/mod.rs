@@ -18,11 +18,13 @@
 //! - `notify`: per-Service wake-ups for blocking queries and watch streams.
 //! - `intern`: one shared copy of strings that repeat across endpoints.
 //! - `sharded`: the copy-on-write map behind the snapshot's maps.
+//! - `metrics`: registers the [`IndexGauges`] the index keeps current.
 
 mod address;
 mod change;
 pub(crate) mod intern;
 pub(crate) mod merge;
+mod metrics;
 mod notify;
 pub mod objects;
 mod pods;

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use tracing::warn;
 
+use super::metrics::InvalidWeights;
+
 /// Service annotation: serve this ClusterIP Service's endpoints too.
 pub const EXPOSE_ANNOTATION: &str = "kubedisco.io/expose";
 /// Service annotation: weight of endpoints that have none of their own.
@@ -23,10 +25,15 @@ pub fn parse_weight(text: &str) -> Result<u32, String> {
         .map_err(|_| format!("weight {text:?} is not an integer from 0 to 65535"))
 }
 
+/// The weight in annotation `key`; None when absent or invalid. An invalid
+/// value is logged and counted under `kind` (the object's kind, as the
+/// metric's `source` label names it).
 pub(super) fn weight_annotation(
     annotations: Option<&BTreeMap<String, String>>,
     key: &str,
     what: &str,
+    kind: &str,
+    invalid_weights: &InvalidWeights,
 ) -> Option<u32> {
     let text = annotations?.get(key)?;
     match parse_weight(text) {
@@ -37,6 +44,7 @@ pub(super) fn weight_annotation(
                 annotation = key,
                 "ignoring invalid weight: {error}"
             );
+            invalid_weights.record(kind);
             None
         }
     }

@@ -1,39 +1,38 @@
-//! The Kubernetes source: kube-runtime watchers on Services and EndpointSlices.
+//! The Kubernetes source: kube-runtime watchers on Services and
+//! EndpointSlices (and, with `--pod-weights`, weighted Pods).
 //!
-//! One watcher per kind and per watched namespace (or one cluster-wide pair).
-//! A watcher's initial list, and every re-list after a 410 Gone or a broken
-//! connection, is buffered and handed to the index as one
-//! [`Index::replace`], so readers never see a half-listed state. Errors are
-//! retried with kube-runtime's default backoff and logged once per distinct
-//! cause, so an outage does not flood the log.
+//! One watcher per kind and per watched namespace (or one cluster-wide set).
+//! Errors are retried with kube-runtime's default backoff and logged once
+//! per distinct cause, so an outage does not flood the log. This file
+//! starts the watchers; the rest lives beside it:
+//!
+//! - [`super::kinds`]: Services and EndpointSlices, and their watch loop.
+//! - [`super::pod_weights`]: the metadata-only watch of weighted Pods.
+//! - [`super::supervise`]: the loop every watch runs, and its recovery after
+//!   an outage.
+//! - [`super::health`], [`super::failure`]: what a watch's events and errors
+//!   say about the API server, reported per part.
+//! - [`super::node_zone`]: this node's zone, read once at start.
 
-use std::fmt::Debug;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::future::BoxFuture;
-use futures::stream::BoxStream;
-use futures::{FutureExt, StreamExt};
-use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::ListParams;
-use kube::core::PartialObjectMeta;
-use kube::runtime::WatchStreamExt;
+use futures::StreamExt;
 use kube::runtime::watcher::{self, Event};
-use kube::{Api, Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info};
 
-use super::convert::{WEIGHT_KEY, parse_weight};
-use super::proto::ProtoError;
+use super::kinds::{self, Watched};
+use super::metrics::SourceMetrics;
+use super::pod_weights::{self, POD_RESOURCE};
 use super::service::LeanService;
 use super::slice::Slice;
-use super::status::SourceStatus;
-use super::watch::ProtoResource;
-use crate::index::objects::{ServiceKey, SliceKey};
-use crate::index::{Change, Index, PodKey, Scope, ServiceObject, SliceObject};
-use crate::metrics::Metrics;
+use super::supervise::WatchedPart;
+use crate::index::{Index, Scope};
+use crate::status::SourceStatus;
+
+pub use super::node_zone::zone_of_node;
 
 /// How the watchers fetch their initial state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -55,81 +54,7 @@ pub enum ApiEncoding {
     Json,
 }
 
-/// A kind the agent watches, and how its objects reach the index.
-trait Watched:
-    Resource<DynamicType = (), Scope = NamespaceResourceScope>
-    + ProtoResource
-    + Clone
-    + DeserializeOwned
-    + Debug
-    + Send
-    + Sync
-    + 'static
-{
-    type Compact: Send + 'static;
-    /// The plural resource name, for logs, metrics and sync parts.
-    const RESOURCE: &'static str;
-    fn compact(self) -> Option<Self::Compact>;
-    /// A listed object, made to share what the index holds of it unchanged.
-    fn share_listed(index: &Index, compact: Self::Compact) -> Self::Compact;
-    fn applied(compact: Self::Compact) -> Change;
-    fn deleted(&self) -> Change;
-    fn replace(index: &Index, scope: &Scope, items: Vec<Self::Compact>, part: &str);
-}
-
-/// Services, like slices, are decoded straight into what the index keeps
-/// ([`LeanService`]).
-impl Watched for LeanService {
-    type Compact = ServiceObject;
-    const RESOURCE: &'static str = "services";
-    fn compact(self) -> Option<ServiceObject> {
-        Some(self.into_object())
-    }
-    /// A Service is a few small fields: a second copy while a list is
-    /// buffered costs little (the endpoints are in the slices).
-    fn share_listed(_: &Index, compact: ServiceObject) -> ServiceObject {
-        compact
-    }
-    fn applied(compact: ServiceObject) -> Change {
-        Change::ApplyService(compact)
-    }
-    fn deleted(&self) -> Change {
-        Change::DeleteService(ServiceKey::new(
-            self.namespace().as_deref().unwrap_or("default"),
-            &self.name_any(),
-        ))
-    }
-    fn replace(index: &Index, scope: &Scope, items: Vec<ServiceObject>, part: &str) {
-        index.replace(scope, Some(items), None, part);
-    }
-}
-
-/// EndpointSlices are decoded straight into what the index keeps
-/// ([`Slice`]): at start-up every slice in the cluster is listed at once.
-impl Watched for Slice {
-    type Compact = SliceObject;
-    const RESOURCE: &'static str = "endpointslices";
-    fn compact(self) -> Option<SliceObject> {
-        self.into_object()
-    }
-    fn share_listed(index: &Index, compact: SliceObject) -> SliceObject {
-        index.share_listed(compact)
-    }
-    fn applied(compact: SliceObject) -> Change {
-        Change::ApplySlice(compact)
-    }
-    fn deleted(&self) -> Change {
-        Change::DeleteSlice(SliceKey {
-            namespace: self.namespace().as_deref().unwrap_or("default").into(),
-            name: self.name_any().into(),
-        })
-    }
-    fn replace(index: &Index, scope: &Scope, items: Vec<SliceObject>, part: &str) {
-        index.replace(scope, None, Some(items), part);
-    }
-}
-
-/// Everything a watcher task needs; cloned into each task.
+/// What the watchers need; each watcher task gets its [`WatchedPart`] of it.
 #[derive(Clone)]
 pub struct KubernetesSource {
     pub client: Client,
@@ -140,7 +65,7 @@ pub struct KubernetesSource {
     /// Also watch Pods carrying `kubedisco.io/weight` (metadata only).
     pub pod_weights: bool,
     pub index: Arc<Index>,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<SourceMetrics>,
     pub status: Arc<SourceStatus>,
 }
 
@@ -160,12 +85,40 @@ impl KubernetesSource {
         }
         for resource in resources {
             if self.namespaces.is_empty() {
-                parts.push(resource.to_string());
+                parts.push(part_name(resource, None));
             } else {
-                parts.extend(self.namespaces.iter().map(|ns| format!("{resource}/{ns}")));
+                parts.extend(
+                    self.namespaces
+                        .iter()
+                        .map(|ns| part_name(resource, Some(ns))),
+                );
             }
         }
         parts
+    }
+
+    /// `resource` watched in `namespace` (None: all namespaces).
+    fn part(
+        &self,
+        resource: &'static str,
+        namespace: Option<String>,
+        streaming: bool,
+    ) -> WatchedPart {
+        let scope = match &namespace {
+            Some(ns) => Scope::Namespace(ns.as_str().into()),
+            None => Scope::All,
+        };
+        WatchedPart {
+            client: self.client.clone(),
+            resource,
+            part: part_name(resource, namespace.as_deref()),
+            namespace,
+            streaming,
+            scope,
+            index: self.index.clone(),
+            metrics: self.metrics.clone(),
+            status: self.status.clone(),
+        }
     }
 
     /// Runs every watcher until `shutdown` fires.
@@ -187,15 +140,17 @@ impl KubernetesSource {
         } else {
             self.namespaces.iter().cloned().map(Some).collect()
         };
+        let protobuf = self.api_encoding == ApiEncoding::Protobuf;
         for namespace in scopes {
-            tasks.spawn(
-                self.clone()
-                    .watch::<LeanService>(namespace.clone(), streaming),
-            );
+            let part = |resource| self.part(resource, namespace.clone(), streaming);
+            tasks.spawn(kinds::watch::<LeanService>(
+                part(LeanService::RESOURCE),
+                protobuf,
+            ));
             if self.pod_weights {
-                tasks.spawn(self.clone().watch_pod_weights(namespace.clone(), streaming));
+                tasks.spawn(pod_weights::watch(part(POD_RESOURCE)));
             }
-            tasks.spawn(self.clone().watch::<Slice>(namespace, streaming));
+            tasks.spawn(kinds::watch::<Slice>(part(Slice::RESOURCE), protobuf));
         }
         shutdown.cancelled().await;
         tasks.abort_all();
@@ -240,630 +195,13 @@ impl KubernetesSource {
             .await
             .unwrap_or(false)
     }
-
-    async fn watch<K: Watched>(self, namespace: Option<String>, streaming: bool) {
-        let api: Api<K> = match &namespace {
-            Some(ns) => Api::namespaced(self.client.clone(), ns),
-            None => Api::all(self.client.clone()),
-        };
-        let (scope, part) = match &namespace {
-            Some(ns) => (
-                Scope::Namespace(ns.as_str().into()),
-                format!("{}/{ns}", K::RESOURCE),
-            ),
-            None => (Scope::All, K::RESOURCE.to_string()),
-        };
-        let mut config = watcher::Config::default();
-        if streaming {
-            config = config.streaming_lists();
-        }
-        let namespace_of_watch = namespace.clone();
-        let probe_api = api.clone();
-        let (client, encoding) = (self.client.clone(), self.api_encoding);
-        let mut stream = Supervised::new(
-            move || match encoding {
-                ApiEncoding::Protobuf => super::watch::watcher::<K>(
-                    client.clone(),
-                    namespace_of_watch.as_deref(),
-                    streaming,
-                )
-                .default_backoff()
-                .boxed(),
-                // The lean types never decode managedFields.
-                ApiEncoding::Json => watcher::watcher(api.clone(), config.clone())
-                    .default_backoff()
-                    .boxed(),
-            },
-            move || {
-                let api = probe_api.clone();
-                async move {
-                    api.list_metadata(&ListParams::default().limit(1))
-                        .await
-                        .is_ok()
-                }
-                .boxed()
-            },
-        );
-        let mut buffer: Vec<K::Compact> = Vec::new();
-        let mut listed_once = false;
-        let mut health = PartHealth::new(
-            K::RESOURCE,
-            namespace,
-            part.clone(),
-            self.status.clone(),
-            self.metrics.clone(),
-        );
-        while let Some(item) = stream.next().await {
-            let event = match item {
-                Ok(event) => event,
-                Err(err) => {
-                    health.failed(&err);
-                    continue;
-                }
-            };
-            let evidence = Evidence::of(&event);
-            match event {
-                Event::Init => {
-                    buffer.clear();
-                    if listed_once {
-                        self.metrics.record_watch_restart(K::RESOURCE);
-                        info!(resource = K::RESOURCE, "re-listing");
-                    }
-                }
-                Event::InitApply(object) => buffer.extend(
-                    object
-                        .compact()
-                        .map(|compact| K::share_listed(&self.index, compact)),
-                ),
-                Event::InitDone => {
-                    let count = buffer.len();
-                    K::replace(&self.index, &scope, std::mem::take(&mut buffer), &part);
-                    if !listed_once {
-                        info!(resource = K::RESOURCE, count, "listed");
-                    }
-                    listed_once = true;
-                }
-                Event::Apply(object) => {
-                    if let Some(compact) = object.compact() {
-                        self.index.apply([K::applied(compact)]);
-                    }
-                }
-                Event::Delete(object) => self.index.apply([object.deleted()]),
-            }
-            // After the event is in the index: "fresh" must not come first.
-            health.observed(evidence);
-        }
-    }
 }
 
-const POD_RESOURCE: &str = "pods";
-
-/// A watch stream that recovers promptly after an outage.
-///
-/// kube-runtime's watcher reports errors but not success: when the API
-/// server comes back and the watch resumes from its resource version,
-/// nothing is emitted until something changes, so the agent could neither
-/// tell that its state is fresh again nor be sure nothing was missed while
-/// the watcher was still backing off. So after an error (other than 410,
-/// which re-lists by itself) a probe lists one object every second; when it
-/// succeeds the watch is started afresh, and its re-list (one list per agent
-/// after an outage, as a 410 would cause anyway) proves and restores
-/// freshness.
-struct Supervised<K> {
-    make: Box<dyn Fn() -> BoxStream<'static, watcher::Result<Event<K>>> + Send>,
-    stream: BoxStream<'static, watcher::Result<Event<K>>>,
-    probe_once: ProbeOnce,
-    probe: Option<BoxFuture<'static, ()>>,
-}
-
-type ProbeOnce = Arc<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
-
-impl<K> Supervised<K> {
-    fn new(
-        make: impl Fn() -> BoxStream<'static, watcher::Result<Event<K>>> + Send + 'static,
-        probe_once: impl Fn() -> BoxFuture<'static, bool> + Send + Sync + 'static,
-    ) -> Self {
-        Self {
-            stream: make(),
-            make: Box::new(make),
-            probe_once: Arc::new(probe_once),
-            probe: None,
-        }
-    }
-
-    async fn next(&mut self) -> Option<watcher::Result<Event<K>>> {
-        loop {
-            let stream = &mut self.stream;
-            let probe = &mut self.probe;
-            tokio::select! {
-                item = stream.next() => {
-                    match &item {
-                        Some(Err(error))
-                            if classify(error) != FailureReason::Gone && self.probe.is_none() =>
-                        {
-                            self.probe = Some(probe_until_ok(self.probe_once.clone()));
-                        }
-                        // Not on `Init`: a retry against a dead API server
-                        // emits one before its request fails.
-                        Some(Ok(event)) if Evidence::of(event) != Evidence::Nothing => {
-                            self.probe = None
-                        }
-                        _ => {}
-                    }
-                    return item;
-                }
-                _ = async { probe.as_mut().expect("guarded").await }, if probe.is_some() => {
-                    self.probe = None;
-                    info!("API server answers again: restarting the watch");
-                    self.stream = (self.make)();
-                }
-            }
-        }
-    }
-}
-
-/// Retries `probe_once` every second until it succeeds.
-fn probe_until_ok(probe_once: ProbeOnce) -> BoxFuture<'static, ()> {
-    async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            if probe_once().await {
-                return;
-            }
-        }
-    }
-    .boxed()
-}
-
-impl KubernetesSource {
-    /// Watches only Pods that carry the weight label, metadata only: the
-    /// cost grows with weighted Pods, not with all Pods.
-    async fn watch_pod_weights(self, namespace: Option<String>, streaming: bool) {
-        // An Api of PartialObjectMeta makes metadata-only requests.
-        let api: Api<PartialObjectMeta<Pod>> = match &namespace {
-            Some(ns) => Api::namespaced(self.client.clone(), ns),
-            None => Api::all(self.client.clone()),
-        };
-        let (scope, part) = match &namespace {
-            Some(ns) => (
-                Scope::Namespace(ns.as_str().into()),
-                format!("{POD_RESOURCE}/{ns}"),
-            ),
-            None => (Scope::All, POD_RESOURCE.to_string()),
-        };
-        let mut config = watcher::Config::default().labels(WEIGHT_KEY);
-        if streaming {
-            config = config.streaming_lists();
-        }
-        let probe_api = api.clone();
-        let mut stream = Supervised::new(
-            move || {
-                watcher::watcher(api.clone(), config.clone())
-                    .default_backoff()
-                    .boxed()
-            },
-            move || {
-                let api = probe_api.clone();
-                async move { api.list(&ListParams::default().limit(1)).await.is_ok() }.boxed()
-            },
-        );
-        let mut buffer: Vec<(PodKey, u32)> = Vec::new();
-        let mut health = PartHealth::new(
-            POD_RESOURCE,
-            namespace,
-            part.clone(),
-            self.status.clone(),
-            self.metrics.clone(),
-        );
-        let metrics = self.metrics.clone();
-        let weight_of = |pod: &PartialObjectMeta<Pod>| -> Option<u32> {
-            let text = pod.labels().get(WEIGHT_KEY)?;
-            match parse_weight(text) {
-                Ok(weight) => Some(weight),
-                Err(error) => {
-                    warn!(pod = %format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()),
-                        "ignoring invalid {WEIGHT_KEY} label: {error}");
-                    metrics.record_invalid_weight("pod");
-                    None
-                }
-            }
-        };
-        let key_of = |pod: &PartialObjectMeta<Pod>| -> PodKey {
-            (
-                pod.namespace().unwrap_or_default().into(),
-                pod.name_any().into(),
-            )
-        };
-        while let Some(item) = stream.next().await {
-            let event = match item {
-                Ok(event) => event,
-                Err(err) => {
-                    health.failed(&err);
-                    continue;
-                }
-            };
-            let evidence = Evidence::of(&event);
-            match event {
-                Event::Init => buffer.clear(),
-                Event::InitApply(pod) => {
-                    if let Some(weight) = weight_of(&pod) {
-                        buffer.push((key_of(&pod), weight));
-                    }
-                }
-                Event::InitDone => {
-                    self.index
-                        .replace_pod_weights(&scope, std::mem::take(&mut buffer), &part);
-                }
-                Event::Apply(pod) => {
-                    let weight = weight_of(&pod);
-                    self.index
-                        .apply([Change::SetPodWeight(key_of(&pod), weight)]);
-                }
-                Event::Delete(pod) => {
-                    self.index.apply([Change::SetPodWeight(key_of(&pod), None)]);
-                }
-            }
-            health.observed(evidence);
-        }
-    }
-}
-
-/// Reads this node's zone from its Node's `topology.kubernetes.io/zone`
-/// label. None (with a warning) when the Node cannot be read: the agent then
-/// runs without a zone rather than not at all.
-pub async fn zone_of_node(client: &Client, node: &str) -> Option<String> {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let lookup = tokio::time::timeout(Duration::from_secs(10), nodes.get_metadata(node)).await;
-    match lookup {
-        Ok(Ok(meta)) => {
-            let zone = meta.labels().get("topology.kubernetes.io/zone").cloned();
-            match &zone {
-                Some(zone) => info!(node, zone, "zone read from the Node"),
-                None => warn!(
-                    node,
-                    "the Node has no topology.kubernetes.io/zone label; running without a zone"
-                ),
-            }
-            zone
-        }
-        Ok(Err(kube::Error::Api(status))) if status.code == 403 => {
-            warn!(
-                node,
-                "RBAC forbids get on nodes: running without a zone (grant it, pass --zone, or --zone-from-node=false)"
-            );
-            None
-        }
-        Ok(Err(error)) => {
-            warn!(
-                node,
-                "cannot read the Node for its zone: {error}; running without a zone"
-            );
-            None
-        }
-        Err(_) => {
-            warn!(
-                node,
-                "reading the Node for its zone timed out; running without a zone"
-            );
-            None
-        }
-    }
-}
-
-/// Why a watch failed, for the `reason` label of the API error metric.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum FailureReason {
-    Forbidden,
-    Unauthorized,
-    Unreachable,
-    Gone,
-    Other,
-}
-
-impl FailureReason {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Forbidden => "forbidden",
-            Self::Unauthorized => "unauthorized",
-            Self::Unreachable => "unreachable",
-            Self::Gone => "gone",
-            Self::Other => "other",
-        }
-    }
-}
-
-fn inner_client_error(error: &watcher::Error) -> Option<&kube::Error> {
-    match error {
-        watcher::Error::InitialListFailed(e)
-        | watcher::Error::WatchStartFailed(e)
-        | watcher::Error::WatchFailed(e) => Some(e),
-        _ => None,
-    }
-}
-
-fn classify(error: &watcher::Error) -> FailureReason {
-    let code = match error {
-        watcher::Error::WatchError(status) => Some(status.code),
-        other => match inner_client_error(other) {
-            Some(kube::Error::Api(status)) => Some(status.code),
-            // The protobuf watcher reports an undecodable answer as a
-            // service error too; the API server did answer.
-            Some(kube::Error::Service(inner)) if inner.is::<ProtoError>() => None,
-            Some(kube::Error::HyperError(_) | kube::Error::Service(_)) => {
-                return FailureReason::Unreachable;
-            }
-            _ => None,
-        },
-    };
-    match code {
-        Some(403) => FailureReason::Forbidden,
-        Some(401) => FailureReason::Unauthorized,
-        Some(410) => FailureReason::Gone,
-        _ => FailureReason::Other,
-    }
-}
-
-/// One line that names the cause, in words an operator can act on.
-fn describe(
-    error: &watcher::Error,
-    reason: FailureReason,
-    resource: &str,
-    namespace: &Option<String>,
-) -> String {
-    let scope = match namespace {
-        Some(ns) => format!("{resource} in namespace {ns}"),
-        None => format!("{resource} in all namespaces"),
-    };
-    let detail = match error {
-        watcher::Error::WatchError(status) => status.message.clone(),
-        other => match inner_client_error(other) {
-            Some(kube::Error::Api(status)) => status.message.clone(),
-            Some(inner) => inner.to_string(),
-            None => other.to_string(),
-        },
-    };
-    match reason {
-        FailureReason::Forbidden => {
-            format!("RBAC forbids list/watch of {scope} (grant get/list/watch): {detail}")
-        }
-        FailureReason::Unauthorized => {
-            format!("the API server rejected our credentials watching {scope}: {detail}")
-        }
-        FailureReason::Unreachable => {
-            format!("API server unreachable while watching {scope}: {detail}")
-        }
-        FailureReason::Gone => format!("watch of {scope} expired (410 Gone), re-listing"),
-        FailureReason::Other => format!("watch of {scope} failed: {detail}"),
-    }
-}
-
-/// What one event of a watcher proves about the API server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Evidence {
-    /// Nothing: a watcher emits `Init` before its list request is even
-    /// sent (kube-runtime's, and [`super::watch`] as it), so every retry
-    /// against an API server that is down emits one.
-    Nothing,
-    /// The API server answered (a listed object), but what the index
-    /// serves is still the state from before the list.
-    Answered,
-    /// The index holds what the API server said: a list swapped in, or a
-    /// watch event after one.
-    Current,
-}
-
-impl Evidence {
-    fn of<K>(event: &Event<K>) -> Self {
-        match event {
-            Event::Init => Self::Nothing,
-            Event::InitApply(_) => Self::Answered,
-            Event::InitDone | Event::Apply(_) | Event::Delete(_) => Self::Current,
-        }
-    }
-}
-
-/// One watched part's health as its watch proves it: a failure is
-/// reported at once (and logged once per cause); the recovery is logged
-/// on the first answer from the API server, and the part counts as fresh
-/// again once the index holds what it answered.
-struct PartHealth {
-    resource: &'static str,
-    namespace: Option<String>,
-    part: String,
-    status: Arc<SourceStatus>,
-    metrics: Arc<Metrics>,
-    errors: ErrorLog,
-}
-
-impl PartHealth {
-    fn new(
-        resource: &'static str,
-        namespace: Option<String>,
-        part: String,
-        status: Arc<SourceStatus>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        Self {
-            resource,
-            namespace,
-            part,
-            status,
-            metrics,
-            errors: ErrorLog::default(),
-        }
-    }
-
-    fn failed(&mut self, error: &watcher::Error) {
-        let reason = classify(error);
-        self.metrics.record_api_error(self.resource, reason.label());
-        let message = describe(error, reason, self.resource, &self.namespace);
-        self.status.failed(&self.part, &message);
-        self.errors.log(reason, &message);
-    }
-
-    /// Takes an event's evidence (after the event is in the index); the
-    /// outage's length when this event ended one.
-    fn observed(&mut self, evidence: Evidence) -> Option<Duration> {
-        if evidence == Evidence::Nothing {
-            return None;
-        }
-        let outage = self.errors.recovered();
-        if let Some(outage) = outage {
-            info!(resource = self.resource, outage = ?outage, "watch recovered");
-        }
-        if evidence == Evidence::Current {
-            self.status.succeeded(&self.part);
-        }
-        outage
-    }
-}
-
-/// Logs a failure once per outage (again only when its cause changes),
-/// not once per retry; the recovery is logged with how long it lasted.
-#[derive(Default)]
-struct ErrorLog {
-    /// The last message logged, and when the outage began.
-    last: Option<(String, Instant)>,
-}
-
-impl ErrorLog {
-    /// True when the message was logged (not a repeat).
-    fn log(&mut self, reason: FailureReason, message: &str) -> bool {
-        let started = match &self.last {
-            Some((last, _)) if last == message => return false,
-            Some((_, started)) => *started,
-            None => Instant::now(),
-        };
-        if reason == FailureReason::Gone {
-            // Routine: the watcher re-lists by itself.
-            warn!("{message}");
-        } else {
-            error!("{message}; serving the last known state, retrying with backoff");
-        }
-        self.last = Some((message.to_string(), started));
-        true
-    }
-
-    /// Some(outage length) once, on the first success after a failure.
-    fn recovered(&mut self) -> Option<Duration> {
-        self.last.take().map(|(_, started)| started.elapsed())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use kube::core::Status;
-
-    fn unreachable() -> watcher::Error {
-        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        watcher::Error::InitialListFailed(kube::Error::Service(Box::new(refused)))
-    }
-
-    fn api_error(code: u16) -> watcher::Error {
-        let status = Status::failure("no", "Reason").with_code(code);
-        watcher::Error::InitialListFailed(kube::Error::Api(Box::new(status)))
-    }
-
-    fn health(status: &Arc<SourceStatus>) -> PartHealth {
-        PartHealth::new(
-            "endpointslices",
-            None,
-            "endpointslices".into(),
-            status.clone(),
-            Arc::new(Metrics::new()),
-        )
-    }
-
-    #[test]
-    fn init_proves_nothing_a_listed_object_an_answer_a_swapped_list_freshness() {
-        assert_eq!(Evidence::of(&Event::<()>::Init), Evidence::Nothing);
-        assert_eq!(Evidence::of(&Event::InitApply(())), Evidence::Answered);
-        assert_eq!(Evidence::of(&Event::<()>::InitDone), Evidence::Current);
-        assert_eq!(Evidence::of(&Event::Apply(())), Evidence::Current);
-        assert_eq!(Evidence::of(&Event::Delete(())), Evidence::Current);
-    }
-
-    /// What a watcher emits while the API server is down from the start:
-    /// `Init`, a failed list, `Init`, ... Nothing of it is a recovery.
-    #[test]
-    fn retries_against_a_dead_api_server_never_recover_or_turn_fresh() {
-        let status = Arc::new(SourceStatus::default());
-        let mut health = health(&status);
-        for _ in 0..5 {
-            health.failed(&unreachable());
-            assert_eq!(health.observed(Evidence::of(&Event::<()>::Init)), None);
-            assert!(status.is_stale());
-        }
-        // The API server answers: the first listed object ends the outage,
-        // but the index still serves the old state until the list is in.
-        assert!(
-            health
-                .observed(Evidence::of(&Event::InitApply(())))
-                .is_some()
-        );
-        assert!(status.is_stale());
-        assert_eq!(health.observed(Evidence::Answered), None, "logged once");
-        assert_eq!(health.observed(Evidence::of(&Event::<()>::InitDone)), None);
-        assert!(!status.is_stale());
-    }
-
-    #[test]
-    fn an_empty_list_recovers_and_is_fresh_at_once() {
-        let status = Arc::new(SourceStatus::default());
-        let mut health = health(&status);
-        health.failed(&unreachable());
-        health.observed(Evidence::Nothing);
-        assert!(health.observed(Evidence::Current).is_some());
-        assert!(!status.is_stale());
-    }
-
-    #[test]
-    fn a_410_is_stale_until_the_re_list_is_in() {
-        let status = Arc::new(SourceStatus::default());
-        let mut health = health(&status);
-        let gone = watcher::Error::WatchError(Box::new(
-            Status::failure("too old resource version", "Expired").with_code(410),
-        ));
-        health.failed(&gone);
-        assert_eq!(
-            status.stale_reason().as_deref(),
-            Some("watch of endpointslices in all namespaces expired (410 Gone), re-listing")
-        );
-        health.observed(Evidence::Nothing);
-        health.observed(Evidence::Answered);
-        assert!(status.is_stale());
-        health.observed(Evidence::Current);
-        assert!(!status.is_stale());
-    }
-
-    #[test]
-    fn failures_are_classified_by_code_and_transport_not_by_text() {
-        assert_eq!(classify(&unreachable()), FailureReason::Unreachable);
-        assert_eq!(classify(&api_error(403)), FailureReason::Forbidden);
-        assert_eq!(classify(&api_error(401)), FailureReason::Unauthorized);
-        assert_eq!(classify(&api_error(410)), FailureReason::Gone);
-        assert_eq!(classify(&api_error(500)), FailureReason::Other);
-        // A message that merely mentions 410 is not a 410.
-        let text = watcher::Error::WatchError(Box::new(
-            Status::failure("proxy said 410 Gone", "Bad").with_code(502),
-        ));
-        assert_eq!(classify(&text), FailureReason::Other);
-        // An answer that would not decode came from a live API server.
-        let garbled = watcher::Error::WatchFailed(kube::Error::Service(Box::new(ProtoError(
-            "watch event".into(),
-        ))));
-        assert_eq!(classify(&garbled), FailureReason::Other);
-    }
-
-    #[test]
-    fn each_cause_is_logged_once_per_outage() {
-        let mut log = ErrorLog::default();
-        assert!(log.log(FailureReason::Unreachable, "down"));
-        assert!(!log.log(FailureReason::Unreachable, "down"));
-        assert!(log.log(FailureReason::Forbidden, "forbidden"));
-        assert!(log.recovered().is_some());
-        assert!(log.recovered().is_none());
-        assert!(log.log(FailureReason::Unreachable, "down"));
+/// The sync part of `resource` in `namespace` (None: all namespaces), as
+/// the index and the status know it.
+fn part_name(resource: &str, namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) => format!("{resource}/{ns}"),
+        None => resource.to_string(),
     }
 }

@@ -21,10 +21,10 @@ use tracing::{error, info, warn};
 
 use super::SourceError;
 use super::convert::SERVICE_NAME_LABEL;
+use super::metrics::{InvalidWeights, SourceMetrics};
 use super::service::LeanService;
 use super::slice::Slice;
 use crate::index::{Index, Scope, ServiceObject, SliceObject};
-use crate::metrics::Metrics;
 
 /// The index part this source reports its sync under.
 pub const PART: &str = "manifests";
@@ -53,17 +53,23 @@ pub struct Parsed {
 }
 
 /// Parses one file's text. Errors name the document (1-based) and the cause.
-pub fn parse_manifests(text: &str) -> Result<Parsed, String> {
+/// Weights ignored as invalid are counted in `invalid_weights`.
+pub fn parse_manifests(text: &str, invalid_weights: &InvalidWeights) -> Result<Parsed, String> {
     let documents: Vec<Value> =
         serde_saphyr::from_multiple(text).map_err(|e| format!("invalid YAML: {e}"))?;
     let mut parsed = Parsed::default();
     for (number, document) in documents.into_iter().enumerate() {
-        add_document(document, &mut parsed).map_err(|e| format!("document {}: {e}", number + 1))?;
+        add_document(document, &mut parsed, invalid_weights)
+            .map_err(|e| format!("document {}: {e}", number + 1))?;
     }
     Ok(parsed)
 }
 
-fn add_document(document: Value, parsed: &mut Parsed) -> Result<(), String> {
+fn add_document(
+    document: Value,
+    parsed: &mut Parsed,
+    invalid_weights: &InvalidWeights,
+) -> Result<(), String> {
     if document.is_null() {
         return Ok(()); // an empty document, e.g. after a trailing `---`
     }
@@ -83,7 +89,7 @@ fn add_document(document: Value, parsed: &mut Parsed) -> Result<(), String> {
                 return Err("List without items".into());
             };
             for (number, item) in items.iter().enumerate() {
-                add_document(item.clone(), parsed)
+                add_document(item.clone(), parsed, invalid_weights)
                     .map_err(|e| format!("item {}: {e}", number + 1))?;
             }
             Ok(())
@@ -92,14 +98,14 @@ fn add_document(document: Value, parsed: &mut Parsed) -> Result<(), String> {
             require_name(name, "Service")?;
             let service: LeanService =
                 serde_json::from_value(document).map_err(|e| format!("Service {name}: {e}"))?;
-            parsed.services.push(service.into_object());
+            parsed.services.push(service.into_object(invalid_weights));
             Ok(())
         }
         (Some("discovery.k8s.io/v1"), Some("EndpointSlice")) => {
             require_name(name, "EndpointSlice")?;
             let slice: Slice = serde_json::from_value(document)
                 .map_err(|e| format!("EndpointSlice {name}: {e}"))?;
-            if let Some(compact) = slice.into_object() {
+            if let Some(compact) = slice.into_object(invalid_weights) {
                 if compact.service.is_none() {
                     warn!(
                         "EndpointSlice {name} has no {SERVICE_NAME_LABEL} label; no Service uses it"
@@ -151,8 +157,8 @@ pub struct ManifestSource {
     pub origin: ManifestOrigin,
     pub poll_interval: Duration,
     pub index: Arc<Index>,
-    pub metrics: Arc<Metrics>,
-    pub status: Arc<super::status::SourceStatus>,
+    pub metrics: Arc<SourceMetrics>,
+    pub status: Arc<crate::status::SourceStatus>,
 }
 
 impl ManifestSource {
@@ -176,7 +182,7 @@ impl ManifestSource {
             ManifestOrigin::Demo => {
                 let mut parsed = Parsed::default();
                 for (name, text) in DEMO {
-                    match parse_manifests(text) {
+                    match parse_manifests(text, &self.metrics.invalid_weights) {
                         Ok(p) => merge_into(&mut parsed, p),
                         Err(e) => error!("built-in manifest {name}: {e}"),
                     }
@@ -249,7 +255,7 @@ impl ManifestSource {
             }
             changed = true;
             let result = match tokio::fs::read_to_string(&path).await {
-                Ok(text) => parse_manifests(&text),
+                Ok(text) => parse_manifests(&text, &self.metrics.invalid_weights),
                 Err(e) => Err(format!("cannot read: {e}")),
             };
             let previous = files.remove(&path).and_then(|s| s.good);
@@ -337,7 +343,8 @@ mod tests {
     #[test]
     fn the_demo_manifests_parse() {
         for (name, text) in DEMO {
-            let parsed = parse_manifests(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let parsed = parse_manifests(text, &InvalidWeights::default())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(
                 !parsed.services.is_empty() || !parsed.slices.is_empty(),
                 "{name}"
@@ -366,7 +373,7 @@ items:
   endpoints: [{addresses: [10.1.0.1]}]
 ---
 "#;
-        let parsed = parse_manifests(text).unwrap();
+        let parsed = parse_manifests(text, &InvalidWeights::default()).unwrap();
         assert_eq!(parsed.services.len(), 1);
         assert_eq!(parsed.slices.len(), 1);
         assert_eq!(&*parsed.slices[0].key.namespace, "shop");
@@ -395,7 +402,7 @@ items:
             ("- just\n- a list", "expected a Kubernetes object"),
         ];
         for (text, expected) in cases {
-            let error = parse_manifests(text).unwrap_err();
+            let error = parse_manifests(text, &InvalidWeights::default()).unwrap_err();
             assert!(error.contains(expected), "{text:?}: {error}");
         }
     }

@@ -2,22 +2,34 @@
 //!
 //! - [`kubernetes`]: watchers on Services and EndpointSlices; [`watch`]
 //!   lists and watches them in protobuf ([`proto`]: the wire format), the
-//!   rest through kube-runtime's JSON watcher.
+//!   rest through kube-runtime's JSON watcher. Beside it: `kinds` (the two
+//!   kinds and their watch loop), `pod_weights` (weighted Pods),
+//!   `supervise` (the loop every watch runs, recovery after an outage),
+//!   `health` and `failure` (what a watch proves, reported per part),
+//!   `node_zone` (this node's zone).
 //! - [`manifest`]: a file or directory of Kubernetes YAML, re-read on change
 //!   (local development, demos, tests without a cluster).
 //! - [`service`], [`slice`]: Services and EndpointSlices decoded straight
 //!   into the compact form (`lean` holds their common visitors);
 //!   [`convert`]: the annotation and label rules they share. Both sources
 //!   use them, so they cannot disagree.
+//! - [`metrics`]: what the sources report (API errors, re-lists, invalid
+//!   weights), registered by the agent.
 
 pub mod convert;
+mod failure;
+mod health;
+mod kinds;
 pub mod kubernetes;
 mod lean;
 pub mod manifest;
+pub mod metrics;
+mod node_zone;
+mod pod_weights;
 pub mod proto;
 pub mod service;
 pub mod slice;
-pub mod status;
+mod supervise;
 pub mod watch;
 
 use std::path::PathBuf;

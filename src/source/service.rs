@@ -24,6 +24,7 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use super::convert::{DEFAULT_WEIGHT_ANNOTATION, EXPOSE_ANNOTATION, weight_annotation};
 use super::lean::{Common, KeyIndex, Meta, Shared, lean_resource};
+use super::metrics::InvalidWeights;
 use super::proto::{self, ProtoError};
 use crate::index::intern::intern;
 use crate::index::objects::{Protocol, ServiceKey, ServiceObject, ServicePort};
@@ -47,8 +48,9 @@ pub struct LeanService {
 lean_resource!(LeanService, kind: "Service", group: "", version: "v1", plural: "services");
 
 impl LeanService {
-    /// The compact form the index keeps. Logs an invalid weight annotation.
-    pub fn into_object(self) -> ServiceObject {
+    /// The compact form the index keeps. Logs an invalid weight annotation
+    /// and counts it in `invalid_weights`.
+    pub fn into_object(self, invalid_weights: &InvalidWeights) -> ServiceObject {
         let metadata = self.metadata;
         let key = ServiceKey {
             // Namespaces repeat across objects: one shared copy.
@@ -65,6 +67,8 @@ impl LeanService {
                 annotations,
                 DEFAULT_WEIGHT_ANNOTATION,
                 &key.to_string(),
+                "service",
+                invalid_weights,
             ),
             key,
             headless: self.headless,
@@ -253,7 +257,7 @@ mod tests {
     fn decode(value: serde_json::Value) -> ServiceObject {
         serde_json::from_value::<LeanService>(value)
             .unwrap()
-            .into_object()
+            .into_object(&InvalidWeights::default())
     }
 
     #[test]
@@ -309,10 +313,12 @@ mod tests {
         assert_eq!(lean.metadata.uid, full.metadata.uid);
         assert!(lean.metadata.managed_fields.is_none());
         assert!(lean.metadata.labels.as_ref().unwrap().is_empty());
-        let object = lean.into_object();
+        let invalid_weights = InvalidWeights::default();
+        let object = lean.into_object(&invalid_weights);
         assert!(object.headless && object.publish_not_ready);
-        // 70000 does not fit an SRV weight: ignored (and logged).
+        // 70000 does not fit an SRV weight: ignored (logged and counted).
         assert_eq!(object.default_weight, None);
+        assert_eq!(invalid_weights.count("service"), 1);
         assert_eq!(object.traffic_distribution.as_deref(), Some("PreferClose"));
         let ports: Vec<_> = object
             .ports

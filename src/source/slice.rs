@@ -30,6 +30,7 @@ use tracing::warn;
 
 use super::convert::{SERVICE_NAME_LABEL, WEIGHT_KEY, weight_annotation};
 use super::lean::{Common, KeyIndex, Meta, Shared, lean_resource};
+use super::metrics::InvalidWeights;
 use super::proto::{self, ProtoError};
 use crate::index::intern::intern;
 use crate::index::objects::{
@@ -57,8 +58,9 @@ pub struct Slice {
 lean_resource!(Slice, kind: "EndpointSlice", group: "discovery.k8s.io", version: "v1", plural: "endpointslices");
 
 impl Slice {
-    /// The compact form, or None for an FQDN slice. Logs what was dropped.
-    pub fn into_object(self) -> Option<SliceObject> {
+    /// The compact form, or None for an FQDN slice. Logs what was dropped;
+    /// counts an invalid weight annotation in `invalid_weights`.
+    pub fn into_object(self, invalid_weights: &InvalidWeights) -> Option<SliceObject> {
         if self.fqdn {
             return None;
         }
@@ -71,7 +73,13 @@ impl Slice {
         for problem in &self.problems {
             warn!(object = what(), "{problem}");
         }
-        let weight = weight_annotation(metadata.annotations.as_ref(), WEIGHT_KEY, &what());
+        let weight = weight_annotation(
+            metadata.annotations.as_ref(),
+            WEIGHT_KEY,
+            &what(),
+            "endpointslice",
+            invalid_weights,
+        );
         let service = metadata
             .labels
             .as_ref()
@@ -522,7 +530,7 @@ mod tests {
         assert_eq!(compact.metadata.resource_version.as_deref(), Some("7"));
         assert_eq!(compact.metadata.labels.as_ref().unwrap().len(), 1);
         assert_eq!(compact.problems.len(), 1);
-        let compact = compact.into_object().unwrap();
+        let compact = compact.into_object(&InvalidWeights::default()).unwrap();
         assert_eq!(&*compact.key.namespace, "shop");
         assert_eq!(&*compact.key.name, "web-1");
         assert_eq!(compact.service.as_deref(), Some("web"));
@@ -553,7 +561,7 @@ mod tests {
         let fqdn = slice(serde_json::json!({
             "metadata": {"name": "x"}, "addressType": "FQDN", "endpoints": []
         }));
-        assert!(fqdn.into_object().is_none());
+        assert!(fqdn.into_object(&InvalidWeights::default()).is_none());
         let bad = slice(serde_json::json!({
             "kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1",
             "metadata": {"name": "x", "annotations": {"kubedisco.io/weight": "-3"}},
@@ -562,8 +570,10 @@ mod tests {
             "endpoints": null
         }));
         assert_eq!(bad.problems.len(), 3);
-        let bad = bad.into_object().unwrap();
+        let invalid_weights = InvalidWeights::default();
+        let bad = bad.into_object(&invalid_weights).unwrap();
         assert_eq!(bad.weight, None);
+        assert_eq!(invalid_weights.count("endpointslice"), 1);
         assert_eq!(&*bad.key.namespace, "default");
         assert_eq!(bad.ports.len(), 1);
         assert_eq!(
@@ -597,7 +607,7 @@ mod tests {
                 ..full.metadata.clone()
             }
         );
-        let lean = lean.into_object().unwrap();
+        let lean = lean.into_object(&InvalidWeights::default()).unwrap();
         assert_eq!(lean.ports.len(), 2);
         let endpoint = &lean.endpoints[0];
         assert_eq!(endpoint.address.to_string(), "fd00::1");

@@ -17,10 +17,11 @@
 //! - [`atomic_write`]: replacing the file so that readers see it whole.
 //! - [`start`]: the policy at start (age, staleness until the source lists).
 //! - [`writer`]: when to save.
+//! - [`metrics`]: what the writer reports.
 //!
 //! Reads and seeds the index through its writer-side API
 //! ([`crate::index::Index::export`], [`crate::index::Index::seed`]) and
-//! marks staleness in [`crate::source::status`]; it never touches the
+//! marks staleness in [`crate::status`]; it never touches the
 //! served snapshot ([`crate::index::Snapshot`]) or the front ends. This
 //! file only declares and re-exports: every part imports its siblings,
 //! never this module.
@@ -29,6 +30,7 @@ pub(crate) mod atomic_write;
 pub(crate) mod codec;
 pub(crate) mod coverage;
 pub(crate) mod format;
+pub(crate) mod metrics;
 pub(crate) mod payload;
 pub(crate) mod start;
 pub(crate) mod writer;
@@ -39,6 +41,7 @@ mod fixtures;
 pub use codec::{Loaded, decode, encode};
 pub use coverage::Coverage;
 pub use format::LoadError;
+pub use metrics::SnapshotMetrics;
 pub(crate) use start::warm_start;
 pub use start::{WarmStartConfig, load};
 pub(crate) use writer::run_writer;

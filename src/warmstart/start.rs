@@ -15,7 +15,7 @@ use super::codec::{Loaded, decode};
 use super::coverage::Coverage;
 use super::format::{LoadError, MAX_FILE_BYTES};
 use crate::index::Index;
-use crate::source::status::SourceStatus;
+use crate::status::SourceStatus;
 
 /// The status part under which "serving a snapshot" shows as staleness.
 pub(crate) const STATUS_PART: &str = "snapshot";

@@ -14,10 +14,10 @@ use tracing::{debug, info, warn};
 use super::atomic_write::write_atomically;
 use super::codec::encode;
 use super::coverage::Coverage;
+use super::metrics::SnapshotMetrics;
 use super::start::{STATUS_PART, WarmStartConfig};
 use crate::index::Index;
-use crate::metrics::Metrics;
-use crate::source::status::SourceStatus;
+use crate::status::SourceStatus;
 
 /// Saves the index every `interval` while it changes, once every source
 /// part has listed (a half-listed index, or an unconfirmed snapshot, is
@@ -28,7 +28,7 @@ pub(crate) async fn run_writer(
     coverage: Coverage,
     index: Arc<Index>,
     status: Arc<SourceStatus>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<SnapshotMetrics>,
     shutdown: CancellationToken,
 ) {
     tokio::select! {
@@ -45,7 +45,7 @@ pub(crate) async fn run_writer(
         let generation = index.load().generation;
         if written != Some(generation) {
             let result = save(&config, &coverage, &index, &status).await;
-            metrics.record_snapshot_write(result.is_ok());
+            metrics.record_write(result.is_ok());
             match result {
                 Ok(bytes) => {
                     debug!(generation, bytes, path = %config.path.display(), "snapshot written");
@@ -71,7 +71,7 @@ pub(crate) async fn run_writer(
     }
     if written != Some(index.load().generation) {
         let result = save(&config, &coverage, &index, &status).await;
-        metrics.record_snapshot_write(result.is_ok());
+        metrics.record_write(result.is_ok());
         match result {
             Ok(bytes) => info!(bytes, path = %config.path.display(), "final snapshot written"),
             Err(error) => {

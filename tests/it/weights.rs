@@ -58,6 +58,15 @@ async fn label_pod(ns: &TestNamespace, pod: &str, value: Option<&str>) {
         .expect("label pod");
 }
 
+/// Sets the Service's `kubedisco.io/default-weight` annotation.
+async fn set_default_weight(ns: &TestNamespace, service: &str, value: &str) {
+    let patch = json!({"metadata": {"annotations": {"kubedisco.io/default-weight": value}}});
+    ns.api::<k8s_openapi::api::core::v1::Service>()
+        .patch(service, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("annotate service");
+}
+
 #[tokio::test]
 async fn a_pod_label_sets_the_weight_seen_over_http_and_srv() {
     tools::require("dig");
@@ -117,11 +126,7 @@ async fn service_and_slice_annotations_set_weights_and_go_follows_them() {
     let ns = TestNamespace::new("annotated").await;
     let agent = Agent::start(&["--namespaces", &ns.name]).await;
     ns.create_service("api", json!({"selector": null})).await;
-    let patch = json!({"metadata": {"annotations": {"kubedisco.io/default-weight": "50"}}});
-    ns.api::<k8s_openapi::api::core::v1::Service>()
-        .patch("api", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    set_default_weight(&ns, "api", "50").await;
     let slice = |name: &str, ip: &str, weight: Option<&str>| {
         let mut meta = json!({"name": name, "labels": {"kubernetes.io/service-name": "api"}});
         if let Some(weight) = weight {
@@ -185,6 +190,41 @@ async fn service_and_slice_annotations_set_weights_and_go_follows_them() {
         (0.71..0.79).contains(&share),
         "heavy first {share}: {first:?}"
     );
+    ns.delete().await;
+}
+
+/// An annotation weight that is not 0-65535 is ignored, as an invalid Pod
+/// label is, and counted in the same metric under the object's kind.
+#[tokio::test]
+async fn invalid_annotation_weights_are_ignored_and_counted() {
+    let ns = TestNamespace::new("badweight").await;
+    let agent = Agent::start(&["--namespaces", &ns.name]).await;
+    ns.create_service("web", json!({"selector": null})).await;
+    set_default_weight(&ns, "web", "-1").await;
+    let _: EndpointSlice = ns
+        .create(json!({
+            "metadata": {"name": "web-bad", "labels": {"kubernetes.io/service-name": "web"},
+                         "annotations": {"kubedisco.io/weight": "heavy"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}],
+            "endpoints": [{"addresses": ["10.132.0.1"]}]
+        }))
+        .await;
+    wait_for_http_weight(&agent, &ns, "10.132.0.1", 100, "the default weight").await;
+    eventually("both invalid annotations counted", || async {
+        let metrics = agent.metrics().await;
+        let counted = |source: &str| {
+            metrics.contains(&format!(
+                "kubedisco_invalid_weights_total{{source=\"{source}\"}}"
+            ))
+        };
+        if counted("endpointslice") && counted("service") {
+            Ok(())
+        } else {
+            Err(metrics.clone())
+        }
+    })
+    .await;
     ns.delete().await;
 }
 

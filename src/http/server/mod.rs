@@ -39,9 +39,9 @@ use socket::{HeadClock, Watched};
 use tracked::Tracked;
 
 use super::ApiError;
+use super::metrics::HttpMetrics;
 use super::own_answers::OwnAnswers;
 use crate::connlimit::{self, CloseReason, Front, Limiter, Slot};
-use crate::metrics::Metrics;
 
 /// Connection-level limits (`--http-*` flags).
 #[derive(Clone, Debug)]
@@ -79,13 +79,10 @@ pub async fn serve(
     router: Router,
     direct: Direct,
     config: ServeConfig,
-    metrics: Arc<Metrics>,
+    metrics: Arc<HttpMetrics>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let limiter = Limiter::new(
-        config.max_connections,
-        metrics.http_connection_limits.clone(),
-    );
+    let limiter = Limiter::new(config.max_connections, metrics.connection_limits.clone());
     let shared = Arc::new(Shared {
         router,
         direct,
@@ -125,7 +122,7 @@ struct Shared {
     router: Router,
     direct: Direct,
     config: ServeConfig,
-    metrics: Arc<Metrics>,
+    metrics: Arc<HttpMetrics>,
     shutdown: CancellationToken,
 }
 
@@ -411,7 +408,7 @@ mod tests {
             router,
             direct,
             config,
-            Arc::new(Metrics::new()),
+            Arc::default(),
             shutdown.clone(),
         ));
         (addr, shutdown)

@@ -17,10 +17,10 @@ use hyper::body::Incoming;
 use tower::ServiceExt;
 
 use super::super::RequestClass;
+use super::super::metrics::HttpMetrics;
 use super::Direct;
 use super::socket::HeadClock;
 use crate::connlimit::Slot;
-use crate::metrics::Metrics;
 
 /// The router as a hyper service that marks its connection busy from the
 /// request's head until the response body's end (a watch stream keeps its
@@ -34,7 +34,7 @@ pub(super) struct Tracked {
     pub(super) direct: Direct,
     pub(super) slot: Arc<Slot>,
     pub(super) head: Arc<HeadClock>,
-    pub(super) metrics: Arc<Metrics>,
+    pub(super) metrics: Arc<HttpMetrics>,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for Tracked {

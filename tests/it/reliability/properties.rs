@@ -24,14 +24,15 @@ fn state() -> kubedisco::http::AppState {
     index.expect_parts(["demo"]);
     let (mut services, mut slices) = (Vec::new(), Vec::new());
     for (_, text) in DEMO {
-        let parsed = parse_manifests(text).unwrap();
+        let parsed = parse_manifests(text, &Default::default()).unwrap();
         services.extend(parsed.services);
         slices.extend(parsed.slices);
     }
     index.replace(&Scope::All, Some(services), Some(slices), "demo");
     AppState::new(HttpContext {
         index,
-        metrics: Arc::new(kubedisco::metrics::Metrics::new()),
+        metrics: Arc::default(),
+        registry: Arc::default(),
         status: Arc::default(),
         pickers: Arc::default(),
         // Blocking queries return within milliseconds here.

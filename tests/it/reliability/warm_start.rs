@@ -156,6 +156,7 @@ async fn a_damaged_foreign_or_old_snapshot_is_ignored_with_a_warning() {
     // manifest source reads Services.
     let ghost = kubedisco::source::manifest::parse_manifests(
         "{apiVersion: v1, kind: Service, metadata: {name: ghost, namespace: stale}, spec: {clusterIP: None}}",
+        &Default::default(),
     )
     .unwrap();
     let index = kubedisco::index::Index::default();

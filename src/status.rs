@@ -1,5 +1,10 @@
-//! What the sources last reported: which parts are failing, since when, why.
-//! Read by `/readyz` and the API's staleness fields; written by the sources.
+//! Freshness: which parts of the served state are failing, since when, why.
+//!
+//! Neutral ground between the layers: the sources (and the warm start,
+//! which marks a loaded snapshot stale) write it; the front ends (`/readyz`,
+//! the API's staleness fields) and the snapshot writer read it. It depends on
+//! nothing else in the crate, so every side can use it without importing the
+//! others.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -49,15 +54,6 @@ impl SourceStatus {
         if !failing.is_empty() {
             failing.remove(part);
         }
-    }
-
-    /// True while any part fails: what is served is the last known state.
-    pub fn is_stale(&self) -> bool {
-        !self
-            .failing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
     }
 
     /// How long the oldest current failure has lasted: how old the served
