@@ -77,9 +77,7 @@ fn parse_positive_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn parse_namespace(text: &str) -> Result<String, String> {
-    crate::http::query::validate_name("namespace", text)
-        .map(|()| text.to_string())
-        .map_err(|e| e.message)
+    crate::names::check_dns_label("namespace", text).map(|()| text.to_string())
 }
 
 #[derive(Clone, Debug, Args)]
