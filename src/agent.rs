@@ -165,8 +165,8 @@ async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
                 let source = KubernetesSource {
                     client,
                     namespaces: args.namespaces.clone(),
-                    list_strategy: args.list_strategy,
-                    api_encoding: args.api_encoding,
+                    list_strategy: args.list_strategy.into(),
+                    api_encoding: args.api_encoding.into(),
                     pod_weights: args.pod_weights,
                     index,
                     metrics,
@@ -438,7 +438,7 @@ fn locality(args: &AgentArgs, zone: Option<String>) -> Locality {
     let locality = Locality {
         node: args.node_name.as_deref().map(Into::into),
         zone: zone.as_deref().map(Into::into),
-        default_topology: args.default_topology,
+        default_topology: args.default_topology.into(),
         panic_threshold: args.panic_threshold,
     };
     info!(

@@ -6,6 +6,7 @@
 //! wins. Invalid values exit with status 2 and a message naming the flag.
 
 pub mod args;
+mod choices;
 pub mod dump;
 pub mod health;
 pub mod resolve;
@@ -55,7 +56,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Health(args) => health::run(&args),
         Command::Resolve(args) => resolve::run(&args),
         Command::Agent(args) => {
-            if let Err(message) = crate::logging::init(args.log_format, &args.log_level) {
+            if let Err(message) = crate::logging::init(args.log_format.into(), &args.log_level) {
                 eprintln!("kubedisco: {message}");
                 return ExitCode::from(2);
             }
