@@ -5,15 +5,18 @@
 //! - [`kube`]: namespaces, Nodes, Services, Pods marked Ready through
 //!   `pods/status`, EndpointSlices, and bounded waits for the controller.
 //! - [`agent`]: runs the built `kubedisco` binary and queries its HTTP API.
+//! - [`in_process`]: an agent in the test's own runtime, from a `Config`.
 //! - [`eventually`]: bounded polling instead of sleeps.
 //! - [`tools`]: outside programs (dig, dnsmasq, ...), checked before use.
 
 pub mod agent;
 pub mod cluster;
 pub mod eventually;
+pub mod in_process;
 pub mod kube;
 pub mod tools;
 
 pub use agent::Agent;
 pub use eventually::eventually;
+pub use in_process::InProcessAgent;
 pub use kube::TestNamespace;
