@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpSocket;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -61,7 +61,7 @@ pub enum AgentError {
 
 /// Runs an agent until SIGTERM or SIGINT, then shuts it down in order
 /// (lame duck, hand-over, drain): `kubedisco agent`.
-pub async fn run(config: Config) -> Result<(), AgentError> {
+pub(crate) async fn run(config: Config) -> Result<(), AgentError> {
     raise_open_files_limit();
     let mut agent = Agent::start(config).await?;
     tokio::select! {
@@ -175,6 +175,7 @@ impl Agent {
         self.dns_addr
     }
 
+    /// For whoever should be able to stop the agent without owning it.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown_handle.clone()
     }
@@ -186,15 +187,31 @@ impl Agent {
     }
 }
 
-/// An agent between binding and serving: everything that can fail at start
-/// has been tried, and the source (and snapshot writer) run.
+/// The HTTP port: listening, or (while deferring to the process that
+/// serves it) bound only.
+enum HttpPort {
+    Bound(TcpSocket),
+    Listening(TcpListener),
+}
+
+fn listen(socket: TcpSocket, addr: SocketAddr) -> Result<TcpListener, AgentError> {
+    socket.listen(1024).map_err(|source| AgentError::Bind {
+        addr,
+        what: "HTTP",
+        source,
+    })
+}
+
+/// An agent between binding and serving: its ports are bound (and, unless
+/// it defers to the process serving them, listening), and the source (and
+/// snapshot writer) run.
 struct Bound {
     config: Config,
     index: Arc<Index>,
     metrics: Arc<Metrics>,
     status: Arc<SourceStatus>,
     shutdown: CancellationToken,
-    http_socket: TcpSocket,
+    http: HttpPort,
     http_addr: SocketAddr,
     dns: DnsServer,
     dns_addr: SocketAddr,
@@ -265,13 +282,26 @@ impl Bound {
                 shutdown.clone(),
             ))
         });
+        // Listening now (unless deferring), so that whoever learns the
+        // address from [`Agent::http_addr`] can connect at once.
+        let http = if defer {
+            HttpPort::Bound(http_socket)
+        } else {
+            match listen(http_socket, http_addr) {
+                Ok(listener) => HttpPort::Listening(listener),
+                Err(error) => {
+                    shutdown.cancel();
+                    return Err(error);
+                }
+            }
+        };
         Ok(Bound {
             config,
             index,
             metrics,
             status,
             shutdown,
-            http_socket,
+            http,
             http_addr,
             dns,
             dns_addr,
@@ -311,14 +341,10 @@ impl Bound {
                     source,
                 })?;
         }
-        let listener = self
-            .http_socket
-            .listen(1024)
-            .map_err(|source| AgentError::Bind {
-                addr: self.http_addr,
-                what: "HTTP",
-                source,
-            })?;
+        let listener = match self.http {
+            HttpPort::Listening(listener) => listener,
+            HttpPort::Bound(socket) => listen(socket, self.http_addr)?,
+        };
         let mut dns_task = tokio::spawn(self.dns.run(self.shutdown.clone()));
 
         let state = AppState::new(HttpContext {
@@ -436,5 +462,46 @@ async fn shutdown_signal() -> &'static str {
     {
         let _ = tokio::signal::ctrl_c().await;
         "interrupt"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::source::manifest::ManifestOrigin;
+
+    /// Started in-process, an agent serves on ports the kernel picked, and
+    /// once stopped it has closed them.
+    #[tokio::test]
+    async fn an_agent_started_in_process_serves_until_stopped() {
+        // An address of its own, so nothing else takes the port it closes.
+        let ip = IpAddr::V4(Ipv4Addr::new(127, 80, 0, 1));
+        let agent = Agent::start(Config {
+            source: Source::Manifests {
+                origin: ManifestOrigin::Demo,
+                poll_interval: Duration::from_secs(1),
+            },
+            http_addr: SocketAddr::new(ip, 0),
+            dns_addr: SocketAddr::new(ip, 0),
+            // The discard port: nothing forwarded leaves loopback.
+            upstream: vec![SocketAddr::new(ip, 9)],
+            ..Config::default()
+        })
+        .await
+        .unwrap();
+        let http = agent.http_addr();
+        assert_eq!(http.ip(), ip);
+        assert_ne!(http.port(), 0);
+        assert_ne!(agent.dns_addr().port(), 0);
+        let health = reqwest::get(format!("http://{http}/healthz"))
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200);
+
+        agent.shutdown_handle().shutdown("the test is done");
+        agent.stop().await.unwrap();
+        assert!(tokio::net::TcpStream::connect(http).await.is_err());
     }
 }

@@ -37,7 +37,7 @@ pub mod duration;
 pub(crate) mod handover;
 pub mod http;
 pub mod index;
-pub mod logging;
+pub(crate) mod logging;
 pub mod metrics;
 pub(crate) mod names;
 pub(crate) mod netif;

@@ -5,7 +5,7 @@
 //! (e.g. `--http-addr` ↔ `KUBEDISCO_HTTP_ADDR`); a flag on the command line
 //! wins. Invalid values exit with status 2 and a message naming the flag.
 
-pub mod args;
+mod args;
 mod checked;
 mod choices;
 pub mod dump;
