@@ -1,36 +1,40 @@
-//! `kubedisco agent`: wires a source, the index and the front ends together,
-//! and shuts them down in order on SIGTERM/SIGINT.
+//! `kubedisco agent`: wires a source, the index and the front ends together
+//! from a [`Config`], and shuts them down in order: on SIGTERM/SIGINT
+//! ([`run`], what the binary does) or when asked ([`Agent`], in-process).
+//!
+//! Knows every layer, and is known by `cli` only: it never reads flags.
+
+mod config;
+mod ports;
+mod source;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpSocket;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
+pub use self::config::{Config, LinkLocalConfig, Source};
+use self::ports::{
+    bind_dns, http_socket, join_dns, tcp_addresses_overlap, wait_for_successor, wait_to_join,
+};
+use self::source::locality;
 use crate::balance::Pickers;
-use crate::cli::AgentArgs;
-use crate::cli::args::SourceArg;
-use crate::dns::answer::Zone;
-use crate::dns::forward::{Forwarder, upstreams_from_resolv_conf};
-use crate::dns::{DnsConfig, DnsServer};
-use crate::handover::{Lifecycle, others_serving, others_waiting};
+use crate::dns::DnsServer;
+use crate::handover::{Lifecycle, others_serving};
 use crate::http::server::ServeConfig;
 use crate::http::{AppState, HttpConfig, HttpContext};
 use crate::index::Index;
-use crate::index::topology::Locality;
 use crate::metrics::Metrics;
 use crate::netif::{LinkLocal, NetifError};
 use crate::sockets::Transport;
-use crate::sockets::listen::reuseport_socket;
 use crate::source::SourceError;
-use crate::source::kubernetes::{KubernetesSource, zone_of_node};
-use crate::source::manifest::ManifestSource;
-use crate::source::metrics::SourceMetrics;
 use crate::status::SourceStatus;
-use crate::warmstart::{self, WarmStartConfig};
+use crate::warmstart;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -55,371 +59,373 @@ pub enum AgentError {
     SamePort { http: SocketAddr, dns: SocketAddr },
 }
 
-/// True when TCP sockets bound to `a` and `b` could take the same
-/// connections: same port, and one address is the other or a wildcard
-/// (`[::]` counts as covering IPv4 too). That is stricter than the sockets
-/// need since they are IPv6-only ([`reuseport_socket`]); accepting the
-/// pairs it refuses would be a change of its own, not part of binding.
-fn tcp_addresses_overlap(a: SocketAddr, b: SocketAddr) -> bool {
-    let covers = |wide: SocketAddr, other: SocketAddr| {
-        wide.ip().is_unspecified() && (wide.is_ipv6() || other.is_ipv4())
-    };
-    a.port() == b.port() && a.port() != 0 && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
-}
-
-/// The HTTP socket, bound like the DNS ones ([`reuseport_socket`]), not yet
-/// listening.
-fn http_socket(addr: SocketAddr) -> std::io::Result<TcpSocket> {
-    let socket = TcpSocket::from_std_stream(reuseport_socket(addr, Transport::Tcp)?.into());
-    socket.set_nodelay(true)?;
-    Ok(socket)
-}
-
-pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
+/// Runs an agent until SIGTERM or SIGINT, then shuts it down in order
+/// (lame duck, hand-over, drain): `kubedisco agent`.
+pub(crate) async fn run(config: Config) -> Result<(), AgentError> {
     raise_open_files_limit();
-    // The node-local address must exist before any socket binds to it, and
-    // goes away after every socket is closed, however the agent ends.
-    let link_local = match args.link_local_ip {
-        Some(ip) => Some(LinkLocal::setup(ip, &args.link_local_interface).await?),
-        None => None,
-    };
-    let result = run_agent(args).await;
-    if let Some(link_local) = link_local {
-        link_local.teardown().await;
+    let mut agent = Agent::start(config).await?;
+    tokio::select! {
+        signal = shutdown_signal() => agent.shutdown_handle.shutdown(signal),
+        ended = &mut agent.task => return ended_with(ended),
     }
-    result
+    ended_with(agent.task.await)
 }
 
-async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
-    if tcp_addresses_overlap(args.http_addr, args.dns_addr) {
-        return Err(AgentError::SamePort {
-            http: args.http_addr,
-            dns: args.dns_addr,
+/// A started agent: its sockets are bound and its source runs. It serves
+/// at once, or, when another process serves its ports and it has no
+/// snapshot to answer from, joins them once synced; until it is told to
+/// stop ([`ShutdownHandle`], [`Agent::stop`]) or dropped.
+pub struct Agent {
+    http_addr: SocketAddr,
+    dns_addr: SocketAddr,
+    shutdown_handle: ShutdownHandle,
+    task: JoinHandle<Result<(), AgentError>>,
+}
+
+/// Starts an [`Agent`]'s shutdown, as SIGTERM does for the binary: it goes
+/// unready, waits for a successor that is joining its ports, lets what is
+/// in flight finish, and ends. Dropping every handle and the agent itself
+/// does the same.
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle(Arc<watch::Sender<Option<&'static str>>>);
+
+impl ShutdownHandle {
+    /// `why` opens the log line ("SIGTERM: shutting down"); only the first
+    /// call counts.
+    pub fn shutdown(&self, why: &'static str) {
+        self.0.send_if_modified(|reason| {
+            let first = reason.is_none();
+            if first {
+                *reason = Some(why);
+            }
+            first
         });
     }
-    let metrics = Arc::new(Metrics::new());
-    let index = Arc::new(Index::new(metrics.index.clone()));
-    let status = Arc::new(SourceStatus::default());
-    let lifecycle = Arc::new(Lifecycle::default());
-    let shutdown = CancellationToken::new();
-    let signal = shutdown_signal();
-    tokio::pin!(signal);
+}
 
-    // Warm start, before any socket serves: a valid snapshot makes the
-    // agent answer (stale) from its first instant.
-    index.set_locality(locality(&args, args.zone.clone()));
-    let snapshot = args.snapshot_path.clone().map(|path| WarmStartConfig {
-        path,
-        interval: args.snapshot_interval,
-        max_age: args.snapshot_max_age,
-    });
-    let coverage = warmstart::Coverage {
-        source: match args.source {
-            SourceArg::Kubernetes => "kubernetes",
-            SourceArg::Manifests(_) => "manifests",
-        }
-        .to_string(),
-        namespaces: args.namespaces.clone(),
-        pod_weights: args.pod_weights,
-    };
-    let warm = snapshot
-        .as_ref()
-        .is_some_and(|config| warmstart::warm_start(config, &coverage, &index, &status));
+/// Resolves with the reason once shutdown is asked for (again at once on
+/// later calls).
+async fn shutdown_requested(requested: &mut watch::Receiver<Option<&'static str>>) -> &'static str {
+    match requested.wait_for(Option::is_some).await {
+        Ok(reason) => reason.unwrap_or("shutdown requested"),
+        Err(_) => "the agent's handle was dropped",
+    }
+}
 
-    // Rolling update: another agent may serve our ports already. Unless we
-    // can answer at once (warm), it keeps them alone until we have synced.
-    let predecessor = others_serving(args.dns_addr, Transport::Udp) > 0
-        || others_serving(args.http_addr, Transport::Tcp) > 0;
-    let defer = predecessor && !warm;
+/// What the agent's task ended with; a panic in it goes on as a panic of
+/// the caller, as it did when the agent ran in the caller's own future.
+fn ended_with(
+    ended: Result<Result<(), AgentError>, tokio::task::JoinError>,
+) -> Result<(), AgentError> {
+    match ended {
+        Ok(result) => result,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        // Cancelled: only when the runtime itself shuts down.
+        Err(_) => Ok(()),
+    }
+}
 
-    // Fail fast on a taken port, before anything is watched: both ports
-    // are bound now (joining the port group comes with listen()).
-    let http_socket = http_socket(args.http_addr).map_err(|source| AgentError::Bind {
-        addr: args.http_addr,
+impl Agent {
+    /// Sets up the node-local address (if configured), loads a warm-start
+    /// snapshot, binds both ports and starts the source; fails fast (and
+    /// leaves nothing behind) when any of that fails. Then serves in a task
+    /// of the current runtime.
+    pub async fn start(config: Config) -> Result<Agent, AgentError> {
+        // The node-local address must exist before any socket binds to it, and
+        // goes away after every socket is closed, however the agent ends.
+        let link_local = match &config.link_local {
+            Some(link) => Some(LinkLocal::setup(link.ip, &link.interface).await?),
+            None => None,
+        };
+        let bound = match Bound::new(config) {
+            Ok(bound) => bound,
+            Err(error) => {
+                if let Some(link_local) = link_local {
+                    link_local.teardown().await;
+                }
+                return Err(error);
+            }
+        };
+        let (http_addr, dns_addr) = (bound.http_addr, bound.dns_addr);
+        let (sender, requested) = watch::channel(None);
+        let task = tokio::spawn(async move {
+            let result = bound.serve(requested).await;
+            if let Some(link_local) = link_local {
+                link_local.teardown().await;
+            }
+            result
+        });
+        Ok(Agent {
+            http_addr,
+            dns_addr,
+            shutdown_handle: ShutdownHandle(Arc::new(sender)),
+            task,
+        })
+    }
+
+    /// Where the HTTP API listens (the port chosen when the configured one
+    /// was 0).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Where DNS listens, UDP and TCP (the port chosen when the configured
+    /// one was 0).
+    pub fn dns_addr(&self) -> SocketAddr {
+        self.dns_addr
+    }
+
+    /// For whoever should be able to stop the agent without owning it.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown_handle.clone()
+    }
+
+    /// Shuts the agent down and waits until it has (what SIGTERM does).
+    pub async fn stop(self) -> Result<(), AgentError> {
+        self.shutdown_handle.shutdown("stop requested");
+        ended_with(self.task.await)
+    }
+}
+
+/// The HTTP port: listening, or (while deferring to the process that
+/// serves it) bound only.
+enum HttpPort {
+    Bound(TcpSocket),
+    Listening(TcpListener),
+}
+
+fn listen(socket: TcpSocket, addr: SocketAddr) -> Result<TcpListener, AgentError> {
+    socket.listen(1024).map_err(|source| AgentError::Bind {
+        addr,
         what: "HTTP",
         source,
-    })?;
-    let mut dns = bind_dns(&args, index.clone(), metrics.clone(), !defer)?;
-    let dns_addr = dns.local_addr().unwrap_or(args.dns_addr);
-    let http_addr = http_socket.local_addr().unwrap_or(args.http_addr);
+    })
+}
 
-    let source_task = match args.source.clone() {
-        SourceArg::Kubernetes => {
-            let args = args.clone();
-            let index = index.clone();
-            let metrics = metrics.clone();
-            let status = status.clone();
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                let Some(client) = kubernetes_client(&status, &metrics.source, &shutdown).await
-                else {
-                    return;
-                };
-                if args.zone.is_none()
-                    && let Some(node) = &args.node_name
-                    && args.zone_from_node
-                {
-                    let zone = zone_of_node(&client, node).await;
-                    if zone.is_some() {
-                        index.set_locality(locality(&args, zone));
-                    }
-                }
-                let source = KubernetesSource {
-                    client,
-                    namespaces: args.namespaces.clone(),
-                    list_strategy: args.list_strategy,
-                    api_encoding: args.api_encoding,
-                    pod_weights: args.pod_weights,
-                    index,
-                    metrics: metrics.source.clone(),
-                    status,
-                };
-                source.run(shutdown).await;
-            })
-        }
-        SourceArg::Manifests(origin) => {
-            ManifestSource::check(&origin)?;
-            let source = ManifestSource {
-                origin,
-                poll_interval: args.manifest_poll_interval,
-                index: index.clone(),
-                metrics: metrics.source.clone(),
-                status: status.clone(),
-            };
-            tokio::spawn(source.run(shutdown.clone()))
-        }
-    };
-    let snapshot_task = snapshot.map(|config| {
-        tokio::spawn(warmstart::run_writer(
-            config,
-            coverage,
-            index.clone(),
-            status.clone(),
-            metrics.snapshot.clone(),
-            shutdown.clone(),
-        ))
-    });
+/// An agent between binding and serving: its ports are bound (and, unless
+/// it defers to the process serving them, listening), and the source (and
+/// snapshot writer) run.
+struct Bound {
+    config: Config,
+    index: Arc<Index>,
+    metrics: Arc<Metrics>,
+    status: Arc<SourceStatus>,
+    shutdown: CancellationToken,
+    http: HttpPort,
+    http_addr: SocketAddr,
+    dns: DnsServer,
+    dns_addr: SocketAddr,
+    /// Another process serves the ports and we cannot answer yet: join
+    /// them once synced.
+    defer: bool,
+    source_task: JoinHandle<()>,
+    snapshot_task: Option<JoinHandle<()>>,
+}
 
-    if defer {
-        info!(
-            dns = %dns_addr,
-            http = %http_addr,
-            "another process serves these ports (the agent this one replaces?): joining them once synced"
-        );
-        tokio::select! {
-            why = wait_to_join(&index, dns_addr, http_addr) => info!("{why}: joining the ports"),
-            signal = &mut signal => {
-                info!("{signal} before joining the ports: stopping");
-                shutdown.cancel();
-                let _ = tokio::time::timeout(Duration::from_secs(1), source_task).await;
-                return Ok(());
-            }
+impl Bound {
+    fn new(config: Config) -> Result<Bound, AgentError> {
+        if tcp_addresses_overlap(config.http_addr, config.dns_addr) {
+            return Err(AgentError::SamePort {
+                http: config.http_addr,
+                dns: config.dns_addr,
+            });
         }
-        join_dns(&mut dns)
-            .await
-            .map_err(|source| AgentError::Bind {
-                addr: dns_addr,
-                what: "DNS",
-                source,
-            })?;
-    }
-    let listener = http_socket
-        .listen(1024)
-        .map_err(|source| AgentError::Bind {
-            addr: http_addr,
+        let metrics = Arc::new(Metrics::new());
+        let index = Arc::new(Index::new(metrics.index.clone()));
+        let status = Arc::new(SourceStatus::default());
+        let shutdown = CancellationToken::new();
+
+        // Warm start, before any socket serves: a valid snapshot makes the
+        // agent answer (stale) from its first instant.
+        index.set_locality(locality(&config, config.zone.clone()));
+        let coverage = warmstart::Coverage {
+            source: config.source.kind().to_string(),
+            namespaces: config.namespaces.clone(),
+            pod_weights: config.pod_weights,
+        };
+        let warm = config
+            .snapshot
+            .as_ref()
+            .is_some_and(|snapshot| warmstart::warm_start(snapshot, &coverage, &index, &status));
+
+        // Rolling update: another agent may serve our ports already. Unless we
+        // can answer at once (warm), it keeps them alone until we have synced.
+        let predecessor = others_serving(config.dns_addr, Transport::Udp) > 0
+            || others_serving(config.http_addr, Transport::Tcp) > 0;
+        let defer = predecessor && !warm;
+
+        // Fail fast on a taken port, before anything is watched: both ports
+        // are bound now (joining the port group comes with listen()).
+        let http_socket = http_socket(config.http_addr).map_err(|source| AgentError::Bind {
+            addr: config.http_addr,
             what: "HTTP",
             source,
         })?;
-    let mut dns_task = tokio::spawn(dns.run(shutdown.clone()));
+        let dns = bind_dns(&config, index.clone(), metrics.clone(), !defer)?;
+        let dns_addr = dns.local_addr().unwrap_or(config.dns_addr);
+        let http_addr = http_socket.local_addr().unwrap_or(config.http_addr);
 
-    let state = AppState::new(HttpContext {
-        index: index.clone(),
-        metrics: metrics.http.clone(),
-        registry: metrics.registry.clone(),
-        status,
-        pickers: Arc::new(Pickers::default()),
-        config: Arc::new(HttpConfig::default()),
-        shutdown: shutdown.clone(),
-        lifecycle: lifecycle.clone(),
-        watch_slots: Arc::new(Semaphore::new(args.max_watch_streams)),
-    });
-    let serve_config = ServeConfig {
-        max_connections: args.http_max_connections,
-        idle_timeout: args.http_idle_timeout,
-        header_timeout: args.http_header_timeout,
-        max_header_bytes: args.http_max_header_bytes,
-    };
-    let mut http_task = tokio::spawn(crate::http::serve(listener, state, serve_config));
-    info!(http = %http_addr, dns = %dns_addr, version = crate::VERSION, "kubedisco agent started");
-
-    {
-        let index = index.clone();
-        tokio::spawn(async move {
-            index.wait_synced().await;
-            let snapshot = index.load();
-            info!(
-                services = snapshot.services.len(),
-                endpoints = snapshot.endpoint_count,
-                "synced: ready"
-            );
+        let source_task = source::start(
+            &config,
+            index.clone(),
+            metrics.clone(),
+            status.clone(),
+            &shutdown,
+        )?;
+        let snapshot_task = config.snapshot.clone().map(|snapshot| {
+            tokio::spawn(warmstart::run_writer(
+                snapshot,
+                coverage,
+                index.clone(),
+                status.clone(),
+                metrics.snapshot.clone(),
+                shutdown.clone(),
+            ))
         });
-    }
-
-    tokio::select! {
-        signal = &mut signal => info!("{signal}: shutting down"),
-        result = &mut http_task => {
-            shutdown.cancel();
-            source_task.abort();
-            return match result {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(AgentError::Serve(e)),
-                Err(e) => Err(AgentError::Serve(std::io::Error::other(e))),
-            };
-        }
-    }
-
-    // Lame duck: unready first, so probes and load balancers move away;
-    // then, if the next agent has started but not joined the ports yet, a
-    // bounded wait for it; then no new work, while what is in flight
-    // finishes.
-    lifecycle.start_draining();
-    if !args.handover_wait.is_zero() {
-        wait_for_successor(dns_addr, http_addr, args.handover_wait).await;
-    }
-    shutdown.cancel();
-    let drained = tokio::time::timeout(args.shutdown_grace, async {
-        let http = (&mut http_task).await;
-        let _ = (&mut dns_task).await;
-        http
-    })
-    .await;
-    match drained {
-        Ok(Ok(Err(e))) => return Err(AgentError::Serve(e)),
-        Ok(_) => {}
-        Err(_) => {
-            warn!(
-                "in-flight requests did not finish within {:?}; exiting anyway",
-                args.shutdown_grace
-            );
-            http_task.abort();
-            dns_task.abort();
-        }
-    }
-    if let Some(task) = snapshot_task {
-        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(1), source_task).await;
-    info!("stopped");
-    Ok(())
-}
-
-/// Resolves when a deferred agent should join its ports: once it can
-/// answer (synced, or seeded), or when nobody else serves them any more.
-async fn wait_to_join(index: &Index, dns: SocketAddr, http: SocketAddr) -> &'static str {
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        tokio::select! {
-            _ = index.wait_synced() => return "synced",
-            _ = tick.tick() => {
-                if others_serving(dns, Transport::Udp) == 0 && others_serving(http, Transport::Tcp) == 0 {
-                    return "the other process left the ports";
+        // Listening now (unless deferring), so that whoever learns the
+        // address from [`Agent::http_addr`] can connect at once.
+        let http = if defer {
+            HttpPort::Bound(http_socket)
+        } else {
+            match listen(http_socket, http_addr) {
+                Ok(listener) => HttpPort::Listening(listener),
+                Err(error) => {
+                    shutdown.cancel();
+                    return Err(error);
                 }
             }
-        }
+        };
+        Ok(Bound {
+            config,
+            index,
+            metrics,
+            status,
+            shutdown,
+            http,
+            http_addr,
+            dns,
+            dns_addr,
+            defer,
+            source_task,
+            snapshot_task,
+        })
     }
-}
 
-/// Joins the DNS port group; retries for a while, because the agent that
-/// left may have removed the node-local address (which the address monitor
-/// of `--link-local-ip` puts back).
-async fn join_dns(dns: &mut DnsServer) -> std::io::Result<()> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match dns.join() {
-            Ok(()) => return Ok(()),
-            Err(error) if tokio::time::Instant::now() < deadline => {
-                debug!("joining the DNS port: {error}; retrying");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(error) => return Err(error),
-        }
-    }
-}
-
-/// When the next agent of a rolling update has started on our ports but
-/// not joined them yet (its marker is there), waits (bounded) until it
-/// serves both; returns at once when no successor is in sight.
-async fn wait_for_successor(dns: SocketAddr, http: SocketAddr, wait: Duration) {
-    let started = tokio::time::Instant::now();
-    let mut announced = false;
-    loop {
-        if others_serving(dns, Transport::Udp) > 0 && others_serving(http, Transport::Tcp) > 0 {
-            if announced {
-                info!(waited = ?started.elapsed(), "the next agent serves the ports: handing over");
-            } else {
-                info!("another agent serves the ports: handing over");
-            }
-            return;
-        }
-        if others_waiting(dns) == 0 {
-            debug!("no other agent on the ports: stopping");
-            return;
-        }
-        if !announced {
+    /// Joins the ports (after the predecessor, when deferring), serves until
+    /// shutdown is requested, then goes lame duck, hands over and drains.
+    async fn serve(
+        mut self,
+        mut requested: watch::Receiver<Option<&'static str>>,
+    ) -> Result<(), AgentError> {
+        let lifecycle = Arc::new(Lifecycle::default());
+        if self.defer {
             info!(
-                "the next agent has not joined the ports yet: answering until it does (at most {wait:?})"
+                dns = %self.dns_addr,
+                http = %self.http_addr,
+                "another process serves these ports (the agent this one replaces?): joining them once synced"
             );
-            announced = true;
+            tokio::select! {
+                why = wait_to_join(&self.index, self.dns_addr, self.http_addr) => info!("{why}: joining the ports"),
+                why = shutdown_requested(&mut requested) => {
+                    info!("{why} before joining the ports: stopping");
+                    self.shutdown.cancel();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), self.source_task).await;
+                    return Ok(());
+                }
+            }
+            join_dns(&mut self.dns)
+                .await
+                .map_err(|source| AgentError::Bind {
+                    addr: self.dns_addr,
+                    what: "DNS",
+                    source,
+                })?;
         }
-        if started.elapsed() >= wait {
-            warn!(
-                "the next agent did not join the ports within {wait:?} (--handover-wait): stopping anyway"
-            );
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+        let listener = match self.http {
+            HttpPort::Listening(listener) => listener,
+            HttpPort::Bound(socket) => listen(socket, self.http_addr)?,
+        };
+        let mut dns_task = tokio::spawn(self.dns.run(self.shutdown.clone()));
 
-/// The Kubernetes client, retried with backoff while the configuration
-/// cannot be loaded (a broken kubeconfig, a missing service-account token):
-/// the agent stays up and says why (log once per cause, `/readyz`), serving
-/// its snapshot if it loaded one, and goes on when the file is fixed.
-/// None when shutdown comes first.
-async fn kubernetes_client(
-    status: &SourceStatus,
-    metrics: &SourceMetrics,
-    shutdown: &CancellationToken,
-) -> Option<kube::Client> {
-    const PART: &str = "kubeconfig";
-    let mut delay = Duration::from_millis(500);
-    let mut last: Option<String> = None;
-    loop {
-        match KubernetesSource::client().await {
-            Ok(client) => {
-                if last.is_some() {
-                    status.succeeded(PART);
-                    info!("Kubernetes client configuration loaded: going on");
-                }
-                return Some(client);
-            }
-            Err(error) => {
-                let message = error.to_string();
-                metrics.record_api_error(PART, "config");
-                if last.as_deref() != Some(message.as_str()) {
-                    error!(
-                        "{message}; retrying with backoff (fix the kubeconfig, $KUBECONFIG, or the in-cluster service account)"
-                    );
-                }
-                status.failed(PART, &message);
-                last = Some(message);
-            }
+        let state = AppState::new(HttpContext {
+            index: self.index.clone(),
+            metrics: self.metrics.http.clone(),
+            registry: self.metrics.registry.clone(),
+            status: self.status,
+            pickers: Arc::new(Pickers::default()),
+            config: Arc::new(HttpConfig::default()),
+            shutdown: self.shutdown.clone(),
+            lifecycle: lifecycle.clone(),
+            watch_slots: Arc::new(Semaphore::new(self.config.max_watch_streams)),
+        });
+        let serve_config = ServeConfig {
+            max_connections: self.config.http_max_connections,
+            idle_timeout: self.config.http_idle_timeout,
+            header_timeout: self.config.http_header_timeout,
+            max_header_bytes: self.config.http_max_header_bytes,
+        };
+        let mut http_task = tokio::spawn(crate::http::serve(listener, state, serve_config));
+        info!(http = %self.http_addr, dns = %self.dns_addr, version = crate::VERSION, "kubedisco agent started");
+
+        {
+            let index = self.index.clone();
+            tokio::spawn(async move {
+                index.wait_synced().await;
+                let snapshot = index.load();
+                info!(
+                    services = snapshot.services.len(),
+                    endpoints = snapshot.endpoint_count,
+                    "synced: ready"
+                );
+            });
         }
+
         tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.cancelled() => return None,
+            why = shutdown_requested(&mut requested) => info!("{why}: shutting down"),
+            result = &mut http_task => {
+                self.shutdown.cancel();
+                self.source_task.abort();
+                return match result {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(AgentError::Serve(e)),
+                    Err(e) => Err(AgentError::Serve(std::io::Error::other(e))),
+                };
+            }
         }
-        delay = (delay * 2).min(Duration::from_secs(10));
+
+        // Lame duck: unready first, so probes and load balancers move away;
+        // then, if the next agent has started but not joined the ports yet, a
+        // bounded wait for it; then no new work, while what is in flight
+        // finishes.
+        lifecycle.start_draining();
+        if !self.config.handover_wait.is_zero() {
+            wait_for_successor(self.dns_addr, self.http_addr, self.config.handover_wait).await;
+        }
+        self.shutdown.cancel();
+        let drained = tokio::time::timeout(self.config.shutdown_grace, async {
+            let http = (&mut http_task).await;
+            let _ = (&mut dns_task).await;
+            http
+        })
+        .await;
+        match drained {
+            Ok(Ok(Err(e))) => return Err(AgentError::Serve(e)),
+            Ok(_) => {}
+            Err(_) => {
+                warn!(
+                    "in-flight requests did not finish within {:?}; exiting anyway",
+                    self.config.shutdown_grace
+                );
+                http_task.abort();
+                dns_task.abort();
+            }
+        }
+        if let Some(task) = self.snapshot_task {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.source_task).await;
+        info!("stopped");
+        Ok(())
     }
 }
 
@@ -435,64 +441,6 @@ fn raise_open_files_limit() {
         Ok(_) => {}
         Err(error) => debug!("cannot read the open-files limit: {error}"),
     }
-}
-
-fn locality(args: &AgentArgs, zone: Option<String>) -> Locality {
-    let locality = Locality {
-        node: args.node_name.as_deref().map(Into::into),
-        zone: zone.as_deref().map(Into::into),
-        default_topology: args.default_topology,
-        panic_threshold: args.panic_threshold,
-    };
-    info!(
-        node = ?locality.node,
-        zone = ?locality.zone,
-        default_topology = ?locality.default_topology,
-        panic_threshold = locality.panic_threshold,
-        "topology"
-    );
-    locality
-}
-
-fn bind_dns(
-    args: &AgentArgs,
-    index: Arc<Index>,
-    metrics: Arc<Metrics>,
-    join: bool,
-) -> Result<DnsServer, AgentError> {
-    let upstreams = if args.upstream.is_empty() {
-        let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        upstreams_from_resolv_conf(&text, args.dns_addr)
-    } else {
-        args.upstream.clone()
-    };
-    if upstreams.is_empty() {
-        warn!(
-            "no upstream DNS server (none given, none usable in /etc/resolv.conf): names the agent does not serve get SERVFAIL"
-        );
-    } else {
-        info!(?upstreams, "forwarding other names upstream");
-    }
-    let ttl = u32::try_from(args.ttl.as_secs()).unwrap_or(u32::MAX);
-    let config = DnsConfig {
-        zone: Zone::new(&args.cluster_domain, ttl),
-        forwarder: Forwarder {
-            upstreams,
-            timeout: args.upstream_timeout,
-        },
-        max_tcp_connections: args.dns_max_tcp_connections,
-        tcp_idle_timeout: args.dns_tcp_idle_timeout,
-        tcp_read_timeout: args.dns_tcp_query_timeout,
-        udp_sockets: 0,
-        drain_timeout: args.shutdown_grace,
-    };
-    DnsServer::bind(args.dns_addr, config, index, metrics.dns.clone(), join).map_err(|source| {
-        AgentError::Bind {
-            addr: args.dns_addr,
-            what: "DNS",
-            source,
-        }
-    })
 }
 
 async fn shutdown_signal() -> &'static str {
@@ -520,20 +468,41 @@ async fn shutdown_signal() -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
 
-    #[test]
-    fn http_and_dns_must_not_share_a_tcp_port() {
-        let overlap =
-            |a: &str, b: &str| tcp_addresses_overlap(a.parse().unwrap(), b.parse().unwrap());
-        assert!(overlap("127.0.0.1:53", "127.0.0.1:53"));
-        assert!(overlap("0.0.0.0:53", "127.0.0.1:53"));
-        assert!(overlap("127.0.0.1:53", "[::]:53"));
-        assert!(overlap("[::]:53", "[::1]:53"));
-        assert!(!overlap("127.0.0.1:53", "127.0.0.1:8053"));
-        assert!(!overlap("127.0.0.1:53", "127.0.0.2:53"));
-        assert!(!overlap("0.0.0.0:53", "[::1]:53"));
-        // Port 0: each socket gets its own port.
-        assert!(!overlap("127.0.0.1:0", "127.0.0.1:0"));
+    use super::*;
+    use crate::source::manifest::ManifestOrigin;
+
+    /// Started in-process, an agent serves on ports the kernel picked, and
+    /// once stopped it has closed them.
+    #[tokio::test]
+    async fn an_agent_started_in_process_serves_until_stopped() {
+        // An address of its own, so nothing else takes the port it closes.
+        let ip = IpAddr::V4(Ipv4Addr::new(127, 80, 0, 1));
+        let agent = Agent::start(Config {
+            source: Source::Manifests {
+                origin: ManifestOrigin::Demo,
+                poll_interval: Duration::from_secs(1),
+            },
+            http_addr: SocketAddr::new(ip, 0),
+            dns_addr: SocketAddr::new(ip, 0),
+            // The discard port: nothing forwarded leaves loopback.
+            upstream: vec![SocketAddr::new(ip, 9)],
+            ..Config::default()
+        })
+        .await
+        .unwrap();
+        let http = agent.http_addr();
+        assert_eq!(http.ip(), ip);
+        assert_ne!(http.port(), 0);
+        assert_ne!(agent.dns_addr().port(), 0);
+        let health = reqwest::get(format!("http://{http}/healthz"))
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200);
+
+        agent.shutdown_handle().shutdown("the test is done");
+        agent.stop().await.unwrap();
+        assert!(tokio::net::TcpStream::connect(http).await.is_err());
     }
 }

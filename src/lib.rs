@@ -28,7 +28,9 @@
 //! - [`warmstart`] saves the index's objects to disk and loads them at start
 //!   (warm start); [`handover`] and [`connlimit`] keep restarts and abusive
 //!   clients from costing answers; [`netif`] owns the node-local address and
-//!   [`sockets`] the listening sockets both front ends bind.
+//!   [`sockets`] the listening sockets both front ends bind; [`duration`]
+//!   and [`names`] check what users write (durations, DNS labels) for the
+//!   command line and the HTTP API alike.
 
 pub mod agent;
 pub mod balance;
@@ -39,8 +41,9 @@ pub mod duration;
 pub(crate) mod handover;
 pub mod http;
 pub mod index;
-pub mod logging;
+pub(crate) mod logging;
 pub mod metrics;
+pub(crate) mod names;
 pub(crate) mod netif;
 pub(crate) mod sockets;
 pub mod source;

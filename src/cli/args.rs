@@ -4,17 +4,22 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
+use std::str::FromStr;
 
+use clap::Args;
+use clap::builder::{BoolValueParser, EnumValueParser, PathBufValueParser};
+
+use super::checked::{Checked, checked, refused};
+use super::choices::{ApiEncodingArg, DefaultTopologyArg, ListStrategyArg, LogFormatArg};
+use crate::agent::{Config, LinkLocalConfig, Source};
 use crate::duration::parse_duration;
-use crate::index::topology::DefaultTopology;
 use crate::logging::LogFormat;
-use crate::source::kubernetes::{ApiEncoding, ListStrategy};
 use crate::source::manifest::ManifestOrigin;
+use crate::warmstart::WarmStartConfig;
 
 /// Where the agent's Services and EndpointSlices come from.
 #[derive(Clone, Debug)]
-pub enum SourceArg {
+pub(crate) enum SourceArg {
     /// The API server (in-cluster config, else the kubeconfig).
     Kubernetes,
     Manifests(ManifestOrigin),
@@ -77,9 +82,7 @@ fn parse_positive_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn parse_namespace(text: &str) -> Result<String, String> {
-    crate::http::query::validate_name("namespace", text)
-        .map(|()| text.to_string())
-        .map_err(|e| e.message)
+    crate::names::check_dns_label("namespace", text).map(|()| text.to_string())
 }
 
 #[derive(Clone, Debug, Args)]
@@ -87,71 +90,71 @@ pub struct AgentArgs {
     /// `kubernetes` (in-cluster config or kubeconfig), `demo` (the built-in
     /// demo manifests), or a file/directory of Service and EndpointSlice YAML
     /// (re-read when it changes).
-    #[arg(long, env = "KUBEDISCO_SOURCE", default_value = "kubernetes", value_parser = parse_source)]
-    pub source: SourceArg,
+    #[arg(long, env = "KUBEDISCO_SOURCE", default_value = "kubernetes", value_parser = checked(parse_source))]
+    pub(crate) source: Checked<SourceArg>,
 
     /// DNS listen address (UDP and TCP).
-    #[arg(long, env = "KUBEDISCO_DNS_ADDR", default_value = "127.0.0.1:1053")]
-    pub dns_addr: SocketAddr,
+    #[arg(long, env = "KUBEDISCO_DNS_ADDR", default_value = "127.0.0.1:1053", value_parser = checked(SocketAddr::from_str))]
+    pub(crate) dns_addr: Checked<SocketAddr>,
 
     /// HTTP API listen address.
-    #[arg(long, env = "KUBEDISCO_HTTP_ADDR", default_value = "127.0.0.1:8053")]
-    pub http_addr: SocketAddr,
+    #[arg(long, env = "KUBEDISCO_HTTP_ADDR", default_value = "127.0.0.1:8053", value_parser = checked(SocketAddr::from_str))]
+    pub(crate) http_addr: Checked<SocketAddr>,
 
     /// The cluster's DNS domain.
-    #[arg(long, env = "KUBEDISCO_CLUSTER_DOMAIN", default_value = "cluster.local", value_parser = parse_domain)]
-    pub cluster_domain: String,
+    #[arg(long, env = "KUBEDISCO_CLUSTER_DOMAIN", default_value = "cluster.local", value_parser = checked(parse_domain))]
+    pub(crate) cluster_domain: Checked<String>,
 
     /// TTL of DNS answers (e.g. 5s; 0 allowed).
-    #[arg(long, env = "KUBEDISCO_TTL", default_value = "5s", value_parser = parse_duration)]
-    pub ttl: Duration,
+    #[arg(long, env = "KUBEDISCO_TTL", default_value = "5s", value_parser = checked(parse_duration))]
+    pub(crate) ttl: Checked<Duration>,
 
     /// Watch only these namespaces (comma-separated); all when empty.
-    #[arg(long, env = "KUBEDISCO_NAMESPACES", value_delimiter = ',', value_parser = parse_namespace)]
-    pub namespaces: Vec<String>,
+    #[arg(long, env = "KUBEDISCO_NAMESPACES", value_delimiter = ',', value_parser = checked(parse_namespace))]
+    pub(crate) namespaces: Vec<Checked<String>>,
 
     /// This node's name (from the downward API), for topology-aware balancing.
     #[arg(long, env = "KUBEDISCO_NODE_NAME")]
-    pub node_name: Option<String>,
+    pub(crate) node_name: Option<String>,
 
     /// This node's zone, for topology-aware balancing. When empty and
     /// --node-name is set, read from the Node's topology.kubernetes.io/zone
     /// label (needs get on nodes) unless --zone-from-node=false.
     #[arg(long, env = "KUBEDISCO_ZONE")]
-    pub zone: Option<String>,
+    pub(crate) zone: Option<String>,
 
     /// Read the zone from this node's Node object when --zone is not given.
-    #[arg(long, env = "KUBEDISCO_ZONE_FROM_NODE", default_value_t = true, action = clap::ArgAction::Set)]
-    pub zone_from_node: bool,
+    #[arg(long, env = "KUBEDISCO_ZONE_FROM_NODE", default_value = "true", action = clap::ArgAction::Set, value_parser = checked(BoolValueParser::new()))]
+    pub(crate) zone_from_node: Checked<bool>,
 
     /// Tiering for Services that set no spec.trafficDistribution (and have
     /// no topology hints): none (all endpoints equal) or zone (same zone first).
     #[arg(
         long,
         env = "KUBEDISCO_DEFAULT_TOPOLOGY",
-        value_enum,
-        default_value = "none"
+        default_value = "none",
+        value_parser = checked(EnumValueParser::<DefaultTopologyArg>::new())
     )]
-    pub default_topology: DefaultTopology,
+    pub(crate) default_topology: Checked<DefaultTopologyArg>,
 
     /// Share of a tier's weight that must be ready for it to be used alone;
     /// below it, the next tier joins (Envoy's panic threshold). 0 to 1.
-    #[arg(long, env = "KUBEDISCO_PANIC_THRESHOLD", default_value = "0.5", value_parser = parse_fraction)]
-    pub panic_threshold: f64,
+    #[arg(long, env = "KUBEDISCO_PANIC_THRESHOLD", default_value = "0.5", value_parser = checked(parse_fraction))]
+    pub(crate) panic_threshold: Checked<f64>,
 
     /// Take weights from Pod labels kubedisco.io/weight (watches labelled
     /// Pods' metadata; needs list/watch on pods).
     #[arg(long, env = "KUBEDISCO_POD_WEIGHTS")]
-    pub pod_weights: bool,
+    pub(crate) pod_weights: bool,
 
     /// Upstream DNS servers for names the agent does not serve
     /// (comma-separated ip[:port]); default: the nameservers of /etc/resolv.conf.
-    #[arg(long, env = "KUBEDISCO_UPSTREAM", value_delimiter = ',', value_parser = crate::dns::forward::parse_upstream)]
-    pub upstream: Vec<SocketAddr>,
+    #[arg(long, env = "KUBEDISCO_UPSTREAM", value_delimiter = ',', value_parser = checked(crate::dns::forward::parse_upstream))]
+    pub(crate) upstream: Vec<Checked<SocketAddr>>,
 
     /// How long one upstream may take to answer a forwarded query.
-    #[arg(long, env = "KUBEDISCO_UPSTREAM_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
-    pub upstream_timeout: Duration,
+    #[arg(long, env = "KUBEDISCO_UPSTREAM_TIMEOUT", default_value = "2s", value_parser = checked(parse_duration))]
+    pub(crate) upstream_timeout: Checked<Duration>,
 
     /// Most concurrent TCP connections to the DNS port. At the cap a new
     /// connection waits (up to 2 s) while the longest-idle one is closed to
@@ -160,77 +163,77 @@ pub struct AgentArgs {
         long,
         env = "KUBEDISCO_DNS_MAX_TCP_CONNECTIONS",
         default_value = "1024",
-        value_parser = parse_count
+        value_parser = checked(parse_count)
     )]
-    pub dns_max_tcp_connections: usize,
+    pub(crate) dns_max_tcp_connections: Checked<usize>,
 
     /// A DNS TCP connection with no query for this long is closed.
-    #[arg(long, env = "KUBEDISCO_DNS_TCP_IDLE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
-    pub dns_tcp_idle_timeout: Duration,
+    #[arg(long, env = "KUBEDISCO_DNS_TCP_IDLE_TIMEOUT", default_value = "10s", value_parser = checked(parse_positive_duration))]
+    pub(crate) dns_tcp_idle_timeout: Checked<Duration>,
 
     /// A DNS query over TCP must arrive whole within this of its length
     /// prefix (slow-client guard).
-    #[arg(long, env = "KUBEDISCO_DNS_TCP_QUERY_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
-    pub dns_tcp_query_timeout: Duration,
+    #[arg(long, env = "KUBEDISCO_DNS_TCP_QUERY_TIMEOUT", default_value = "5s", value_parser = checked(parse_positive_duration))]
+    pub(crate) dns_tcp_query_timeout: Checked<Duration>,
 
     /// Most concurrent HTTP connections. At the cap a new connection waits
     /// (up to 2 s) while the longest-idle one is closed to make room; one
     /// that gets no slot is answered 503 (code too_many_connections).
-    #[arg(long, env = "KUBEDISCO_HTTP_MAX_CONNECTIONS", default_value = "2048", value_parser = parse_count)]
-    pub http_max_connections: usize,
+    #[arg(long, env = "KUBEDISCO_HTTP_MAX_CONNECTIONS", default_value = "2048", value_parser = checked(parse_count))]
+    pub(crate) http_max_connections: Checked<usize>,
 
     /// An HTTP connection idle this long between requests is closed.
-    #[arg(long, env = "KUBEDISCO_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
-    pub http_idle_timeout: Duration,
+    #[arg(long, env = "KUBEDISCO_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = checked(parse_positive_duration))]
+    pub(crate) http_idle_timeout: Checked<Duration>,
 
     /// A request's headers must arrive within this (slowloris guard).
-    #[arg(long, env = "KUBEDISCO_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
-    pub http_header_timeout: Duration,
+    #[arg(long, env = "KUBEDISCO_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = checked(parse_positive_duration))]
+    pub(crate) http_header_timeout: Checked<Duration>,
 
     /// Largest request head (request line and headers) in bytes; larger
     /// gets 431.
-    #[arg(long, env = "KUBEDISCO_HTTP_MAX_HEADER_BYTES", default_value = "16384", value_parser = parse_header_bytes)]
-    pub http_max_header_bytes: usize,
+    #[arg(long, env = "KUBEDISCO_HTTP_MAX_HEADER_BYTES", default_value = "16384", value_parser = checked(parse_header_bytes))]
+    pub(crate) http_max_header_bytes: Checked<usize>,
 
     /// Most concurrently open /v1/watch streams; more get 503
     /// (code too_many_watch_streams).
-    #[arg(long, env = "KUBEDISCO_MAX_WATCH_STREAMS", default_value = "1024", value_parser = parse_count)]
-    pub max_watch_streams: usize,
+    #[arg(long, env = "KUBEDISCO_MAX_WATCH_STREAMS", default_value = "1024", value_parser = checked(parse_count))]
+    pub(crate) max_watch_streams: Checked<usize>,
 
     /// Save the index to this file (atomically, checksummed, at most every
     /// --snapshot-interval while it changes) and, at start, serve a valid
     /// one at once, flagged stale, until the source has listed.
-    #[arg(long, env = "KUBEDISCO_SNAPSHOT_PATH")]
-    pub snapshot_path: Option<PathBuf>,
+    #[arg(long, env = "KUBEDISCO_SNAPSHOT_PATH", value_parser = checked(PathBufValueParser::new()))]
+    pub(crate) snapshot_path: Option<Checked<PathBuf>>,
 
     /// Least time between two snapshot writes.
-    #[arg(long, env = "KUBEDISCO_SNAPSHOT_INTERVAL", default_value = "5s", value_parser = parse_positive_duration)]
-    pub snapshot_interval: Duration,
+    #[arg(long, env = "KUBEDISCO_SNAPSHOT_INTERVAL", default_value = "5s", value_parser = checked(parse_positive_duration))]
+    pub(crate) snapshot_interval: Checked<Duration>,
 
     /// A snapshot whose data is older than this is ignored at start.
-    #[arg(long, env = "KUBEDISCO_SNAPSHOT_MAX_AGE", default_value = "1h", value_parser = parse_positive_duration)]
-    pub snapshot_max_age: Duration,
+    #[arg(long, env = "KUBEDISCO_SNAPSHOT_MAX_AGE", default_value = "1h", value_parser = checked(parse_positive_duration))]
+    pub(crate) snapshot_max_age: Checked<Duration>,
 
     /// Put this address on an interface the agent owns (created when
     /// missing) before binding, and remove it on shutdown: the node-local
     /// address of DaemonSet mode (e.g. 169.254.20.25). Needs CAP_NET_ADMIN.
     /// Set --dns-addr and --http-addr to it as well.
-    #[arg(long, env = "KUBEDISCO_LINK_LOCAL_IP", value_parser = crate::netif::parse_link_local_ip)]
-    pub link_local_ip: Option<IpAddr>,
+    #[arg(long, env = "KUBEDISCO_LINK_LOCAL_IP", value_parser = checked(crate::netif::parse_link_local_ip))]
+    pub(crate) link_local_ip: Option<Checked<IpAddr>>,
 
     /// The interface that holds --link-local-ip (a dummy interface the agent
     /// creates; an existing interface is used as it is and never deleted).
-    #[arg(long, env = "KUBEDISCO_LINK_LOCAL_INTERFACE", default_value = crate::netif::DEFAULT_INTERFACE, value_parser = crate::netif::parse_interface_name)]
-    pub link_local_interface: String,
+    #[arg(long, env = "KUBEDISCO_LINK_LOCAL_INTERFACE", default_value = crate::netif::DEFAULT_INTERFACE, value_parser = checked(crate::netif::parse_interface_name))]
+    pub(crate) link_local_interface: Checked<String>,
 
     /// How the Kubernetes watchers fetch their initial state.
     #[arg(
         long,
         env = "KUBEDISCO_LIST_STRATEGY",
-        value_enum,
-        default_value = "auto"
+        default_value = "auto",
+        value_parser = checked(EnumValueParser::<ListStrategyArg>::new())
     )]
-    pub list_strategy: ListStrategy,
+    pub(crate) list_strategy: Checked<ListStrategyArg>,
 
     /// The encoding Services and EndpointSlices are listed and watched in:
     /// protobuf (what kube-proxy and CoreDNS use; the API server spends
@@ -239,42 +242,154 @@ pub struct AgentArgs {
     #[arg(
         long,
         env = "KUBEDISCO_API_ENCODING",
-        value_enum,
-        default_value = "protobuf"
+        default_value = "protobuf",
+        value_parser = checked(EnumValueParser::<ApiEncodingArg>::new())
     )]
-    pub api_encoding: ApiEncoding,
+    pub(crate) api_encoding: Checked<ApiEncodingArg>,
 
     /// How often a manifest source is checked for changes.
-    #[arg(long, env = "KUBEDISCO_MANIFEST_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
-    pub manifest_poll_interval: Duration,
+    #[arg(long, env = "KUBEDISCO_MANIFEST_POLL_INTERVAL", default_value = "1s", value_parser = checked(parse_duration))]
+    pub(crate) manifest_poll_interval: Checked<Duration>,
 
     /// How long in-flight requests may take to finish on SIGTERM.
-    #[arg(long, env = "KUBEDISCO_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
-    pub shutdown_grace: Duration,
+    #[arg(long, env = "KUBEDISCO_SHUTDOWN_GRACE", default_value = "10s", value_parser = checked(parse_duration))]
+    pub(crate) shutdown_grace: Checked<Duration>,
 
     /// On SIGTERM, when the next agent of a rolling update has started on
     /// the same ports but not joined them yet (it joins once synced), keep
     /// answering (unready) up to this long for it. No successor: no wait.
-    #[arg(long, env = "KUBEDISCO_HANDOVER_WAIT", default_value = "10s", value_parser = parse_duration)]
-    pub handover_wait: Duration,
+    #[arg(long, env = "KUBEDISCO_HANDOVER_WAIT", default_value = "10s", value_parser = checked(parse_duration))]
+    pub(crate) handover_wait: Checked<Duration>,
 
     /// Log format.
-    #[arg(long, env = "KUBEDISCO_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
+    #[arg(long, env = "KUBEDISCO_LOG_FORMAT", default_value = "text", value_parser = checked(EnumValueParser::<LogFormatArg>::new()))]
+    pub(crate) log_format: Checked<LogFormatArg>,
 
     /// Log level or env-filter directives (RUST_LOG wins when set).
     #[arg(long, env = "KUBEDISCO_LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
+    pub(crate) log_level: String,
+}
+
+/// How `kubedisco agent` logs: the process's concern, not the agent's.
+#[derive(Debug)]
+pub(crate) struct Logging {
+    pub(crate) format: LogFormat,
+    pub(crate) level: String,
+}
+
+impl AgentArgs {
+    /// How to log, and the agent's configuration; or one error naming every
+    /// value that was refused (clap's: status 2, the flag in each line).
+    pub(crate) fn into_parts(self) -> Result<(Logging, Config), clap::Error> {
+        if let Some(error) = refused(&[
+            &self.source,
+            &self.dns_addr,
+            &self.http_addr,
+            &self.cluster_domain,
+            &self.ttl,
+            &self.namespaces,
+            &self.zone_from_node,
+            &self.default_topology,
+            &self.panic_threshold,
+            &self.upstream,
+            &self.upstream_timeout,
+            &self.dns_max_tcp_connections,
+            &self.dns_tcp_idle_timeout,
+            &self.dns_tcp_query_timeout,
+            &self.http_max_connections,
+            &self.http_idle_timeout,
+            &self.http_header_timeout,
+            &self.http_max_header_bytes,
+            &self.max_watch_streams,
+            &self.snapshot_path,
+            &self.snapshot_interval,
+            &self.snapshot_max_age,
+            &self.link_local_ip,
+            &self.link_local_interface,
+            &self.list_strategy,
+            &self.api_encoding,
+            &self.manifest_poll_interval,
+            &self.shutdown_grace,
+            &self.handover_wait,
+            &self.log_format,
+        ]) {
+            return Err(error);
+        }
+        let source = match self.source.value()? {
+            SourceArg::Kubernetes => Source::Kubernetes {
+                list_strategy: self.list_strategy.value()?.into(),
+                api_encoding: self.api_encoding.value()?.into(),
+            },
+            SourceArg::Manifests(origin) => Source::Manifests {
+                origin,
+                poll_interval: self.manifest_poll_interval.value()?,
+            },
+        };
+        let snapshot = match self.snapshot_path.map(Checked::value).transpose()? {
+            Some(path) => Some(WarmStartConfig {
+                path,
+                interval: self.snapshot_interval.value()?,
+                max_age: self.snapshot_max_age.value()?,
+            }),
+            None => None,
+        };
+        let link_local = match self.link_local_ip.map(Checked::value).transpose()? {
+            Some(ip) => Some(LinkLocalConfig {
+                ip,
+                interface: self.link_local_interface.value()?,
+            }),
+            None => None,
+        };
+        let logging = Logging {
+            format: self.log_format.value()?.into(),
+            level: self.log_level,
+        };
+        let config = Config {
+            source,
+            dns_addr: self.dns_addr.value()?,
+            http_addr: self.http_addr.value()?,
+            cluster_domain: self.cluster_domain.value()?,
+            ttl: self.ttl.value()?,
+            namespaces: values(self.namespaces)?,
+            node_name: self.node_name,
+            zone: self.zone,
+            zone_from_node: self.zone_from_node.value()?,
+            default_topology: self.default_topology.value()?.into(),
+            panic_threshold: self.panic_threshold.value()?,
+            pod_weights: self.pod_weights,
+            upstream: values(self.upstream)?,
+            upstream_timeout: self.upstream_timeout.value()?,
+            dns_max_tcp_connections: self.dns_max_tcp_connections.value()?,
+            dns_tcp_idle_timeout: self.dns_tcp_idle_timeout.value()?,
+            dns_tcp_query_timeout: self.dns_tcp_query_timeout.value()?,
+            http_max_connections: self.http_max_connections.value()?,
+            http_idle_timeout: self.http_idle_timeout.value()?,
+            http_header_timeout: self.http_header_timeout.value()?,
+            http_max_header_bytes: self.http_max_header_bytes.value()?,
+            max_watch_streams: self.max_watch_streams.value()?,
+            snapshot,
+            link_local,
+            shutdown_grace: self.shutdown_grace.value()?,
+            handover_wait: self.handover_wait.value()?,
+        };
+        Ok((logging, config))
+    }
+}
+
+fn values<T>(list: Vec<Checked<T>>) -> Result<Vec<T>, clap::Error> {
+    list.into_iter().map(Checked::value).collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use clap::Parser;
 
     use super::*;
     use crate::cli::{Cli, Command};
 
-    fn agent(args: &[&str]) -> Result<AgentArgs, clap::Error> {
+    fn agent_args(args: &[&str]) -> Result<AgentArgs, clap::Error> {
         let mut argv = vec!["kubedisco", "agent"];
         argv.extend_from_slice(args);
         match Cli::try_parse_from(argv)?.command {
@@ -283,48 +398,159 @@ mod tests {
         }
     }
 
+    fn agent(args: &[&str]) -> Result<Config, clap::Error> {
+        agent_args(args)?.into_parts().map(|(_, config)| config)
+    }
+
     #[test]
     fn defaults_are_local_and_documented() {
-        let args = agent(&[]).unwrap();
-        assert!(matches!(args.source, SourceArg::Kubernetes));
-        assert_eq!(args.http_addr.to_string(), "127.0.0.1:8053");
-        assert_eq!(args.cluster_domain, "cluster.local");
-        assert_eq!(args.ttl, Duration::from_secs(5));
-        assert!(args.namespaces.is_empty());
+        let config = agent(&[]).unwrap();
+        assert!(matches!(config.source, Source::Kubernetes { .. }));
+        assert_eq!(config.http_addr.to_string(), "127.0.0.1:8053");
+        assert_eq!(config.cluster_domain, "cluster.local");
+        assert_eq!(config.ttl, Duration::from_secs(5));
+        assert!(config.namespaces.is_empty());
+        // What an in-process agent starts from is what the binary does.
+        assert_eq!(config, Config::default());
+        let (logging, _) = agent_args(&[]).unwrap().into_parts().unwrap();
+        assert_eq!(logging.format, LogFormat::Text);
+        assert_eq!(logging.level, "info");
     }
 
     #[test]
     fn flags_parse_and_bad_values_name_the_flag() {
-        let args = agent(&["--namespaces", "a,b", "--ttl", "0", "--source", "demo"]).unwrap();
-        assert_eq!(args.namespaces, ["a", "b"]);
-        assert_eq!(args.ttl, Duration::ZERO);
-        assert!(matches!(
-            args.source,
-            SourceArg::Manifests(ManifestOrigin::Demo)
-        ));
-        for (flag, value) in [
-            ("--http-addr", "localhost"),
-            ("--ttl", "5 parsecs"),
-            ("--cluster-domain", "bad..domain"),
-            ("--namespaces", "Shop"),
-            ("--log-format", "xml"),
-            ("--panic-threshold", "1.5"),
-            ("--default-topology", "region"),
-            ("--zone-from-node", "maybe"),
-            ("--http-max-connections", "0"),
-            ("--dns-max-tcp-connections", "0"),
-            ("--max-watch-streams", "many"),
-            ("--http-max-header-bytes", "100"),
-            ("--http-idle-timeout", "0s"),
-            ("--dns-tcp-idle-timeout", "0s"),
-            ("--dns-tcp-query-timeout", "soon"),
-            ("--snapshot-max-age", "old"),
-            ("--snapshot-interval", "0"),
-            ("--handover-wait", "soon"),
-        ] {
+        let config = agent(&["--namespaces", "a,b", "--ttl", "0", "--source", "demo"]).unwrap();
+        assert_eq!(config.namespaces, ["a", "b"]);
+        assert_eq!(config.ttl, Duration::ZERO);
+        assert_eq!(
+            config.source,
+            Source::Manifests {
+                origin: ManifestOrigin::Demo,
+                poll_interval: Duration::from_secs(1)
+            }
+        );
+        for (flag, value) in BAD_VALUES {
             let error = agent(&[flag, value]).unwrap_err();
             assert_eq!(error.exit_code(), 2);
             assert!(error.to_string().contains(flag), "{flag}: {error}");
         }
+    }
+
+    /// Each flag with a value its parser refuses.
+    const BAD_VALUES: [(&str, &str); 18] = [
+        ("--http-addr", "localhost"),
+        ("--ttl", "5 parsecs"),
+        ("--cluster-domain", "bad..domain"),
+        ("--namespaces", "Shop"),
+        ("--log-format", "xml"),
+        ("--panic-threshold", "1.5"),
+        ("--default-topology", "region"),
+        ("--zone-from-node", "maybe"),
+        ("--http-max-connections", "0"),
+        ("--dns-max-tcp-connections", "0"),
+        ("--max-watch-streams", "many"),
+        ("--http-max-header-bytes", "100"),
+        ("--http-idle-timeout", "0s"),
+        ("--dns-tcp-idle-timeout", "0s"),
+        ("--dns-tcp-query-timeout", "soon"),
+        ("--snapshot-max-age", "old"),
+        ("--snapshot-interval", "0"),
+        ("--handover-wait", "soon"),
+    ];
+
+    #[test]
+    fn one_bad_value_reads_as_clap_says_it() {
+        let error = agent(&["--ttl", "5parsecs"]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "error: invalid value '5parsecs' for '--ttl <TTL>': duration \"5parsecs\" has \
+             unknown unit \"parsecs\" (use ms, s, m or h)\n\nFor more information, try '--help'.\n"
+        );
+        let error = agent(&["--list-strategy", "eager"]).unwrap_err();
+        assert!(
+            error.to_string().contains(
+                "'--list-strategy <LIST_STRATEGY>'\n  [possible values: auto, streaming, list]"
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn every_bad_value_is_named_at_once() {
+        let mut argv = Vec::new();
+        for (flag, value) in BAD_VALUES {
+            argv.extend([flag, value]);
+        }
+        argv.extend(["--namespaces", "ok,Also-Bad", "--upstream", "nowhere"]);
+        let error = agent(&argv).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        let text = error.to_string();
+        for (flag, _) in BAD_VALUES {
+            assert!(
+                text.contains(&format!("'{flag} <")),
+                "{flag} missing:\n{text}"
+            );
+        }
+        assert!(text.contains("\"Also-Bad\""), "{text}");
+        assert!(text.contains("'--upstream <UPSTREAM>'"), "{text}");
+        let lines = text
+            .lines()
+            .filter(|line| line.starts_with("error: "))
+            .count();
+        assert_eq!(lines, BAD_VALUES.len() + 2, "{text}");
+        assert_eq!(text.matches("For more information").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn optional_groups_appear_only_when_asked_for() {
+        let config = agent(&[]).unwrap();
+        assert_eq!((config.snapshot, config.link_local), (None, None));
+        let config = agent(&[
+            "--snapshot-path",
+            "agent.snapshot",
+            "--snapshot-interval",
+            "2s",
+            "--link-local-ip",
+            "169.254.20.25",
+            "--source",
+            "examples/demo",
+            "--manifest-poll-interval",
+            "250ms",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.snapshot,
+            Some(WarmStartConfig {
+                path: "agent.snapshot".into(),
+                interval: Duration::from_secs(2),
+                max_age: Duration::from_secs(3600),
+            })
+        );
+        assert_eq!(
+            config.link_local,
+            Some(LinkLocalConfig {
+                ip: IpAddr::V4(Ipv4Addr::new(169, 254, 20, 25)),
+                interface: crate::netif::DEFAULT_INTERFACE.to_string(),
+            })
+        );
+        assert_eq!(
+            config.source,
+            Source::Manifests {
+                origin: ManifestOrigin::Path("examples/demo".into()),
+                poll_interval: Duration::from_millis(250),
+            }
+        );
+        let (logging, config) = agent_args(&["--log-format", "json", "--api-encoding", "json"])
+            .unwrap()
+            .into_parts()
+            .unwrap();
+        assert_eq!(logging.format, LogFormat::Json);
+        assert!(matches!(
+            config.source,
+            Source::Kubernetes {
+                api_encoding: crate::source::kubernetes::ApiEncoding::Json,
+                ..
+            }
+        ));
     }
 }

@@ -5,7 +5,9 @@
 //! (e.g. `--http-addr` ↔ `KUBEDISCO_HTTP_ADDR`); a flag on the command line
 //! wins. Invalid values exit with status 2 and a message naming the flag.
 
-pub mod args;
+mod args;
+mod checked;
+mod choices;
 pub mod dump;
 pub mod health;
 pub mod resolve;
@@ -55,7 +57,14 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Health(args) => health::run(&args),
         Command::Resolve(args) => resolve::run(&args),
         Command::Agent(args) => {
-            if let Err(message) = crate::logging::init(args.log_format, &args.log_level) {
+            let (logging, config) = match args.into_parts() {
+                Ok(parts) => parts,
+                Err(refused) => {
+                    let _ = refused.print();
+                    return ExitCode::from(2);
+                }
+            };
+            if let Err(message) = crate::logging::init(logging.format, &logging.level) {
                 eprintln!("kubedisco: {message}");
                 return ExitCode::from(2);
             }
@@ -69,7 +78,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(crate::agent::run(*args)) {
+            match runtime.block_on(crate::agent::run(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");

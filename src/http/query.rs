@@ -56,23 +56,10 @@ pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<BTreeMap<String, Str
     Ok(params)
 }
 
-/// Namespaces and Service names are DNS labels (RFC 1123): a bad one can
-/// never match, so say so instead of answering "not found".
+/// Namespaces and Service names are DNS labels ([`crate::names`]): a bad
+/// one is a 400 that says so, instead of "not found".
 pub fn validate_name(what: &str, name: &str) -> Result<(), ApiError> {
-    let valid = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if valid {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!(
-            "invalid {what} {name:?}: expected a DNS label (lowercase letters, digits and '-', at most 63)"
-        )))
-    }
+    crate::names::check_dns_label(what, name).map_err(ApiError::bad_request)
 }
 
 #[cfg(test)]

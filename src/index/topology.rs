@@ -27,7 +27,7 @@
 use std::sync::Arc;
 
 /// What the agent does for Services that set no topology preference.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DefaultTopology {
     /// One tier: every endpoint equal (kube-proxy's default).
     #[default]

@@ -35,7 +35,7 @@ use crate::status::SourceStatus;
 pub use super::node_zone::zone_of_node;
 
 /// How the watchers fetch their initial state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ListStrategy {
     /// Streaming lists when the API server serves them, else list+watch.
     Auto,
@@ -46,7 +46,7 @@ pub enum ListStrategy {
 }
 
 /// The encoding of lists and watches of Services and EndpointSlices.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ApiEncoding {
     /// Kubernetes protobuf ([`super::watch`]).
     Protobuf,

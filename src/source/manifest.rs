@@ -146,7 +146,7 @@ struct FileState {
 }
 
 /// Where the manifests come from.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ManifestOrigin {
     Path(PathBuf),
     /// The built-in demo manifests.

@@ -21,7 +21,7 @@ use crate::status::SourceStatus;
 pub(crate) const STATUS_PART: &str = "snapshot";
 
 /// `--snapshot-*` settings.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WarmStartConfig {
     pub path: PathBuf,
     /// Least time between two writes.

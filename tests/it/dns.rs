@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::support::agent::free_port;
 use crate::support::cluster::repo_root;
-use crate::support::{Agent, TestNamespace, eventually, tools};
+use crate::support::{Agent, InProcessAgent, TestNamespace, eventually, tools};
 
 use crate::support::agent::dig;
 
@@ -270,7 +270,7 @@ async fn hickory_resolver_resolves_through_the_agent() {
     use hickory_resolver::net::runtime::TokioRuntimeProvider;
     use hickory_resolver::proto::rr::RData;
 
-    let agent = Agent::start(&["--source", "demo"]).await;
+    let agent = InProcessAgent::demo().await;
     let mut server = NameServerConfig::udp_and_tcp(agent.dns.ip());
     for connection in &mut server.connections {
         connection.port = agent.dns.port();

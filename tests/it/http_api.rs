@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use crate::support::Agent;
+use crate::support::{Agent, InProcessAgent};
 
 #[tokio::test]
 async fn bad_paths_and_parameters_get_json_errors() {
-    let agent = Agent::start(&["--source", "demo"]).await;
+    let agent = InProcessAgent::demo().await;
     let cases = [
         ("/v1/services/shop/orders?index=abc", 400, "invalid index"),
         ("/v1/services/shop/orders?wait=10s", 400, "wait needs index"),

@@ -6,6 +6,7 @@
 //!   `pods/status`, EndpointSlices, and bounded waits for the controller.
 //! - [`agent`]: runs the built `kubedisco` binary and queries its HTTP API.
 //! - [`dns`]: raw DNS queries over UDP and TCP, for counting answers.
+//! - [`in_process`]: an agent in the test's own runtime, from a `Config`.
 //! - [`eventually`]: bounded polling instead of sleeps.
 //! - [`tools`]: outside programs (dig, dnsmasq, ...), checked before use.
 
@@ -13,9 +14,11 @@ pub mod agent;
 pub mod cluster;
 pub mod dns;
 pub mod eventually;
+pub mod in_process;
 pub mod kube;
 pub mod tools;
 
 pub use agent::Agent;
 pub use eventually::eventually;
+pub use in_process::InProcessAgent;
 pub use kube::TestNamespace;
