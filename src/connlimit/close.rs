@@ -2,12 +2,15 @@
 //! unread bytes in the socket with RST, which a client sees as a failed
 //! request even when the agent meant to answer or had nothing to say.
 
+use std::time::Duration;
+
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::REFUSE_WAIT;
-
+/// How long a refused connection is given to send its request (which is
+/// then answered), and how long a gentle close reads what still arrives.
+pub const REFUSE_WAIT: Duration = Duration::from_secs(1);
 /// How much a gentle close reads (and discards) at most.
 const LINGER_BYTES: usize = 64 << 10;
 

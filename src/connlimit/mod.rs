@@ -37,17 +37,14 @@ use tokio_util::sync::CancellationToken;
 mod close;
 mod metrics;
 
-pub use close::close_gently;
 use close::discard_ready;
+pub use close::{REFUSE_WAIT, close_gently};
 pub use metrics::{CloseLabels, CloseReason, LimiterMetrics, LimiterNames};
 
 /// How long a queued connection may wait for a slot.
 pub const SLOT_WAIT: Duration = Duration::from_secs(2);
 /// How long a connection must have been idle before it can be evicted.
 pub const EVICTION_GRACE: Duration = Duration::from_secs(1);
-/// How long a refused connection is given to send its request (which is
-/// then answered), and how long a gentle close reads what still arrives.
-pub const REFUSE_WAIT: Duration = Duration::from_secs(1);
 
 /// A TCP front end: how it serves an admitted connection and how it answers
 /// one it refuses.
