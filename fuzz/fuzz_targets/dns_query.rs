@@ -11,7 +11,7 @@ use kubedisco::dns::answer::Zone;
 use kubedisco::dns::wire::Response;
 use kubedisco::dns::{Handled, handle_packet};
 use kubedisco::index::{Index, Scope, Snapshot};
-use kubedisco::source::manifest::{DEMO, parse_manifests};
+use kubedisco::source::manifest::demo_objects;
 use libfuzzer_sys::fuzz_target;
 use rand::SeedableRng;
 
@@ -20,13 +20,8 @@ fn demo() -> &'static (Zone, Arc<Snapshot>) {
     DEMO_INDEX.get_or_init(|| {
         let index = Index::default();
         index.expect_parts(["demo"]);
-        let (mut services, mut slices) = (Vec::new(), Vec::new());
-        for (_, text) in DEMO {
-            let parsed = parse_manifests(text, &Default::default()).unwrap();
-            services.extend(parsed.services);
-            slices.extend(parsed.slices);
-        }
-        index.replace(&Scope::All, Some(services), Some(slices), "demo");
+        let demo = demo_objects();
+        index.replace(&Scope::All, Some(demo.services), Some(demo.slices), "demo");
         (Zone::new("cluster.local", 5), index.load())
     })
 }

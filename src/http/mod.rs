@@ -257,7 +257,7 @@ impl RequestClass {
 mod tests {
     use super::*;
     use crate::index::Scope;
-    use crate::source::manifest::{DEMO, parse_manifests};
+    use crate::source::manifest::demo_objects;
     use axum::extract::{MatchedPath, Request};
 
     /// The demo's Services, and their slices unless `slices_listed` is
@@ -265,15 +265,10 @@ mod tests {
     fn demo_state(slices_listed: bool) -> AppState {
         let index = Arc::new(Index::default());
         index.expect_parts(["services", "slices"]);
-        let (mut services, mut slices) = (Vec::new(), Vec::new());
-        for (_, text) in DEMO {
-            let parsed = parse_manifests(text, &Default::default()).unwrap();
-            services.extend(parsed.services);
-            slices.extend(parsed.slices);
-        }
-        index.replace(&Scope::All, Some(services), None, "services");
+        let demo = demo_objects();
+        index.replace(&Scope::All, Some(demo.services), None, "services");
         if slices_listed {
-            index.replace(&Scope::All, None, Some(slices), "slices");
+            index.replace(&Scope::All, None, Some(demo.slices), "slices");
         }
         AppState::new(HttpContext {
             index,

@@ -52,6 +52,19 @@ pub struct Parsed {
     pub slices: Vec<SliceObject>,
 }
 
+/// The built-in demo manifests' objects (what `--source demo` serves), for
+/// tests, fuzzing and benchmarks. They are checked to parse by this
+/// module's tests, so a failure here is a broken build, not bad input.
+pub fn demo_objects() -> Parsed {
+    let mut parsed = Parsed::default();
+    for (name, text) in DEMO {
+        let file = parse_manifests(text, &InvalidWeights::default())
+            .unwrap_or_else(|error| panic!("built-in manifest {name}: {error}"));
+        merge_into(&mut parsed, file);
+    }
+    parsed
+}
+
 /// Parses one file's text. Errors name the document (1-based) and the cause.
 /// Weights ignored as invalid are counted in `invalid_weights`.
 pub fn parse_manifests(text: &str, invalid_weights: &InvalidWeights) -> Result<Parsed, String> {

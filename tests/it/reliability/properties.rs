@@ -18,17 +18,12 @@ fn router() -> axum::Router {
 fn state() -> kubedisco::http::AppState {
     use kubedisco::http::{AppState, HttpConfig, HttpContext};
     use kubedisco::index::{Index, Scope};
-    use kubedisco::source::manifest::{DEMO, parse_manifests};
+    use kubedisco::source::manifest::demo_objects;
     use std::sync::Arc;
     let index = Arc::new(Index::default());
     index.expect_parts(["demo"]);
-    let (mut services, mut slices) = (Vec::new(), Vec::new());
-    for (_, text) in DEMO {
-        let parsed = parse_manifests(text, &Default::default()).unwrap();
-        services.extend(parsed.services);
-        slices.extend(parsed.slices);
-    }
-    index.replace(&Scope::All, Some(services), Some(slices), "demo");
+    let demo = demo_objects();
+    index.replace(&Scope::All, Some(demo.services), Some(demo.slices), "demo");
     AppState::new(HttpContext {
         index,
         metrics: Arc::default(),
