@@ -96,13 +96,8 @@ fn weight_change(c: &mut Criterion) {
     let index = Index::default();
     index.expect_parts(["bench"]);
     let service = ServiceObject {
-        key: ServiceKey::new("shop", "big"),
-        headless: true,
-        exposed: false,
-        publish_not_ready: false,
-        ports: vec![],
-        default_weight: None,
         traffic_distribution: Some("PreferSameZone".into()),
+        ..ServiceObject::headless(ServiceKey::new("shop", "big"))
     };
     let slices = (0..100)
         .map(|s| slice_of("big", &format!("big-{s}"), s * 100, 100))

@@ -16,15 +16,10 @@ const SERVICES: usize = 10_000;
 const ENDPOINTS: usize = 10;
 
 fn service(i: usize) -> ServiceObject {
-    ServiceObject {
-        key: ServiceKey::new(&format!("ns-{}", i % 100), &format!("svc-{i}")),
-        headless: true,
-        exposed: false,
-        publish_not_ready: false,
-        ports: vec![],
-        default_weight: None,
-        traffic_distribution: None,
-    }
+    ServiceObject::headless(ServiceKey::new(
+        &format!("ns-{}", i % 100),
+        &format!("svc-{i}"),
+    ))
 }
 
 fn slice(i: usize, generation: u32) -> SliceObject {

@@ -6,6 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use crate::dns::answer::PodRecords;
 use crate::index::topology::DefaultTopology;
 use crate::source::kubernetes::{ApiEncoding, ListStrategy};
 use crate::source::manifest::ManifestOrigin;
@@ -29,6 +30,7 @@ pub struct Config {
     pub zone: Option<String>,
     pub zone_from_node: bool,
     pub default_topology: DefaultTopology,
+    pub pod_records: PodRecords,
     pub panic_threshold: f64,
     pub pod_weights: bool,
     /// Empty: the nameservers of /etc/resolv.conf.
@@ -102,6 +104,7 @@ impl Default for Config {
             zone: None,
             zone_from_node: true,
             default_topology: DefaultTopology::None,
+            pod_records: PodRecords::Insecure,
             panic_threshold: 0.5,
             pod_weights: false,
             upstream: Vec::new(),

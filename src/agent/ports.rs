@@ -60,7 +60,9 @@ pub(super) fn bind_dns(
     }
     let ttl = u32::try_from(config.ttl.as_secs()).unwrap_or(u32::MAX);
     let dns_config = DnsConfig {
-        zone: Zone::new(&config.cluster_domain, ttl),
+        zone: Zone::new(&config.cluster_domain, ttl)
+            .watching(&config.namespaces)
+            .with_pod_records(config.pod_records),
         forwarder: Forwarder {
             upstreams,
             timeout: config.upstream_timeout,

@@ -10,7 +10,9 @@ use clap::Args;
 use clap::builder::{BoolValueParser, EnumValueParser, PathBufValueParser};
 
 use super::checked::{Checked, checked, refused};
-use super::choices::{ApiEncodingArg, DefaultTopologyArg, ListStrategyArg, LogFormatArg};
+use super::choices::{
+    ApiEncodingArg, DefaultTopologyArg, ListStrategyArg, LogFormatArg, PodRecordsArg,
+};
 use crate::agent::{Config, LinkLocalConfig, Source};
 use crate::duration::parse_duration;
 use crate::logging::LogFormat;
@@ -136,6 +138,17 @@ pub struct AgentArgs {
         value_parser = checked(EnumValueParser::<DefaultTopologyArg>::new())
     )]
     pub(crate) default_topology: Checked<DefaultTopologyArg>,
+
+    /// Pod names `<a-b-c-d>.<ns>.pod.<cluster-domain>`: insecure (answer
+    /// the address the name spells, as kubeadm's CoreDNS) or disabled
+    /// (NXDOMAIN).
+    #[arg(
+        long,
+        env = "KUBEDISCO_POD_RECORDS",
+        default_value = "insecure",
+        value_parser = checked(EnumValueParser::<PodRecordsArg>::new())
+    )]
+    pub(crate) pod_records: Checked<PodRecordsArg>,
 
     /// Share of a tier's weight that must be ready for it to be used alone;
     /// below it, the next tier joins (Envoy's panic threshold). 0 to 1.
@@ -290,6 +303,7 @@ impl AgentArgs {
             &self.namespaces,
             &self.zone_from_node,
             &self.default_topology,
+            &self.pod_records,
             &self.panic_threshold,
             &self.upstream,
             &self.upstream_timeout,
@@ -355,6 +369,7 @@ impl AgentArgs {
             zone: self.zone,
             zone_from_node: self.zone_from_node.value()?,
             default_topology: self.default_topology.value()?.into(),
+            pod_records: self.pod_records.value()?.into(),
             panic_threshold: self.panic_threshold.value()?,
             pod_weights: self.pod_weights,
             upstream: values(self.upstream)?,
@@ -437,7 +452,7 @@ mod tests {
     }
 
     /// Each flag with a value its parser refuses.
-    const BAD_VALUES: [(&str, &str); 18] = [
+    const BAD_VALUES: [(&str, &str); 19] = [
         ("--http-addr", "localhost"),
         ("--ttl", "5 parsecs"),
         ("--cluster-domain", "bad..domain"),
@@ -445,6 +460,7 @@ mod tests {
         ("--log-format", "xml"),
         ("--panic-threshold", "1.5"),
         ("--default-topology", "region"),
+        ("--pod-records", "verified"),
         ("--zone-from-node", "maybe"),
         ("--http-max-connections", "0"),
         ("--dns-max-tcp-connections", "0"),

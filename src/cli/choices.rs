@@ -4,6 +4,7 @@
 
 use clap::ValueEnum;
 
+use crate::dns::answer::PodRecords;
 use crate::index::topology::DefaultTopology;
 use crate::logging::LogFormat;
 use crate::source::kubernetes::{ApiEncoding, ListStrategy};
@@ -22,6 +23,25 @@ impl From<DefaultTopologyArg> for DefaultTopology {
         match arg {
             DefaultTopologyArg::None => Self::None,
             DefaultTopologyArg::Zone => Self::Zone,
+        }
+    }
+}
+
+/// `--pod-records`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PodRecordsArg {
+    /// `<a-b-c-d>.<ns>.pod.<zone>` answers the address it spells, unchecked
+    /// (CoreDNS's `pods insecure`, kubeadm's default).
+    Insecure,
+    /// No pod names: NXDOMAIN.
+    Disabled,
+}
+
+impl From<PodRecordsArg> for PodRecords {
+    fn from(arg: PodRecordsArg) -> Self {
+        match arg {
+            PodRecordsArg::Insecure => Self::Insecure,
+            PodRecordsArg::Disabled => Self::Disabled,
         }
     }
 }
@@ -95,6 +115,10 @@ mod tests {
         assert_eq!(
             all::<DefaultTopologyArg, DefaultTopology>(),
             [DefaultTopology::None, DefaultTopology::Zone]
+        );
+        assert_eq!(
+            all::<PodRecordsArg, PodRecords>(),
+            [PodRecords::Insecure, PodRecords::Disabled]
         );
         assert_eq!(
             all::<ListStrategyArg, ListStrategy>(),

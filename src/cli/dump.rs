@@ -44,9 +44,44 @@ pub struct DumpService {
     pub namespace: String,
     pub name: String,
     pub revision: u64,
+    /// `spec.type`; absent from agents older than the whole-zone DNS.
+    #[serde(rename = "type", default)]
+    pub service_type: Option<String>,
+    /// Whether its endpoints are served (older agents listed only those).
+    #[serde(default = "served_by_default")]
+    pub served: bool,
+    #[serde(rename = "clusterIPs", default)]
+    pub cluster_ips: Vec<String>,
+    #[serde(rename = "externalName", default)]
+    pub external_name: Option<String>,
+    #[serde(default)]
+    pub ports: Vec<DumpPort>,
     pub endpoints: Vec<DumpEndpoint>,
     #[serde(default)]
     pub unusable: Vec<DumpEndpoint>,
+}
+
+fn served_by_default() -> bool {
+    true
+}
+
+/// `ip:port`, brackets around an IPv6 address.
+fn host_port(ip: &str, port: u16) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}
+
+/// `name/PROTOCOL`, `-` for the unnamed port.
+fn port_label(port: &DumpPort) -> String {
+    let name = if port.name.is_empty() {
+        "-"
+    } else {
+        &port.name
+    };
+    format!("{name}/{}", port.protocol)
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,7 +187,43 @@ fn state_of(endpoint: &DumpEndpoint) -> String {
     words.join(",")
 }
 
-/// One row per endpoint and port; unusable endpoints are marked `(unused)`.
+/// The rows of a Service whose endpoints are not served: one per cluster
+/// IP and port (the state column says the type), or its external name.
+fn addressed_rows(service: &DumpService) -> Vec<[String; 8]> {
+    let kind = service.service_type.as_deref().unwrap_or("ClusterIP");
+    let row = |port: String, address: String| {
+        [
+            service.namespace.clone(),
+            service.name.clone(),
+            port,
+            address,
+            kind.to_string(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+        ]
+    };
+    if let Some(target) = &service.external_name {
+        return vec![row("-".into(), format!("CNAME {target}"))];
+    }
+    if service.cluster_ips.is_empty() {
+        return vec![row("-".into(), "(no cluster IP)".into())];
+    }
+    let mut rows = Vec::new();
+    for ip in &service.cluster_ips {
+        if service.ports.is_empty() {
+            rows.push(row("-".into(), ip.clone()));
+        }
+        for port in &service.ports {
+            rows.push(row(port_label(port), host_port(ip, port.port)));
+        }
+    }
+    rows
+}
+
+/// One row per endpoint and port; unusable endpoints are marked `(unused)`;
+/// Services whose endpoints are not served show their cluster IPs or
+/// external name, their type as the state.
 pub fn render_table(dump: &Dump) -> String {
     let header = [
         "NAMESPACE",
@@ -166,6 +237,10 @@ pub fn render_table(dump: &Dump) -> String {
     ];
     let mut rows: Vec<[String; 8]> = Vec::new();
     for service in &dump.services {
+        if !service.served {
+            rows.extend(addressed_rows(service));
+            continue;
+        }
         let all = service
             .endpoints
             .iter()
@@ -178,24 +253,13 @@ pub fn render_table(dump: &Dump) -> String {
             if !used {
                 state.push_str(" (unused)");
             }
-            let host = if endpoint.ip.contains(':') {
-                format!("[{}]", endpoint.ip)
-            } else {
-                endpoint.ip.clone()
-            };
             let ports: Vec<(String, String)> = if endpoint.ports.is_empty() {
-                vec![("-".into(), host.clone())]
+                vec![("-".into(), endpoint.ip.clone())]
             } else {
                 endpoint
                     .ports
                     .iter()
-                    .map(|p| {
-                        let name = if p.name.is_empty() { "-" } else { &p.name };
-                        (
-                            format!("{name}/{}", p.protocol),
-                            format!("{host}:{}", p.port),
-                        )
-                    })
+                    .map(|p| (port_label(p), host_port(&endpoint.ip, p.port)))
                     .collect()
             };
             for (port, address) in ports {
@@ -288,6 +352,28 @@ mod tests {
         assert!(table.contains("10.0.0.1:8080"), "{table}");
         assert!(table.contains("[fd00::1]:9090"), "{table}");
         assert!(table.contains("terminating (unused)"), "{table}");
+        assert_eq!(table.lines().count(), 4);
+    }
+
+    #[test]
+    fn table_shows_cluster_ips_and_external_names() {
+        let dump: Dump = serde_json::from_value(serde_json::json!({
+            "synced": true,
+            "services": [
+                {"namespace": "shop", "name": "web", "revision": 0, "type": "ClusterIP",
+                 "served": false, "clusterIPs": ["10.96.0.10", "fd00::10"],
+                 "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+                 "endpoints": [], "unusable": []},
+                {"namespace": "shop", "name": "ext", "revision": 0, "type": "ExternalName",
+                 "served": false, "externalName": "example.org",
+                 "ports": [], "endpoints": [], "unusable": []}
+            ]
+        }))
+        .unwrap();
+        let table = render_table(&dump);
+        assert!(table.contains("http/TCP  10.96.0.10:80"), "{table}");
+        assert!(table.contains("[fd00::10]:80"), "{table}");
+        assert!(table.contains("CNAME example.org  ExternalName"), "{table}");
         assert_eq!(table.lines().count(), 4);
     }
 }

@@ -4,6 +4,7 @@
 //! - [`wire`]: parsing queries and writing responses (no allocation per query).
 //! - [`answer`]: the zone's records from a snapshot.
 //! - [`forward`]: relaying other names to the upstream resolvers.
+//! - [`chase`]: an ExternalName's CNAME followed by its target's records.
 //! - [`server`]: sockets, TCP framing, limits, metrics.
 //! - [`metrics`]: query counters and latency.
 //!
@@ -16,6 +17,7 @@
 //! [`Response`]: wire::Response
 
 pub mod answer;
+pub(crate) mod chase;
 pub(crate) mod forward;
 pub(crate) mod metrics;
 pub(crate) mod server;

@@ -60,9 +60,10 @@ pub async fn debug_endpoints(
     query::parse(raw.as_deref(), &[])?;
     let snapshot = state.index.load();
     let services: Vec<DebugService<'_>> = snapshot
+        .zone
         .sorted()
         .into_iter()
-        .map(|s| DebugService::from(&**s))
+        .map(|s| DebugService::new(s, snapshot.services.get(&s.key).map(|s| &**s)))
         .collect();
     let failures = state.status.failures();
     Ok(Json(serde_json::json!({

@@ -1,10 +1,12 @@
 //! The JSON shapes of the API. They borrow from snapshots, so answering does
 //! not copy endpoint lists.
 
+use std::net::IpAddr;
+
 use serde::Serialize;
 
 use crate::index::objects::ServicePort;
-use crate::index::{Endpoint, ServedService, Snapshot};
+use crate::index::{Endpoint, ServedService, ServiceObject, Snapshot};
 
 /// `GET /v1/services/{namespace}/{name}`, and each state of a watch stream.
 #[derive(Serialize)]
@@ -84,13 +86,43 @@ impl<'a> ServiceView<'a> {
     }
 }
 
-/// One row of `GET /v1/services`.
+/// What every Service shows of its spec, served or not: its type and the
+/// addresses DNS gives for it.
+#[derive(Serialize)]
+pub struct ServiceSpecView<'a> {
+    #[serde(rename = "type")]
+    pub service_type: &'static str,
+    pub headless: bool,
+    /// Whether its endpoints are served (headless, or exposed); otherwise
+    /// DNS answers its cluster IPs or external name.
+    pub served: bool,
+    #[serde(rename = "clusterIPs", skip_serializing_if = "<[_]>::is_empty")]
+    pub cluster_ips: &'a [IpAddr],
+    #[serde(rename = "externalName", skip_serializing_if = "Option::is_none")]
+    pub external_name: Option<&'a str>,
+}
+
+impl<'a> From<&'a ServiceObject> for ServiceSpecView<'a> {
+    fn from(s: &'a ServiceObject) -> Self {
+        Self {
+            service_type: s.service_type.as_str(),
+            headless: s.headless,
+            served: s.is_served(),
+            cluster_ips: &s.cluster_ips,
+            external_name: s.external_name.as_deref(),
+        }
+    }
+}
+
+/// One row of `GET /v1/services`: every Service the agent knows.
 #[derive(Serialize)]
 pub struct ServiceSummary<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
+    /// 0 for a Service whose endpoints are not served.
     pub revision: u64,
-    pub headless: bool,
+    #[serde(flatten)]
+    pub spec: ServiceSpecView<'a>,
     /// Usable endpoints.
     pub endpoints: usize,
     /// Endpoints listed but not served (not ready).
@@ -118,15 +150,19 @@ impl<'a> ServiceList<'a> {
             stale_reason: staleness.reason,
             generation: snapshot.generation,
             services: snapshot
+                .zone
                 .sorted()
                 .into_iter()
-                .map(|s| ServiceSummary {
-                    namespace: &s.key.namespace,
-                    name: &s.key.name,
-                    revision: s.revision,
-                    headless: s.headless,
-                    endpoints: s.endpoints.len(),
-                    unusable: s.unusable.len(),
+                .map(|s| {
+                    let served = snapshot.services.get(&s.key);
+                    ServiceSummary {
+                        namespace: &s.key.namespace,
+                        name: &s.key.name,
+                        revision: served.map_or(0, |served| served.revision),
+                        spec: ServiceSpecView::from(&**s),
+                        endpoints: served.map_or(0, |served| served.endpoints.len()),
+                        unusable: served.map_or(0, |served| served.unusable.len()),
+                    }
                 })
                 .collect(),
         }
@@ -139,7 +175,8 @@ pub struct DebugService<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
     pub revision: u64,
-    pub headless: bool,
+    #[serde(flatten)]
+    pub spec: ServiceSpecView<'a>,
     #[serde(rename = "terminatingFallback")]
     pub terminating_fallback: bool,
     pub ports: &'a [ServicePort],
@@ -147,17 +184,18 @@ pub struct DebugService<'a> {
     pub unusable: &'a [Endpoint],
 }
 
-impl<'a> From<&'a ServedService> for DebugService<'a> {
-    fn from(s: &'a ServedService) -> Self {
+impl<'a> DebugService<'a> {
+    /// `service`, with its served view when its endpoints are served.
+    pub fn new(service: &'a ServiceObject, served: Option<&'a ServedService>) -> Self {
         Self {
-            namespace: &s.key.namespace,
-            name: &s.key.name,
-            revision: s.revision,
-            headless: s.headless,
-            terminating_fallback: s.terminating_fallback,
-            ports: &s.ports,
-            endpoints: &s.endpoints,
-            unusable: &s.unusable,
+            namespace: &service.key.namespace,
+            name: &service.key.name,
+            revision: served.map_or(0, |s| s.revision),
+            spec: ServiceSpecView::from(service),
+            terminating_fallback: served.is_some_and(|s| s.terminating_fallback),
+            ports: &service.ports,
+            endpoints: served.map_or(&[], |s| &s.endpoints),
+            unusable: served.map_or(&[], |s| &s.unusable),
         }
     }
 }

@@ -370,15 +370,7 @@ pub(crate) mod tests {
     use crate::index::objects::{SliceKey, SlicePort};
 
     pub fn service(name: &str) -> ServiceObject {
-        ServiceObject {
-            key: ServiceKey::new("ns", name),
-            headless: true,
-            exposed: false,
-            publish_not_ready: false,
-            ports: vec![],
-            default_weight: None,
-            traffic_distribution: None,
-        }
+        ServiceObject::headless(ServiceKey::new("ns", name))
     }
 
     pub fn endpoint(ip: &str) -> SliceEndpoint {

@@ -14,6 +14,8 @@
 //! - `publish`: building the next [`Snapshot`] and handing out revisions.
 //! - `view`: the published [`Snapshot`] readers load.
 //! - `address`: the address → Services index behind PTR answers.
+//! - `zone`: every Service by DNS name, cluster IPs and namespaces, for
+//!   the zone's names of Services whose endpoints are not served.
 //! - `store`: the [`Index`] handle that sequences all of the above.
 //! - `notify`: per-Service wake-ups for blocking queries and watch streams.
 //! - `intern`: one shared copy of strings that repeat across endpoints.
@@ -37,10 +39,12 @@ mod testing;
 pub mod topology;
 mod view;
 mod writer;
+mod zone;
 
 pub use change::{Change, Contents, PodKey, Scope};
 pub use merge::{DEFAULT_WEIGHT, Endpoint, EndpointPort, ServedService};
-pub use objects::{ServiceKey, ServiceObject, SliceKey, SliceObject};
+pub use objects::{ServiceKey, ServiceObject, ServiceType, SliceKey, SliceObject};
 pub use sharded::ShardedMap;
 pub use store::{Index, IndexGauges};
 pub use view::Snapshot;
+pub use zone::ZoneServices;

@@ -81,10 +81,50 @@ pub struct ServicePort {
     pub target_port: Option<Arc<str>>,
 }
 
+/// `spec.type`. Kubernetes defaults it to ClusterIP; a type this agent
+/// does not know is kept as ClusterIP too (its cluster IPs are what DNS
+/// can say about it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+    ExternalName,
+}
+
+impl ServiceType {
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "NodePort" => Self::NodePort,
+            "LoadBalancer" => Self::LoadBalancer,
+            "ExternalName" => Self::ExternalName,
+            _ => Self::ClusterIP,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClusterIP => "ClusterIP",
+            Self::NodePort => "NodePort",
+            Self::LoadBalancer => "LoadBalancer",
+            Self::ExternalName => "ExternalName",
+        }
+    }
+}
+
 /// What the index needs of a Service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceObject {
     pub key: ServiceKey,
+    /// `spec.type`.
+    pub service_type: ServiceType,
+    /// `spec.clusterIPs` (else `spec.clusterIP`), parsed; empty for
+    /// headless and ExternalName Services. The zone's A/AAAA and PTR
+    /// records of a Service whose endpoints are not served.
+    pub cluster_ips: Box<[IpAddr]>,
+    /// `spec.externalName` of an ExternalName Service: the zone's CNAME.
+    pub external_name: Option<Arc<str>>,
     /// `spec.clusterIP: None`.
     pub headless: bool,
     /// Annotation `kubedisco.io/expose: "true"`: serve a ClusterIP Service too.
@@ -99,6 +139,23 @@ pub struct ServiceObject {
 }
 
 impl ServiceObject {
+    /// A headless Service with no ports and nothing else set: what tests,
+    /// benchmarks and fuzzing start from.
+    pub fn headless(key: ServiceKey) -> Self {
+        Self {
+            key,
+            service_type: ServiceType::ClusterIP,
+            cluster_ips: Box::default(),
+            external_name: None,
+            headless: true,
+            exposed: false,
+            publish_not_ready: false,
+            ports: Vec::new(),
+            default_weight: None,
+            traffic_distribution: None,
+        }
+    }
+
     /// Only headless Services are served, unless the owner opted in.
     pub fn is_served(&self) -> bool {
         self.headless || self.exposed

@@ -14,13 +14,10 @@ use super::objects::ServiceKey;
 use super::store::Index;
 use super::view::Snapshot;
 use super::writer::Writer;
+use super::zone::dns_name;
 
 /// Deleted Services remembered for blocking queries; see [`Snapshot::tombstones`].
 const MAX_TOMBSTONES: usize = 65_536;
-
-fn dns_name(key: &ServiceKey) -> Arc<str> {
-    format!("{}.{}", key.name, key.namespace).into()
-}
 
 impl Index {
     pub(super) fn publish(&self, writer: &mut Writer, touched: BTreeSet<ServiceKey>) {
@@ -30,10 +27,15 @@ impl Index {
         let mut tombstones = current.tombstones.clone();
         let mut by_dns_name = current.by_dns_name.clone();
         let mut by_ip = current.by_ip.clone();
+        let mut zone = current.zone.clone();
+        // A Service the zone names changed (a ClusterIP Service's addresses,
+        // say) without a served revision: the snapshot is published anyway.
+        let mut zone_changed = false;
         let mut changed: Vec<(ServiceKey, u64)> = Vec::new();
         // Debug-only data (unusable endpoints) changed without a revision.
         let mut quietly_modified = false;
         for key in touched {
+            zone_changed |= zone.update(&key, writer.services.get(&key));
             let old = services.get(&key).cloned();
             let new = match (&old, writer.build(&key)) {
                 (Some(old), Some(mut new)) => {
@@ -90,7 +92,7 @@ impl Index {
                 .send_if_modified(|l| !std::mem::replace(l, true));
         }
         let synced = writer.seeded || listed;
-        if changed.is_empty() && !quietly_modified && synced == current.synced {
+        if changed.is_empty() && !quietly_modified && !zone_changed && synced == current.synced {
             return;
         }
         self.gauges.services.set(services.len() as i64);
@@ -105,6 +107,7 @@ impl Index {
             tombstones,
             by_dns_name,
             by_ip,
+            zone,
         }));
         self.notifier
             .notify(changed.iter().map(|(key, revision)| (key, *revision)));

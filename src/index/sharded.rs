@@ -96,7 +96,6 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         old
     }
 
-    #[cfg(test)]
     pub(crate) fn contains_key<Q>(&self, key: &Q) -> bool
     where
         K: Borrow<Q>,

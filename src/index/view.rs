@@ -1,4 +1,5 @@
-//! The reader view: one published [`Snapshot`] of every served Service.
+//! The reader view: one published [`Snapshot`] of every served Service,
+//! and of every Service the DNS zone names.
 //!
 //! Owns the snapshot's shape and its read-only lookups. A snapshot never
 //! changes once published; building the next one is `publish`'s job, and
@@ -10,6 +11,7 @@ use super::address::AddressIndex;
 use super::merge::ServedService;
 use super::objects::ServiceKey;
 use super::sharded::ShardedMap;
+use super::zone::ZoneServices;
 
 /// What readers see: every served Service, as of one instant.
 #[derive(Clone, Debug, Default)]
@@ -31,6 +33,9 @@ pub struct Snapshot {
     pub(crate) by_dns_name: ShardedMap<Arc<str>, Arc<ServedService>>,
     /// Usable endpoint addresses → the Services serving them (for PTR).
     pub(crate) by_ip: AddressIndex,
+    /// Every Service, served or not, as the cluster DNS zone sees it
+    /// (ClusterIP and ExternalName records, namespaces).
+    pub zone: ZoneServices,
 }
 
 impl Snapshot {
@@ -46,12 +51,5 @@ impl Snapshot {
             Some(service) => service.revision,
             None => self.tombstones.get(key).copied().unwrap_or(0),
         }
-    }
-
-    /// Services ordered by namespace, then name.
-    pub(crate) fn sorted(&self) -> Vec<&Arc<ServedService>> {
-        let mut services: Vec<_> = self.services.values().collect();
-        services.sort_by(|a, b| a.key.cmp(&b.key));
-        services
     }
 }

@@ -15,6 +15,7 @@
 //! number outside 0-65535 is dropped, a missing protocol is TCP.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -27,7 +28,7 @@ use super::lean::{Common, KeyIndex, Meta, Shared, lean_resource};
 use super::metrics::InvalidWeights;
 use super::proto::{self, ProtoError};
 use crate::index::intern::intern;
-use crate::index::objects::{Protocol, ServiceKey, ServiceObject, ServicePort};
+use crate::index::objects::{Protocol, ServiceKey, ServiceObject, ServicePort, ServiceType};
 
 /// A `v1` Service, reduced while decoding.
 ///
@@ -38,8 +39,13 @@ pub struct LeanService {
     pub metadata: ObjectMeta,
     /// `spec.clusterIP: None`.
     headless: bool,
-    /// `spec.type: ExternalName`: never served, whatever its annotations.
-    external_name: bool,
+    /// `spec.type`; ExternalName is never served, whatever its annotations.
+    service_type: ServiceType,
+    /// `spec.clusterIPs`, in the API's order (primary family first).
+    cluster_ips: Vec<IpAddr>,
+    /// `spec.clusterIP`, used when `clusterIPs` is absent (older writers).
+    cluster_ip: Option<IpAddr>,
+    external_name: Option<String>,
     publish_not_ready: bool,
     ports: Vec<ServicePort>,
     traffic_distribution: Option<Arc<str>>,
@@ -58,7 +64,8 @@ impl LeanService {
             name: metadata.name.as_deref().unwrap_or_default().into(),
         };
         let annotations = metadata.annotations.as_ref();
-        let exposed = !self.external_name
+        let is_external_name = self.service_type == ServiceType::ExternalName;
+        let exposed = !is_external_name
             && annotations
                 .and_then(|a| a.get(EXPOSE_ANNOTATION))
                 .is_some_and(|v| v == "true");
@@ -71,6 +78,18 @@ impl LeanService {
                 invalid_weights,
             ),
             key,
+            service_type: self.service_type,
+            cluster_ips: if self.headless || is_external_name {
+                Box::default()
+            } else if self.cluster_ips.is_empty() {
+                self.cluster_ip.into_iter().collect()
+            } else {
+                self.cluster_ips.into()
+            },
+            external_name: self
+                .external_name
+                .filter(|_| is_external_name)
+                .map(|name| name.trim_end_matches('.').into()),
             headless: self.headless,
             exposed,
             publish_not_ready: self.publish_not_ready,
@@ -85,8 +104,12 @@ impl LeanService {
 struct RawSpec {
     #[serde(rename = "clusterIP", default)]
     cluster_ip: Shared,
+    #[serde(rename = "clusterIPs", default)]
+    cluster_ips: Vec<String>,
     #[serde(rename = "type", default)]
     type_: Shared,
+    #[serde(default)]
+    external_name: Option<String>,
     ports: Option<Vec<RawPort>>,
     publish_not_ready_addresses: Option<bool>,
     #[serde(default)]
@@ -141,7 +164,15 @@ impl<'de> Deserialize<'de> for LeanService {
                             let spec: Option<RawSpec> = map.next_value()?;
                             let spec = spec.unwrap_or_default();
                             service.headless = spec.cluster_ip.0.as_deref() == Some("None");
-                            service.external_name = spec.type_.0.as_deref() == Some("ExternalName");
+                            service.cluster_ip = parse_cluster_ip(spec.cluster_ip.0.as_deref());
+                            service.cluster_ips = spec
+                                .cluster_ips
+                                .iter()
+                                .filter_map(|ip| parse_cluster_ip(Some(ip)))
+                                .collect();
+                            service.service_type =
+                                ServiceType::parse(spec.type_.0.as_deref().unwrap_or_default());
+                            service.external_name = spec.external_name;
                             service.publish_not_ready =
                                 spec.publish_not_ready_addresses.unwrap_or(false);
                             service.ports = spec
@@ -193,12 +224,21 @@ fn spec_from_protobuf(message: &[u8], service: &mut LeanService) -> Result<(), P
     proto::for_each(message, |number, value| {
         match number {
             // ServiceSpec: ports = 1, clusterIP = 3, type = 4,
-            // publishNotReadyAddresses = 13, trafficDistribution = 23.
+            // externalName = 10, publishNotReadyAddresses = 13,
+            // clusterIPs = 18, trafficDistribution = 23.
             1 => service
                 .ports
                 .extend(port_from_protobuf(value.bytes("ServiceSpec.ports")?)?.into_port()),
-            3 => service.headless = value.text("ServiceSpec.clusterIP")? == "None",
-            4 => service.external_name = value.text("ServiceSpec.type")? == "ExternalName",
+            3 => {
+                let text = value.text("ServiceSpec.clusterIP")?;
+                service.headless = text == "None";
+                service.cluster_ip = parse_cluster_ip(Some(text));
+            }
+            4 => service.service_type = ServiceType::parse(value.text("ServiceSpec.type")?),
+            10 => service.external_name = Some(value.text("ServiceSpec.externalName")?.to_string()),
+            18 => service.cluster_ips.extend(parse_cluster_ip(Some(
+                value.text("ServiceSpec.clusterIPs")?,
+            ))),
             13 => {
                 service.publish_not_ready = value.boolean("ServiceSpec.publishNotReadyAddresses")?
             }
@@ -210,6 +250,12 @@ fn spec_from_protobuf(message: &[u8], service: &mut LeanService) -> Result<(), P
         }
         Ok(())
     })
+}
+
+/// A cluster IP as the API writes it; "None" (headless), "" (not yet
+/// allocated) and anything unparseable are no address.
+fn parse_cluster_ip(text: Option<&str>) -> Option<IpAddr> {
+    text?.parse().ok()
 }
 
 fn port_from_protobuf(message: &[u8]) -> Result<RawPort, ProtoError> {
@@ -269,16 +315,34 @@ mod tests {
             "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80, "targetPort": "http"}]}
         }));
         assert!(!exposed.headless && exposed.exposed && exposed.is_served());
+        assert_eq!(exposed.service_type, ServiceType::ClusterIP);
+        // clusterIP alone (a writer that predates clusterIPs).
+        assert_eq!(
+            &*exposed.cluster_ips,
+            ["10.96.0.10".parse::<IpAddr>().unwrap()]
+        );
         assert_eq!(exposed.default_weight, Some(5));
         assert_eq!(exposed.ports[0].target_port.as_deref(), Some("http"));
         assert_eq!(exposed.ports[0].protocol, Protocol::Tcp);
 
         let external = decode(serde_json::json!({
             "metadata": {"name": "ext", "annotations": {"kubedisco.io/expose": "true"}},
-            "spec": {"type": "ExternalName", "externalName": "example.org"}
+            "spec": {"type": "ExternalName", "externalName": "example.org."}
         }));
         assert!(!external.is_served());
         assert_eq!(&*external.key.namespace, "default");
+        assert_eq!(external.service_type, ServiceType::ExternalName);
+        assert_eq!(external.external_name.as_deref(), Some("example.org"));
+        assert!(external.cluster_ips.is_empty());
+
+        let dual = decode(serde_json::json!({
+            "metadata": {"name": "dual"},
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.11",
+                     "clusterIPs": ["10.96.0.11", "fd00::11"], "externalName": "ignored.example"}
+        }));
+        assert_eq!(dual.service_type, ServiceType::LoadBalancer);
+        assert_eq!(dual.cluster_ips.len(), 2);
+        assert_eq!(dual.external_name, None, "only ExternalName has one");
 
         let plain = decode(serde_json::json!({"metadata": {"name": "p"}, "spec": null}));
         assert!(!plain.is_served() && plain.ports.is_empty());

@@ -19,7 +19,10 @@ use super::coverage::Coverage;
 
 pub(crate) const MAGIC: &[u8; 8] = b"KDSNAP\r\n";
 /// Bumped whenever the payload's meaning changes; other versions are ignored.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// 2: Services carry their type, cluster IPs and external name (a version-1
+/// file has none, and the zone would answer NODATA for every ClusterIP
+/// Service until the first list).
+pub(crate) const FORMAT_VERSION: u32 = 2;
 pub(crate) const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 /// Larger files are refused unread: no snapshot of a real index is near it,
 /// and a corrupt length must not make the agent allocate without bound.

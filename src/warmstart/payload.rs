@@ -10,6 +10,7 @@
 //! knows the JSON names; a loaded object goes through the same interning
 //! ([`crate::index::intern`]) as a converted one. No I/O.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,7 +20,8 @@ use super::coverage::Coverage;
 use super::format::LoadError;
 use crate::index::intern::intern;
 use crate::index::objects::{
-    Protocol, ServiceKey, ServicePort, SliceEndpoint, SliceKey, SlicePort, TargetRef, TopologyHints,
+    Protocol, ServiceKey, ServicePort, ServiceType, SliceEndpoint, SliceKey, SlicePort, TargetRef,
+    TopologyHints,
 };
 use crate::index::{Contents, ServiceObject, SliceObject};
 
@@ -58,6 +60,16 @@ fn yes() -> bool {
 struct SnapService {
     namespace: Arc<str>,
     name: Arc<str>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    service_type: Option<Arc<str>>,
+    #[serde(rename = "clusterIPs", default, skip_serializing_if = "Vec::is_empty")]
+    cluster_ips: Vec<IpAddr>,
+    #[serde(
+        rename = "externalName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    external_name: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "is_false")]
     headless: bool,
     #[serde(default, skip_serializing_if = "is_false")]
@@ -150,6 +162,11 @@ impl From<&ServiceObject> for SnapService {
         Self {
             namespace: s.key.namespace.clone(),
             name: s.key.name.clone(),
+            // ClusterIP, the default, is not written.
+            service_type: (s.service_type != ServiceType::ClusterIP)
+                .then(|| s.service_type.as_str().into()),
+            cluster_ips: s.cluster_ips.to_vec(),
+            external_name: s.external_name.clone(),
             headless: s.headless,
             exposed: s.exposed,
             publish_not_ready: s.publish_not_ready,
@@ -176,6 +193,12 @@ impl SnapService {
                 namespace: intern(&self.namespace),
                 name: self.name,
             },
+            service_type: self
+                .service_type
+                .as_deref()
+                .map_or(ServiceType::ClusterIP, ServiceType::parse),
+            cluster_ips: self.cluster_ips.into(),
+            external_name: self.external_name,
             headless: self.headless,
             exposed: self.exposed,
             publish_not_ready: self.publish_not_ready,

@@ -9,6 +9,12 @@
 // With N, it then looks the SRV name up N more times and prints
 // "first <target> <count>": how often each target came first, which is how a
 // client that dials the first record spreads its connections.
+//
+//	go-resolver -system NAME
+//
+// looks NAME up as a program in a pod does: Go's default resolver, reading
+// /etc/resolv.conf (search list, ndots), pure Go or cgo as GODEBUG=netdns
+// says, and prints "host <ip>" per address.
 package main
 
 import (
@@ -22,8 +28,12 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == "-system" {
+		lookupSystem(os.Args[2])
+		return
+	}
 	if len(os.Args) != 4 && len(os.Args) != 5 {
-		fmt.Fprintln(os.Stderr, "usage: go-resolver SERVER HOST SRVNAME [N]")
+		fmt.Fprintln(os.Stderr, "usage: go-resolver SERVER HOST SRVNAME [N] | go-resolver -system NAME")
 		os.Exit(2)
 	}
 	server, host, srvName := os.Args[1], os.Args[2], os.Args[3]
@@ -72,5 +82,18 @@ func main() {
 		for target, count := range first {
 			fmt.Println("first", target, count)
 		}
+	}
+}
+
+func lookupSystem(name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupHost(ctx, name)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "LookupHost:", err)
+		os.Exit(1)
+	}
+	for _, a := range addrs {
+		fmt.Println("host", a)
 	}
 }

@@ -2,14 +2,15 @@
 //! hickory-resolver, Go's `net.Resolver`, raw packets for the error cases,
 //! and `dnsmasq` as the upstream for forwarded names.
 
-use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::net::UdpSocket;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use crate::support::agent::free_port;
 use crate::support::cluster::repo_root;
+use crate::support::upstream::Dnsmasq;
 use crate::support::{Agent, InProcessAgent, TestNamespace, eventually, tools};
 
 use crate::support::agent::dig;
@@ -331,49 +332,6 @@ async fn go_net_resolver_looks_up_srv_and_hosts() {
     assert_eq!(stdout.matches("srv ").count(), 3, "{stdout}");
 }
 
-/// A dnsmasq on a loopback port that answers `*.example.test` itself and
-/// knows no other upstream.
-struct Dnsmasq {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Dnsmasq {
-    fn start() -> Dnsmasq {
-        tools::require("dnsmasq");
-        let port = free_port();
-        let child = Command::new("dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                "--no-resolv",
-                "--no-hosts",
-                "--no-daemon",
-                "--bind-interfaces",
-                "--listen-address=127.0.0.1",
-                "--user=root",
-                &format!("--port={port}"),
-                "--address=/example.test/192.0.2.7",
-                "--pid-file=",
-                "--log-facility=-",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dnsmasq is installed (dnsmasq-base)");
-        Dnsmasq {
-            child,
-            addr: format!("127.0.0.1:{port}").parse().unwrap(),
-        }
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn names_the_agent_does_not_serve_go_upstream() {
     tools::require("dig");
@@ -389,12 +347,23 @@ async fn names_the_agent_does_not_serve_go_upstream() {
         }
     })
     .await;
-    // In-zone names the agent does not serve (a ClusterIP Service without the
-    // annotation) go upstream too: dnsmasq does not know them.
+    // In-zone names never go upstream: a ClusterIP Service without the
+    // annotation is its cluster IP, answered by the agent.
     let cluster_ip = dig(&agent, &["billing-ui.platform.svc.cluster.local", "A"]);
+    assert!(cluster_ip.contains("flags: qr aa"), "{cluster_ip}");
+    assert_eq!(
+        records(&cluster_ip, "A")[0][4],
+        "10.96.12.8",
+        "{cluster_ip}"
+    );
+    let reached: Vec<_> = upstream
+        .queries()
+        .into_iter()
+        .map(|(_, name)| name)
+        .collect();
     assert!(
-        !cluster_ip.contains("flags: qr aa"),
-        "not answered by the agent: {cluster_ip}"
+        reached.iter().all(|name| name.ends_with("example.test")),
+        "only outside names reach the upstream: {reached:?}"
     );
     // Over TCP as well.
     let tcp = dig(&agent, &["+tcp", "api.example.test", "A", "+short"]);

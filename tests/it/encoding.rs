@@ -104,6 +104,9 @@ async fn same_answers(protobuf: &Agent, json_agent: &Agent, ns: &str) -> Value {
                 let (status, body) = agent.get(&format!("/v1/services/{ns}/{name}")).await?;
                 one.push(json!({"status": status, "body": comparable(body)}));
             }
+            // Every Service's type and addresses, served or not.
+            let (status, body) = agent.get("/v1/services").await?;
+            one.push(json!({"status": status, "body": comparable(body)}));
             answers.push(Value::Array(one));
         }
         if answers[0] == answers[1] {
@@ -169,6 +172,21 @@ async fn protobuf_and_json_agents_serve_the_same_state() {
     assert_eq!(web["endpoints"][0]["weight"], 40);
     // ExternalName: never served, whatever its annotations.
     assert_eq!(answers[2]["status"], 404);
+    // The list has every Service with its type and addresses.
+    let listed = answers[3]["body"]["services"].as_array().unwrap();
+    let row = |name: &str| listed.iter().find(|s| s["name"] == name).unwrap().clone();
+    assert_eq!(row("db")["type"], "ClusterIP");
+    assert_eq!(row("db")["headless"], true);
+    assert!(row("db")["clusterIPs"].is_null(), "headless: no cluster IP");
+    assert_eq!(row("web")["served"], true);
+    let cluster_ip = row("web")["clusterIPs"][0].as_str().unwrap().to_string();
+    assert!(
+        cluster_ip.parse::<std::net::IpAddr>().is_ok(),
+        "{cluster_ip}"
+    );
+    assert_eq!(row("ext")["type"], "ExternalName");
+    assert_eq!(row("ext")["externalName"], "example.org");
+    assert_eq!(row("ext")["served"], false);
 
     // Watch events, in both encodings: a change and a delete.
     let slices = ns.api::<EndpointSlice>();

@@ -15,3 +15,4 @@ mod netif;
 mod outage;
 mod reliability;
 mod weights;
+mod zone;

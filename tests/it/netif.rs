@@ -14,87 +14,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use serde_json::Value;
 
 use crate::support::agent::binary;
+use crate::support::netns::{NetNs, output};
 use crate::support::{eventually, tools};
 
 const IP: &str = "169.254.20.25";
 const INTERFACE: &str = "kubedisco0";
-
-fn output(command: &mut Command) -> (bool, String) {
-    let out = command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-/// A network namespace with only `lo` (up), deleted on drop.
-struct NetNs {
-    name: String,
-}
-
-impl NetNs {
-    fn new() -> NetNs {
-        tools::require("ip");
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "kd-it-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        let (ok, text) = output(Command::new("ip").args(["netns", "add", &name]));
-        assert!(
-            ok,
-            "cannot create network namespace {name} (these tests need root and iproute2): {text}"
-        );
-        let ns = NetNs { name };
-        let (ok, text) =
-            output(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]));
-        assert!(ok, "lo up: {text}");
-        ns
-    }
-
-    fn exec(&self, program: &str) -> Command {
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", &self.name, program]);
-        command
-    }
-
-    /// `ip -o addr show` in the namespace.
-    fn addresses(&self) -> String {
-        let (ok, text) = output(Command::new("ip").args(["-n", &self.name, "-o", "addr", "show"]));
-        assert!(ok, "{text}");
-        text
-    }
-
-    fn has_address(&self, interface: &str) -> bool {
-        self.addresses()
-            .lines()
-            .any(|line| line.contains(&format!("inet {IP}/32")) && line.contains(interface))
-    }
-
-    /// `ip -d link show dev NAME`, or None when there is no such interface.
-    fn link(&self, name: &str) -> Option<String> {
-        let (ok, text) =
-            output(Command::new("ip").args(["-n", &self.name, "-d", "link", "show", "dev", name]));
-        ok.then_some(text)
-    }
-
-    fn run(&self, program: &str, args: &[&str]) -> (bool, String) {
-        output(self.exec(program).args(args))
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
 
 /// `kubedisco agent` inside a namespace, serving the built-in demo on the
 /// node-local address. Killed on drop.
@@ -265,7 +189,7 @@ async fn agent_adds_serves_on_and_removes_its_node_local_address() {
     let agent = NsAgent::start(&ns, &[]);
     wait_serving(&ns, &agent).await;
 
-    assert!(ns.has_address(INTERFACE), "{}", ns.addresses());
+    assert!(ns.has_address(IP, INTERFACE), "{}", ns.addresses());
     let link = ns.link(INTERFACE).unwrap();
     assert!(link.contains("UP"), "{link}");
     assert!(
@@ -295,7 +219,7 @@ async fn after_sigkill_a_new_agent_reuses_the_leftover_address() {
     let (status, _) = agent.exit().await;
     assert!(!status.success());
     // Killed: nothing cleaned up.
-    assert!(ns.has_address(INTERFACE), "{}", ns.addresses());
+    assert!(ns.has_address(IP, INTERFACE), "{}", ns.addresses());
     assert!(ns.link(INTERFACE).is_some());
 
     let agent = NsAgent::start(&ns, &[]);
@@ -342,7 +266,7 @@ async fn the_last_agent_out_removes_the_address() {
         log.contains("another process still listens"),
         "the old agent should leave the address to the new one:\n{log}"
     );
-    assert!(ns.has_address(INTERFACE), "{}", ns.addresses());
+    assert!(ns.has_address(IP, INTERFACE), "{}", ns.addresses());
     wait_serving(&ns, &new).await;
 
     new.signal("TERM");
@@ -368,7 +292,7 @@ async fn a_removed_address_is_put_back() {
     ]));
     assert!(ok, "{text}");
     eventually("the address to be back", || async {
-        if ns.has_address(INTERFACE) {
+        if ns.has_address(IP, INTERFACE) {
             Ok(())
         } else {
             Err(ns.addresses())
@@ -387,7 +311,7 @@ async fn an_existing_interface_is_used_and_never_deleted() {
     let ns = NetNs::new();
     let agent = NsAgent::start(&ns, &["--link-local-interface", "lo"]);
     wait_serving(&ns, &agent).await;
-    assert!(ns.has_address("lo"), "{}", ns.addresses());
+    assert!(ns.has_address(IP, "lo"), "{}", ns.addresses());
     assert!(ns.link(INTERFACE).is_none());
 
     agent.signal("TERM");

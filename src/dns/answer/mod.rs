@@ -1,37 +1,48 @@
 //! The zone's answers: Kubernetes DNS records (specification schema 1.1.0)
-//! from an index snapshot.
+//! from an index snapshot. The agent is the authority for the whole zone.
 //!
 //! | name (under the zone)                 | records                              |
 //! |---------------------------------------|--------------------------------------|
-//! | `<svc>.<ns>.svc`                      | A/AAAA of usable endpoints, SRV of all ports |
+//! | `<svc>.<ns>.svc` headless or exposed  | A/AAAA of usable endpoints, SRV of all ports |
+//! | `<svc>.<ns>.svc` ClusterIP, NodePort, LoadBalancer | A/AAAA of its cluster IPs, SRV per named port |
+//! | `<svc>.<ns>.svc` ExternalName         | CNAME, then the target's records     |
 //! | `<hostname or dashed-ip>.<svc>.<ns>.svc` | A/AAAA of that endpoint           |
-//! | `_<port>._<proto>.<svc>.<ns>.svc`     | SRV per endpoint, targets in Additional |
+//! | `_<port>._<proto>.<svc>.<ns>.svc`     | SRV per endpoint (or the Service), targets in Additional |
+//! | `<dashed-ip>.<ns>.pod`                | A/AAAA echoing the address (`--pod-records insecure`) |
+//! | `svc`, `<ns>.svc` with Services, `pod`, `<ns>.pod` | NODATA (names exist below them) |
 //! | `dns-version`                         | TXT `1.1.0`                          |
 //! | zone apex                             | SOA                                  |
-//! | `<reversed ip>.in-addr.arpa` / `ip6.arpa` | PTR of endpoint addresses        |
+//! | any other name                        | NXDOMAIN + SOA                       |
+//! | `<reversed ip>.in-addr.arpa` / `ip6.arpa` | PTR of endpoint addresses and cluster IPs |
 //!
-//! Everything else — other zones, in-zone names of Services the agent does
-//! not serve (ClusterIP without the expose annotation, pods, unknown), the
-//! empty non-terminals `svc` and `<ns>.svc` — is forwarded upstream, so the
-//! agent can be a pod's only nameserver.
+//! Forwarded: names outside the zone, reverse names of addresses the agent
+//! does not know, and names under `<ns>.svc` of a namespace it does not
+//! watch (`--namespaces`). So search-path expansions never leave the node,
+//! and the agent can be a pod's only nameserver.
 //!
 //! Exactness rules: a served Service without usable endpoints is NXDOMAIN; a
 //! name that exists without the asked type is NODATA with the SOA; before the
-//! first full sync, Service names get SERVFAIL (never a false NXDOMAIN).
+//! first full sync, names that need the index get SERVFAIL (never a false
+//! NXDOMAIN).
 //!
 //! Layout: [`shape`] reads the name into a [`Shape`], by syntax alone;
 //! [`answer`] hands each shape to its writer: [`apex`] (the zone's own
-//! names), [`service`] (Service, endpoint and port names, with the record
-//! sets of [`records`] and the endpoint names of [`host`]), [`reverse`]
+//! names), [`service`] (Service, endpoint and port names of served
+//! Services, with the record sets of [`records`] and the endpoint names of
+//! [`host`]), [`addressed`] (ClusterIP and ExternalName Services, from their
+//! spec), [`names`] (empty non-terminals, pods, everything else), [`reverse`]
 //! (PTR). A new kind of name is a new [`Shape`] variant and its writer; the
 //! one `match` in [`answer`] is where the compiler asks for it.
 //!
 //! Owns: what the zone says about a parsed query. May not touch: sockets,
 //! the forwarder, metrics, or the index beyond the snapshot it is given; it
-//! writes one [`Response`] and allocates nothing per query.
+//! writes one [`Response`] and allocates nothing per query (an ExternalName
+//! answer other than its CNAME is the server's to chase: [`Outcome::Chase`]).
 
+mod addressed;
 mod apex;
 mod host;
+mod names;
 mod records;
 mod reverse;
 mod service;
@@ -45,12 +56,27 @@ use super::wire::{CLASS_ANY, CLASS_IN, Query, Response, Section, rcode};
 use crate::index::Snapshot;
 
 /// What the zone says about a query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
     /// The response is written.
     Answered,
     /// Not ours: send the query upstream.
     Forward,
+    /// An ExternalName Service: answer with a CNAME to this name (dotted,
+    /// no trailing dot) followed by the name's own records, from the zone
+    /// when it is inside it and from upstream otherwise.
+    Chase(std::sync::Arc<str>),
+}
+
+/// `<dashed ip>.<ns>.pod.<zone>` records (`--pod-records`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PodRecords {
+    /// A/AAAA echoing the address in the name, whatever it is, as CoreDNS's
+    /// `pods insecure` (kubeadm's default).
+    #[default]
+    Insecure,
+    /// No pod names: NXDOMAIN.
+    Disabled,
 }
 
 /// The served zone, pre-split for matching.
@@ -61,6 +87,11 @@ pub struct Zone {
     /// Dotted lowercase name without a trailing dot.
     pub(crate) name: String,
     pub(crate) ttl: u32,
+    /// The namespaces the agent watches (`--namespaces`), lowercase; None
+    /// for all. Names under `<ns>.svc` of another namespace are not the
+    /// agent's to deny: they go to the cluster's DNS.
+    namespaces: Option<Vec<Vec<u8>>>,
+    pub(crate) pod_records: PodRecords,
 }
 
 impl Zone {
@@ -70,7 +101,42 @@ impl Zone {
             labels: name.split('.').map(|l| l.as_bytes().to_vec()).collect(),
             name,
             ttl,
+            namespaces: None,
+            pod_records: PodRecords::default(),
         }
+    }
+
+    /// Only these namespaces' Services are known (empty: all).
+    pub fn watching(mut self, namespaces: &[String]) -> Self {
+        self.namespaces = (!namespaces.is_empty()).then(|| {
+            namespaces
+                .iter()
+                .map(|n| n.to_ascii_lowercase().into_bytes())
+                .collect()
+        });
+        self
+    }
+
+    pub fn with_pod_records(mut self, pod_records: PodRecords) -> Self {
+        self.pod_records = pod_records;
+        self
+    }
+
+    /// Whether the agent knows every Service of `namespace` (any case).
+    pub(crate) fn knows_namespace(&self, namespace: &[u8]) -> bool {
+        self.namespaces
+            .as_ref()
+            .is_none_or(|watched| watched.iter().any(|n| n.eq_ignore_ascii_case(namespace)))
+    }
+
+    /// Whether the dotted `name` (any case, trailing dot or not) lies in
+    /// the zone.
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        let name = name.trim_end_matches('.').as_bytes();
+        let zone = self.name.as_bytes();
+        name.len() >= zone.len()
+            && name[name.len() - zone.len()..].eq_ignore_ascii_case(zone)
+            && (name.len() == zone.len() || name[name.len() - zone.len() - 1] == b'.')
     }
 
     /// How many leading labels of the query lie below the zone, or None when
@@ -180,8 +246,14 @@ pub(crate) fn answer(
             protocol,
             service,
         } => service::port(reply, snapshot, port, protocol, service),
-        // Not served locally: the cluster's DNS knows these.
-        Shape::ServicesSuffix | Shape::Namespace | Shape::OtherInZone => Outcome::Forward,
+        Shape::ServicesSuffix => names::empty_non_terminal(reply, snapshot, true),
+        Shape::Namespace(namespace) => names::namespace(reply, snapshot, namespace),
+        Shape::PodSuffix => {
+            let exists = reply.zone.pod_records == PodRecords::Insecure;
+            names::empty_non_terminal(reply, snapshot, exists)
+        }
+        Shape::Pod { host } => names::pod(reply, host),
+        Shape::OtherInZone { namespace } => names::other(reply, snapshot, namespace),
         Shape::Reverse(ip) => reverse::pointer(reply, snapshot, ip),
         Shape::Outside => Outcome::Forward,
     }
@@ -248,21 +320,28 @@ pub(super) mod tests {
 
     /// The zone's answer to `packet`, decoded by hickory-proto.
     pub(super) fn ask_packet(index: &Index, packet: &[u8]) -> Result<Message, Outcome> {
+        answer_in(&Zone::new("cluster.local", 5), index, packet)
+    }
+
+    /// [`ask`] in another zone (other namespaces or pod records).
+    pub(super) fn ask_in(
+        zone: &Zone,
+        index: &Index,
+        name: &str,
+        record_type: RecordType,
+    ) -> Result<Message, Outcome> {
+        answer_in(zone, index, &query_packet(name, record_type, Some(1232)))
+    }
+
+    fn answer_in(zone: &Zone, index: &Index, packet: &[u8]) -> Result<Message, Outcome> {
         let query = parse_query(packet).unwrap();
         let mut response = Response::default();
-        let zone = Zone::new("cluster.local", 5);
-        match answer(
-            &zone,
-            &index.load(),
-            &query,
-            &mut response,
-            &mut rand::rng(),
-        ) {
+        match answer(zone, &index.load(), &query, &mut response, &mut rand::rng()) {
             Outcome::Answered => {
                 response.finish();
                 Ok(Message::from_vec(&response.buf).expect("valid response"))
             }
-            Outcome::Forward => Err(Outcome::Forward),
+            other => Err(other),
         }
     }
 
@@ -367,11 +446,10 @@ pub(super) mod tests {
         )
         .unwrap();
         assert_eq!(port.metadata.response_code, ResponseCode::NXDomain);
-        // Unknown Services and other zones are somebody else's.
-        assert_eq!(
-            ask(&index, "nope.ns.svc.cluster.local.", RecordType::A).unwrap_err(),
-            Outcome::Forward
-        );
+        // An unknown Service is denied here; other zones are somebody else's.
+        let unknown = ask(&index, "nope.ns.svc.cluster.local.", RecordType::A).unwrap();
+        assert_eq!(unknown.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(unknown.authorities[0].record_type(), RecordType::SOA);
         assert_eq!(
             ask(&index, "example.org.", RecordType::A).unwrap_err(),
             Outcome::Forward
@@ -458,7 +536,7 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn names_with_names_below_them_and_other_zone_names_go_upstream() {
+    fn only_names_outside_the_zone_go_upstream() {
         let index = index();
         for name in [
             "svc.cluster.local.",
@@ -467,6 +545,10 @@ pub(super) mod tests {
             "www.example.org.ns.svc.cluster.local.",
             "_http.tcp.web.ns.svc.cluster.local.",
         ] {
+            let answer = ask(&index, name, RecordType::A).unwrap();
+            assert!(answer.metadata.authoritative, "{name}");
+        }
+        for name in ["example.org.", "cluster.local.example.", "local."] {
             assert_eq!(
                 ask(&index, name, RecordType::A).unwrap_err(),
                 Outcome::Forward,

@@ -13,6 +13,7 @@ use rand::Rng;
 use super::Reply;
 use super::host::{LabelBuffer, host_label};
 use crate::dns::wire::{NameRef, Response, Section};
+use crate::index::objects::Protocol;
 use crate::index::{Endpoint, EndpointPort, ServedService};
 
 /// Efraimidis–Spirakis weighted shuffle key: ascending order of
@@ -100,9 +101,19 @@ thread_local! {
 
 /// Port names are lowercase in Kubernetes; DNS names compare ignoring case.
 pub(super) fn port_matches(port: &EndpointPort, name: &[u8], protocol: &[u8]) -> bool {
-    port.name.as_bytes().eq_ignore_ascii_case(name)
-        && port
-            .protocol
+    names_port(&port.name, port.protocol, name, protocol)
+}
+
+/// Whether `_<name>._<protocol>` (the underscores removed, any case) names
+/// the port `port_name`/`port_protocol`.
+pub(super) fn names_port(
+    port_name: &str,
+    port_protocol: Protocol,
+    name: &[u8],
+    protocol: &[u8],
+) -> bool {
+    port_name.as_bytes().eq_ignore_ascii_case(name)
+        && port_protocol
             .as_str()
             .as_bytes()
             .eq_ignore_ascii_case(protocol)

@@ -1,5 +1,5 @@
 //! The writer of reverse names (`in-addr.arpa`, `ip6.arpa`): PTR records
-//! for the addresses of served endpoints.
+//! for the addresses of served endpoints and for cluster IPs.
 //!
 //! Owns: which Services' endpoints an address names, and writing those
 //! names without building them in memory. May not touch: the forward zone's
@@ -17,7 +17,7 @@ use crate::index::Snapshot;
 /// endpoint has it, and for other types.
 pub(super) fn pointer(reply: &mut Reply<'_, '_>, snapshot: &Snapshot, ip: IpAddr) -> Outcome {
     let Some(owners) = snapshot.by_ip.get(&ip) else {
-        return Outcome::Forward;
+        return cluster_ip_pointer(reply, snapshot, ip);
     };
     if reply.qtype() != rtype::PTR {
         return Outcome::Forward;
@@ -47,6 +47,33 @@ pub(super) fn pointer(reply: &mut Reply<'_, '_>, snapshot: &Snapshot, ip: IpAddr
             // name another host.
             let _ = reply.response.ptr(12, ttl, NameRef::Parts(&target));
         }
+    }
+    Outcome::Answered
+}
+
+/// A cluster IP reversed: PTR to `<svc>.<ns>.svc.<zone>`. Forwarded when
+/// no Service has that cluster IP, and for other types.
+fn cluster_ip_pointer(reply: &mut Reply<'_, '_>, snapshot: &Snapshot, ip: IpAddr) -> Outcome {
+    let Some(key) = snapshot.zone.by_cluster_ip.get(&ip) else {
+        return Outcome::Forward;
+    };
+    if reply.qtype() != rtype::PTR {
+        return Outcome::Forward;
+    }
+    reply.start();
+    let target = [
+        key.name.as_bytes(),
+        key.namespace.as_bytes(),
+        b"svc",
+        reply.zone.name.as_bytes(),
+    ];
+    let ttl = reply.ttl();
+    if reply
+        .response
+        .ptr(12, ttl, NameRef::Parts(&target))
+        .is_err()
+    {
+        reply.servfail();
     }
     Outcome::Answered
 }

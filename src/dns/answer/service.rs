@@ -1,72 +1,89 @@
-//! The writers of the names under `svc.<zone>` that name a served Service:
+//! The writers of the names under `svc.<zone>` that name a Service:
 //! the Service itself, one of its endpoints, one of its ports.
 //!
 //! Owns: finding the Service a name points to, and the exactness rules for
-//! these names (SERVFAIL before the first sync, NXDOMAIN for a Service
-//! without usable endpoints or a host or port it does not have, NODATA for
-//! a type it does not have). May not touch: sockets, the forwarder, or the
+//! these names (SERVFAIL before the first sync, NXDOMAIN for no such
+//! Service, a served one without usable endpoints or a host or port it does
+//! not have, NODATA for a type it does not have). Services whose endpoints
+//! are not served are handed to [`super::addressed`]. May not touch: sockets, the forwarder, or the
 //! index beyond reading the snapshot it is given.
 
 use rand::Rng;
 
+use super::addressed;
 use super::host::{LabelBuffer, host_label};
 use super::records::{is_ipv4, is_ipv6, port_matches, write_address, write_addresses, write_srv};
 use super::shape::ServiceName;
 use super::{Outcome, Reply};
 use crate::dns::wire::{Section, rtype};
-use crate::index::{Endpoint, ServedService, Snapshot};
+use crate::index::{Endpoint, ServedService, ServiceObject, Snapshot};
 
 /// Longest `<name>.<namespace>` looked up; longer is no Service of ours.
 const MAX_KEY_LEN: usize = 128;
 
-/// The served Service that `name` names, with usable endpoints, and the
-/// response started; or what to do instead, the response written for it:
-/// SERVFAIL before the first sync, forwarded when the agent does not serve
-/// the Service (the cluster's DNS knows the rest), NXDOMAIN when it has no
-/// usable endpoint.
-fn usable_service<'s>(
+/// What a `<svc>.<ns>` names, once the response is started.
+enum Named<'s> {
+    /// A served Service (headless, or exposed) with usable endpoints.
+    Served(&'s ServedService),
+    /// A Service whose endpoints are not served: ClusterIP, NodePort,
+    /// LoadBalancer or ExternalName, answered from its spec.
+    Addressed(&'s ServiceObject),
+}
+
+/// The Service that `name` names, the response started; or what to do
+/// instead, the response written for it: forwarded when the namespace is
+/// one the agent does not watch, SERVFAIL before the first sync, NXDOMAIN
+/// for no such Service and for a served one without usable endpoints.
+fn lookup<'s>(
     reply: &mut Reply<'_, '_>,
     snapshot: &'s Snapshot,
     name: ServiceName<'_>,
-) -> Result<&'s ServedService, Outcome> {
+) -> Result<Named<'s>, Outcome> {
+    if !reply.zone.knows_namespace(name.namespace) {
+        return Err(Outcome::Forward);
+    }
     if !snapshot.synced {
         reply.servfail();
         return Err(Outcome::Answered);
     }
+    reply.start();
     // Keyed `<name>.<namespace>` in lowercase, built on the stack.
     let mut key = [0u8; MAX_KEY_LEN];
     let key_len = name.name.len() + 1 + name.namespace.len();
-    if key_len > key.len() {
-        return Err(Outcome::Forward);
+    let key = (key_len <= key.len())
+        .then(|| {
+            key[..name.name.len()].copy_from_slice(name.name);
+            key[name.name.len()] = b'.';
+            key[name.name.len() + 1..key_len].copy_from_slice(name.namespace);
+            key[..key_len].make_ascii_lowercase();
+            std::str::from_utf8(&key[..key_len]).ok()
+        })
+        .flatten();
+    if let Some(key) = key {
+        if let Some(served) = snapshot.by_dns_name.get(key) {
+            if !served.endpoints.is_empty() {
+                return Ok(Named::Served(served));
+            }
+        } else if let Some(service) = snapshot.zone.get(key) {
+            return Ok(Named::Addressed(service));
+        }
     }
-    key[..name.name.len()].copy_from_slice(name.name);
-    key[name.name.len()] = b'.';
-    key[name.name.len() + 1..key_len].copy_from_slice(name.namespace);
-    key[..key_len].make_ascii_lowercase();
-    let Ok(key) = std::str::from_utf8(&key[..key_len]) else {
-        return Err(Outcome::Forward);
-    };
-    let Some(service) = snapshot.by_dns_name.get(key) else {
-        return Err(Outcome::Forward);
-    };
-    reply.start();
-    if service.endpoints.is_empty() {
-        reply.nxdomain();
-        return Err(Outcome::Answered);
-    }
-    Ok(service)
+    reply.nxdomain();
+    Err(Outcome::Answered)
 }
 
 /// `<svc>.<ns>.svc.<zone>`: A/AAAA of the usable endpoints; SRV of every
-/// port, as CoreDNS answers SRV on the bare Service name.
+/// port, as CoreDNS answers SRV on the bare Service name. Services whose
+/// endpoints are not served: [`addressed::service`].
 pub(super) fn service(
     reply: &mut Reply<'_, '_>,
     snapshot: &Snapshot,
     name: ServiceName<'_>,
     rng: &mut impl Rng,
 ) -> Outcome {
-    let service = match usable_service(reply, snapshot, name) {
-        Ok(service) => service,
+    let service = match lookup(reply, snapshot, name) {
+        Ok(Named::Served(service)) => service,
+        Ok(Named::Addressed(service)) => return addressed::service(reply, service, name),
         Err(outcome) => return outcome,
     };
     match reply.qtype() {
@@ -87,8 +104,13 @@ pub(super) fn endpoint(
     host: &[u8],
     name: ServiceName<'_>,
 ) -> Outcome {
-    let service = match usable_service(reply, snapshot, name) {
-        Ok(service) => service,
+    let service = match lookup(reply, snapshot, name) {
+        Ok(Named::Served(service)) => service,
+        // Endpoint names are a served Service's only.
+        Ok(Named::Addressed(_)) => {
+            reply.nxdomain();
+            return Outcome::Answered;
+        }
         Err(outcome) => return outcome,
     };
     let is_host = |e: &&Endpoint| {
@@ -133,8 +155,11 @@ pub(super) fn port(
     protocol: &[u8],
     name: ServiceName<'_>,
 ) -> Outcome {
-    let service = match usable_service(reply, snapshot, name) {
-        Ok(service) => service,
+    let service = match lookup(reply, snapshot, name) {
+        Ok(Named::Served(service)) => service,
+        Ok(Named::Addressed(service)) => {
+            return addressed::port(reply, service, port, protocol, name);
+        }
         Err(outcome) => return outcome,
     };
     let has_port = |e: &Endpoint| e.ports.iter().any(|p| port_matches(p, port, protocol));
@@ -155,7 +180,6 @@ mod tests {
     use hickory_proto::op::{Message, ResponseCode};
     use hickory_proto::rr::{RData, RecordType};
 
-    use super::super::Outcome;
     use super::super::tests::{
         addresses, ask, ask_packet, assert_soa_of_zone, index, synced_index, unsynced_index,
     };
@@ -257,6 +281,7 @@ mod tests {
             assert!(servfail.authorities.is_empty(), "{name}");
         }
 
+        // Unknown Services are denied here, not asked of another server.
         let index = index();
         for name in [
             "nope.ns.svc.cluster.local.",
@@ -264,16 +289,19 @@ mod tests {
             "_http._tcp.nope.ns.svc.cluster.local.",
             "web.other.svc.cluster.local.",
         ] {
+            let nxdomain = ask(&index, name, RecordType::A).unwrap();
             assert_eq!(
-                ask(&index, name, RecordType::A).unwrap_err(),
-                Outcome::Forward,
+                nxdomain.metadata.response_code,
+                ResponseCode::NXDomain,
                 "{name}"
             );
+            assert_soa_of_zone(&nxdomain);
         }
         // A name that is not UTF-8 is no Service's.
         let mut packet = query_packet("web.ns.svc.cluster.local.", RecordType::A, None);
         packet[13] = 0xFF;
-        assert_eq!(ask_packet(&index, &packet).unwrap_err(), Outcome::Forward);
+        let not_utf8 = ask_packet(&index, &packet).unwrap();
+        assert_eq!(not_utf8.metadata.response_code, ResponseCode::NXDomain);
 
         for name in [
             "empty.ns.svc.cluster.local.",

@@ -22,8 +22,9 @@ pub(crate) enum Shape<'q> {
     DnsVersion,
     /// `svc.<zone>`: an empty non-terminal, it has names below it only.
     ServicesSuffix,
-    /// `<ns>.svc.<zone>`: an empty non-terminal too.
-    Namespace,
+    /// `<ns>.svc.<zone>`: an empty non-terminal too, while the namespace
+    /// has Services.
+    Namespace(&'q [u8]),
     /// `<svc>.<ns>.svc.<zone>`.
     Service(ServiceName<'q>),
     /// `<hostname or dashed-ip>.<svc>.<ns>.svc.<zone>`.
@@ -37,8 +38,16 @@ pub(crate) enum Shape<'q> {
         protocol: &'q [u8],
         service: ServiceName<'q>,
     },
-    /// Any other name under the zone.
-    OtherInZone,
+    /// `pod.<zone>` or `<ns>.pod.<zone>`: empty non-terminals above the
+    /// pod names.
+    PodSuffix,
+    /// `<dashed ip>.<ns>.pod.<zone>`.
+    Pod { host: &'q [u8] },
+    /// Any other name under the zone. `namespace` is the label before
+    /// `svc` for a name under `svc.<zone>` (say `www.example.org.shop.svc`,
+    /// a search-path expansion): whether the agent knows that namespace
+    /// decides between NXDOMAIN and asking the cluster's DNS.
+    OtherInZone { namespace: Option<&'q [u8]> },
     /// `<reversed IPv4>.in-addr.arpa` or `<32 reversed nibbles>.ip6.arpa`.
     Reverse(IpAddr),
     /// Outside the zone and not a reverse name.
@@ -79,11 +88,15 @@ pub(crate) fn classify<'q>(zone: &Zone, query: &Query<'q>) -> Shape<'q> {
         namespace: query.label(relative - 2),
         at: query.suffix_offset(relative - 3),
     };
+    let other = || Shape::OtherInZone {
+        namespace: (relative >= 2 && label_is(relative - 1, b"svc"))
+            .then(|| query.label(relative - 2)),
+    };
     match relative {
         0 => Shape::Apex,
         1 if label_is(0, b"dns-version") => Shape::DnsVersion,
         1 if label_is(0, b"svc") => Shape::ServicesSuffix,
-        2 if label_is(1, b"svc") => Shape::Namespace,
+        2 if label_is(1, b"svc") => Shape::Namespace(query.label(0)),
         3 if label_is(2, b"svc") => Shape::Service(service()),
         4 if label_is(3, b"svc") => Shape::Endpoint {
             host: query.label(0),
@@ -98,9 +111,13 @@ pub(crate) fn classify<'q>(zone: &Zone, query: &Query<'q>) -> Shape<'q> {
                 protocol,
                 service: service(),
             },
-            _ => Shape::OtherInZone,
+            _ => other(),
         },
-        _ => Shape::OtherInZone,
+        1 | 2 if label_is(relative - 1, b"pod") => Shape::PodSuffix,
+        3 if label_is(2, b"pod") => Shape::Pod {
+            host: query.label(0),
+        },
+        _ => other(),
     }
 }
 
@@ -159,6 +176,12 @@ mod tests {
                 service: s,
             } => format!("port {}/{} of {}", text(port), text(protocol), service(s)),
             Shape::Reverse(ip) => format!("reverse {ip}"),
+            Shape::Namespace(namespace) => format!("namespace {}", text(namespace)),
+            Shape::Pod { host } => format!("pod {}", text(host)),
+            Shape::OtherInZone {
+                namespace: Some(namespace),
+            } => format!("other in {}", text(namespace)),
+            Shape::OtherInZone { namespace: None } => "other".into(),
             other => format!("{other:?}"),
         }
     }
@@ -170,7 +193,7 @@ mod tests {
             ("CLUSTER.local.", "Apex"),
             ("dns-version.cluster.local.", "DnsVersion"),
             ("svc.cluster.local.", "ServicesSuffix"),
-            ("shop.svc.cluster.local.", "Namespace"),
+            ("shop.svc.cluster.local.", "namespace shop"),
             // The Service name is the question itself: offset 12.
             ("Web.Shop.SVC.cluster.local.", "service Web.Shop@12"),
             (
@@ -186,12 +209,17 @@ mod tests {
                 "port http/tcp of web.shop@23",
             ),
             // Only with both underscores is it a port name.
-            ("_http.tcp.web.shop.svc.cluster.local.", "OtherInZone"),
-            ("http._tcp.web.shop.svc.cluster.local.", "OtherInZone"),
-            ("a.b.c.d.e.f.svc.cluster.local.", "OtherInZone"),
-            ("web.shop.pod.cluster.local.", "OtherInZone"),
-            ("www.example.org.shop.svc.cluster.local.", "OtherInZone"),
-            ("web.shop.cluster.local.", "OtherInZone"),
+            ("_http.tcp.web.shop.svc.cluster.local.", "other in shop"),
+            ("http._tcp.web.shop.svc.cluster.local.", "other in shop"),
+            ("a.b.c.d.e.f.svc.cluster.local.", "other in f"),
+            ("www.example.org.shop.svc.cluster.local.", "other in shop"),
+            ("web.shop.cluster.local.", "other"),
+            ("www.example.org.cluster.local.", "other"),
+            ("pod.cluster.local.", "PodSuffix"),
+            ("shop.Pod.cluster.local.", "PodSuffix"),
+            ("10-0-0-1.shop.pod.cluster.local.", "pod 10-0-0-1"),
+            ("fd00--1.shop.pod.cluster.local.", "pod fd00--1"),
+            ("web.x.shop.pod.cluster.local.", "other"),
             ("local.", "Outside"),
             ("example.org.", "Outside"),
             ("web.shop.svc.cluster.example.", "Outside"),
@@ -218,7 +246,8 @@ mod tests {
             at: 12,
         };
         assert!(Shape::Apex.in_zone());
-        assert!(Shape::OtherInZone.in_zone());
+        assert!(Shape::OtherInZone { namespace: None }.in_zone());
+        assert!(Shape::Pod { host: b"10-0-0-1" }.in_zone());
         assert!(Shape::Service(service).in_zone());
         assert!(!Shape::Outside.in_zone());
         assert!(!Shape::Reverse("10.0.0.1".parse().unwrap()).in_zone());

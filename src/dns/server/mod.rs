@@ -38,6 +38,7 @@ use tracing::{debug, info, warn};
 mod tcp;
 
 use super::answer::{Outcome, Zone, answer};
+use super::chase::Chaser;
 use super::forward::Forwarder;
 use super::metrics::DnsMetrics;
 use super::wire::{self, ParseError, Response, rcode};
@@ -87,10 +88,13 @@ pub struct DnsServer {
 }
 
 /// What handling one packet produced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handled {
     Reply,
     Forward,
+    /// An ExternalName Service's name: the CNAME to this target and the
+    /// target's records, chased by the server ([`crate::dns::chase`]).
+    Chase(Arc<str>),
     Drop,
 }
 
@@ -269,6 +273,7 @@ pub fn handle_packet(
     }
     match answer(zone, snapshot, &query, response, rng) {
         Outcome::Forward => (Handled::Forward, query.qtype),
+        Outcome::Chase(target) => (Handled::Chase(target), query.qtype),
         Outcome::Answered => {
             if query.edns.is_some() {
                 response.opt(0);
@@ -311,6 +316,39 @@ impl Shared {
             self.metrics.count(qtype, response.rcode());
         }
         handled
+    }
+
+    /// The answer to a query the zone did not answer by itself (`handled`
+    /// is Forward or Chase): the bytes to send back, SERVFAIL when upstream
+    /// fails. None for anything else.
+    async fn elsewhere(&self, packet: &[u8], handled: Handled, over_tcp: bool) -> Option<Vec<u8>> {
+        match handled {
+            Handled::Forward => self.forward(packet, over_tcp).await,
+            Handled::Chase(target) => self.chase(packet, target, over_tcp).await,
+            Handled::Reply | Handled::Drop => None,
+        }
+    }
+
+    async fn chase(&self, packet: &[u8], target: Arc<str>, over_tcp: bool) -> Option<Vec<u8>> {
+        let query = wire::parse_query(packet).ok()?;
+        let chaser = Chaser {
+            zone: &self.config.zone,
+            index: &self.index,
+            forwarder: &self.config.forwarder,
+        };
+        match chaser.answer(packet, target, !over_tcp).await {
+            Ok(answer) => {
+                self.metrics.count(query.qtype, answer[3] & 0x0F);
+                Some(answer)
+            }
+            Err(error) => {
+                debug!(%error, "external name not chased");
+                if let Some(label) = error.upstream_label() {
+                    self.metrics.upstream_error(label);
+                }
+                Some(self.servfail(&query))
+            }
+        }
     }
 
     /// Forwards and returns the bytes to send back (SERVFAIL when upstream
@@ -427,7 +465,7 @@ async fn answer_datagram(
                 .observe(started.elapsed().as_secs_f64());
         }
         Handled::Drop => {}
-        Handled::Forward => {
+        handled @ (Handled::Forward | Handled::Chase(_)) => {
             // Each forwarded UDP query is a task until upstream answers (or
             // times out): capped, so a flood of names the agent does not
             // serve cannot grow memory without bound.
@@ -443,7 +481,7 @@ async fn answer_datagram(
             let shared = shared.clone();
             tokio::spawn(async move {
                 let _running = running;
-                if let Some(answer) = shared.forward(&packet, false).await {
+                if let Some(answer) = shared.elsewhere(&packet, handled, false).await {
                     let _ = socket.send_to(&answer, peer).await;
                 }
                 shared

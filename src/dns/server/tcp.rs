@@ -179,10 +179,12 @@ async fn serve_connection(
         let reply: Option<Vec<u8>> = match shared.handle(&packet, false, &mut response, &mut rng) {
             Handled::Reply => None,
             Handled::Drop => continue,
-            Handled::Forward => match shared.forward(&packet, true).await {
-                Some(answer) => Some(answer),
-                None => continue,
-            },
+            handled @ (Handled::Forward | Handled::Chase(_)) => {
+                match shared.elsewhere(&packet, handled, true).await {
+                    Some(answer) => Some(answer),
+                    None => continue,
+                }
+            }
         };
         let bytes: &[u8] = reply.as_deref().unwrap_or(&response.buf);
         let mut framed = Vec::with_capacity(bytes.len() + 2);

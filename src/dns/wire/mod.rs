@@ -26,6 +26,7 @@ pub(crate) use response::{NameRef, Section};
 /// Record types the agent answers (others are NODATA or forwarded).
 pub(crate) mod rtype {
     pub const A: u16 = 1;
+    pub const CNAME: u16 = 5;
     pub const SOA: u16 = 6;
     pub const PTR: u16 = 12;
     pub const HINFO: u16 = 13;

@@ -260,6 +260,17 @@ impl Response {
             .map(|_| ())
     }
 
+    /// Writes a CNAME answer, or nothing when the target cannot be written.
+    pub(crate) fn cname(
+        &mut self,
+        owner: u16,
+        ttl: u32,
+        target: NameRef<'_>,
+    ) -> Result<(), NameError> {
+        self.record_ending_in_name(Section::Answer, owner, rtype::CNAME, ttl, &[], target)
+            .map(|_| ())
+    }
+
     pub(crate) fn txt(&mut self, owner: u16, ttl: u32, text: &[u8]) {
         let at = self.record_start(Section::Answer, owner, rtype::TXT, ttl);
         self.buf.push(text.len().min(255) as u8);

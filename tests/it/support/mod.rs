@@ -6,6 +6,9 @@
 //!   `pods/status`, EndpointSlices, and bounded waits for the controller.
 //! - [`agent`]: runs the built `kubedisco` binary and queries its HTTP API.
 //! - [`dns`]: raw DNS queries over UDP and TCP, for counting answers.
+//! - [`netns`]: a network namespace of the test's own, with a pod's
+//!   resolv.conf.
+//! - [`upstream`]: dnsmasq as the upstream resolver, counting what reaches it.
 //! - [`in_process`]: an agent in the test's own runtime, from a `Config`.
 //! - [`eventually`]: bounded polling instead of sleeps.
 //! - [`tools`]: outside programs (dig, dnsmasq, ...), checked before use.
@@ -16,7 +19,9 @@ pub mod dns;
 pub mod eventually;
 pub mod in_process;
 pub mod kube;
+pub mod netns;
 pub mod tools;
+pub mod upstream;
 
 pub use agent::Agent;
 pub use eventually::eventually;

@@ -18,7 +18,9 @@ import (
 )
 
 const (
-	serviceClusterIPRange = "10.96.0.0/16"
+	// Dual-stack, so tests can create Services of either family or both
+	// (ipFamilyPolicy); Services are IPv4 only unless they ask.
+	serviceClusterIPRange = "10.96.0.0/16,fd00:10:96::/112"
 	serviceClusterFirstIP = "10.96.0.1"
 
 	nameEtcd       = "etcd"
