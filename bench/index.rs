@@ -58,6 +58,7 @@ fn slice(i: usize, generation: u32) -> SliceObject {
             })
             .collect(),
         weight: None,
+        headless_label: true,
     }
 }
 

@@ -10,7 +10,9 @@ use clap::Args;
 use clap::builder::{BoolValueParser, EnumValueParser, PathBufValueParser};
 
 use super::checked::{Checked, checked, refused};
-use super::choices::{ApiEncodingArg, DefaultTopologyArg, ListStrategyArg, LogFormatArg};
+use super::choices::{
+    ApiEncodingArg, DefaultTopologyArg, ListStrategyArg, LogFormatArg, WatchSlicesArg,
+};
 use crate::agent::{Config, LinkLocalConfig, Source};
 use crate::duration::parse_duration;
 use crate::logging::LogFormat;
@@ -247,6 +249,19 @@ pub struct AgentArgs {
     )]
     pub(crate) api_encoding: Checked<ApiEncodingArg>,
 
+    /// Which EndpointSlices to receive: served (those of headless Services
+    /// and of Services labelled kubedisco.io/expose=true, selected by label
+    /// on the API server; a Service exposed by the annotation alone gets no
+    /// endpoints and is warned about) or all (every slice in the cluster,
+    /// most of them of ClusterIP Services the agent answers without).
+    #[arg(
+        long,
+        env = "KUBEDISCO_WATCH_SLICES",
+        default_value = "served",
+        value_parser = checked(EnumValueParser::<WatchSlicesArg>::new())
+    )]
+    pub(crate) watch_slices: Checked<WatchSlicesArg>,
+
     /// How often a manifest source is checked for changes.
     #[arg(long, env = "KUBEDISCO_MANIFEST_POLL_INTERVAL", default_value = "1s", value_parser = checked(parse_duration))]
     pub(crate) manifest_poll_interval: Checked<Duration>,
@@ -308,6 +323,7 @@ impl AgentArgs {
             &self.link_local_interface,
             &self.list_strategy,
             &self.api_encoding,
+            &self.watch_slices,
             &self.manifest_poll_interval,
             &self.shutdown_grace,
             &self.handover_wait,
@@ -319,6 +335,7 @@ impl AgentArgs {
             SourceArg::Kubernetes => Source::Kubernetes {
                 list_strategy: self.list_strategy.value()?.into(),
                 api_encoding: self.api_encoding.value()?.into(),
+                watch_slices: self.watch_slices.value()?.into(),
             },
             SourceArg::Manifests(origin) => Source::Manifests {
                 origin,
@@ -437,7 +454,7 @@ mod tests {
     }
 
     /// Each flag with a value its parser refuses.
-    const BAD_VALUES: [(&str, &str); 18] = [
+    const BAD_VALUES: [(&str, &str); 19] = [
         ("--http-addr", "localhost"),
         ("--ttl", "5 parsecs"),
         ("--cluster-domain", "bad..domain"),
@@ -456,6 +473,7 @@ mod tests {
         ("--snapshot-max-age", "old"),
         ("--snapshot-interval", "0"),
         ("--handover-wait", "soon"),
+        ("--watch-slices", "some"),
     ];
 
     #[test]
@@ -540,15 +558,23 @@ mod tests {
                 poll_interval: Duration::from_millis(250),
             }
         );
-        let (logging, config) = agent_args(&["--log-format", "json", "--api-encoding", "json"])
-            .unwrap()
-            .into_parts()
-            .unwrap();
+        let (logging, config) = agent_args(&[
+            "--log-format",
+            "json",
+            "--api-encoding",
+            "json",
+            "--watch-slices",
+            "all",
+        ])
+        .unwrap()
+        .into_parts()
+        .unwrap();
         assert_eq!(logging.format, LogFormat::Json);
         assert!(matches!(
             config.source,
             Source::Kubernetes {
                 api_encoding: crate::source::kubernetes::ApiEncoding::Json,
+                watch_slices: crate::source::kubernetes::WatchSlices::All,
                 ..
             }
         ));

@@ -6,7 +6,7 @@ use clap::ValueEnum;
 
 use crate::index::topology::DefaultTopology;
 use crate::logging::LogFormat;
-use crate::source::kubernetes::{ApiEncoding, ListStrategy};
+use crate::source::kubernetes::{ApiEncoding, ListStrategy, WatchSlices};
 
 /// `--default-topology`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -65,6 +65,25 @@ impl From<ApiEncodingArg> for ApiEncoding {
     }
 }
 
+/// `--watch-slices`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum WatchSlicesArg {
+    /// Only the slices of headless Services and of Services labelled
+    /// kubedisco.io/expose=true, selected by label on the API server.
+    Served,
+    /// Every EndpointSlice (also those of plain ClusterIP Services).
+    All,
+}
+
+impl From<WatchSlicesArg> for WatchSlices {
+    fn from(arg: WatchSlicesArg) -> Self {
+        match arg {
+            WatchSlicesArg::Served => Self::Served,
+            WatchSlicesArg::All => Self::All,
+        }
+    }
+}
+
 /// `--log-format`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LogFormatArg {
@@ -107,6 +126,10 @@ mod tests {
         assert_eq!(
             all::<ApiEncodingArg, ApiEncoding>(),
             [ApiEncoding::Protobuf, ApiEncoding::Json]
+        );
+        assert_eq!(
+            all::<WatchSlicesArg, WatchSlices>(),
+            [WatchSlices::Served, WatchSlices::All]
         );
         assert_eq!(
             all::<LogFormatArg, LogFormat>(),

@@ -414,6 +414,7 @@ pub(crate) mod tests {
             }],
             endpoints: endpoints.into_iter().map(Arc::new).collect(),
             weight: None,
+            headless_label: true,
         }
     }
 

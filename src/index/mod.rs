@@ -38,7 +38,7 @@ pub mod topology;
 mod view;
 mod writer;
 
-pub use change::{Change, Contents, PodKey, Scope};
+pub use change::{Change, Contents, PodKey, Scope, Slices};
 pub use merge::{DEFAULT_WEIGHT, Endpoint, EndpointPort, ServedService};
 pub use objects::{ServiceKey, ServiceObject, SliceKey, SliceObject};
 pub use sharded::ShardedMap;

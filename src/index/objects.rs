@@ -182,6 +182,11 @@ pub struct SliceObject {
     pub endpoints: Vec<Arc<SliceEndpoint>>,
     /// Annotation `kubedisco.io/weight`, already validated.
     pub weight: Option<u32>,
+    /// Label `service.kubernetes.io/headless` (the EndpointSlice controller
+    /// sets it on the slices of headless Services): which of the two
+    /// label-selected slice watches lists the slice, so that a re-list of
+    /// one replaces only its own ([`crate::index::Slices`]).
+    pub headless_label: bool,
 }
 
 impl SliceObject {

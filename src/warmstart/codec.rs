@@ -103,10 +103,11 @@ mod tests {
             assert!(matches!(decode(&bad, &scope()), Err(LoadError::Checksum)));
         }
         let mut foreign = bytes.clone();
-        foreign[8] = 2;
+        // A version-1 file: written before slices recorded their headless label.
+        foreign[8] = 1;
         assert!(matches!(
             decode(&foreign, &scope()),
-            Err(LoadError::Version { found: 2 })
+            Err(LoadError::Version { found: 1 })
         ));
         assert!(matches!(
             decode(b"{\"services\": []}", &scope()),

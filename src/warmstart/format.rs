@@ -19,7 +19,10 @@ use super::coverage::Coverage;
 
 pub(crate) const MAGIC: &[u8; 8] = b"KDSNAP\r\n";
 /// Bumped whenever the payload's meaning changes; other versions are ignored.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// 2: slices record their `service.kubernetes.io/headless` label, which
+/// decides which slice watch's re-list replaces them (a version-1 file
+/// would file every headless slice under the other watch).
+pub(crate) const FORMAT_VERSION: u32 = 2;
 pub(crate) const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 /// Larger files are refused unread: no snapshot of a real index is near it,
 /// and a corrupt length must not make the agent allocate without bound.
