@@ -14,4 +14,5 @@ mod manifest_source;
 mod netif;
 mod outage;
 mod reliability;
+mod watch_slices;
 mod weights;
