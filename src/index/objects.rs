@@ -87,7 +87,7 @@ pub struct ServiceObject {
     pub key: ServiceKey,
     /// `spec.clusterIP: None`.
     pub headless: bool,
-    /// Annotation `kubedisco.io/expose: "true"`: serve a ClusterIP Service too.
+    /// Label or annotation `kubedisco.io/expose: "true"`: serve a ClusterIP Service too.
     pub exposed: bool,
     /// `spec.publishNotReadyAddresses`: every endpoint counts as usable.
     pub publish_not_ready: bool,
