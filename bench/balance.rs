@@ -88,6 +88,7 @@ fn slice_of(service: &str, name: &str, first: u32, count: u32) -> SliceObject {
             })
             .collect(),
         weight: None,
+        headless_label: true,
     }
 }
 

@@ -53,6 +53,7 @@ fn slice(i: usize, generation: u32) -> SliceObject {
             })
             .collect(),
         weight: None,
+        headless_label: true,
     }
 }
 

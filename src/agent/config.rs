@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::dns::answer::PodRecords;
 use crate::index::topology::DefaultTopology;
-use crate::source::kubernetes::{ApiEncoding, ListStrategy};
+use crate::source::kubernetes::{ApiEncoding, ListStrategy, WatchSlices};
 use crate::source::manifest::ManifestOrigin;
 use crate::warmstart::WarmStartConfig;
 
@@ -60,6 +60,7 @@ pub enum Source {
     Kubernetes {
         list_strategy: ListStrategy,
         api_encoding: ApiEncoding,
+        watch_slices: WatchSlices,
     },
     /// Manifest files (re-read every `poll_interval`), or the built-in demo.
     Manifests {
@@ -94,6 +95,7 @@ impl Default for Config {
             source: Source::Kubernetes {
                 list_strategy: ListStrategy::Auto,
                 api_encoding: ApiEncoding::Protobuf,
+                watch_slices: WatchSlices::Served,
             },
             dns_addr: loopback(1053),
             http_addr: loopback(8053),

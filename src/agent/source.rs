@@ -31,6 +31,7 @@ pub(super) fn start(
         Source::Kubernetes {
             list_strategy,
             api_encoding,
+            watch_slices,
         } => {
             let config = config.clone();
             let shutdown = shutdown.clone();
@@ -53,6 +54,7 @@ pub(super) fn start(
                     namespaces: config.namespaces.clone(),
                     list_strategy,
                     api_encoding,
+                    watch_slices,
                     pod_weights: config.pod_weights,
                     index,
                     metrics: metrics.source.clone(),

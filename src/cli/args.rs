@@ -12,6 +12,7 @@ use clap::builder::{BoolValueParser, EnumValueParser, PathBufValueParser};
 use super::checked::{Checked, checked, refused};
 use super::choices::{
     ApiEncodingArg, DefaultTopologyArg, ListStrategyArg, LogFormatArg, PodRecordsArg,
+    WatchSlicesArg,
 };
 use crate::agent::{Config, LinkLocalConfig, Source};
 use crate::duration::parse_duration;
@@ -260,6 +261,19 @@ pub struct AgentArgs {
     )]
     pub(crate) api_encoding: Checked<ApiEncodingArg>,
 
+    /// Which EndpointSlices to receive: served (those of headless Services
+    /// and of Services labelled kubedisco.io/expose=true, selected by label
+    /// on the API server; a Service exposed by the annotation alone gets no
+    /// endpoints and is warned about) or all (every slice in the cluster,
+    /// most of them of ClusterIP Services the agent answers without).
+    #[arg(
+        long,
+        env = "KUBEDISCO_WATCH_SLICES",
+        default_value = "served",
+        value_parser = checked(EnumValueParser::<WatchSlicesArg>::new())
+    )]
+    pub(crate) watch_slices: Checked<WatchSlicesArg>,
+
     /// How often a manifest source is checked for changes.
     #[arg(long, env = "KUBEDISCO_MANIFEST_POLL_INTERVAL", default_value = "1s", value_parser = checked(parse_duration))]
     pub(crate) manifest_poll_interval: Checked<Duration>,
@@ -322,6 +336,7 @@ impl AgentArgs {
             &self.link_local_interface,
             &self.list_strategy,
             &self.api_encoding,
+            &self.watch_slices,
             &self.manifest_poll_interval,
             &self.shutdown_grace,
             &self.handover_wait,
@@ -333,6 +348,7 @@ impl AgentArgs {
             SourceArg::Kubernetes => Source::Kubernetes {
                 list_strategy: self.list_strategy.value()?.into(),
                 api_encoding: self.api_encoding.value()?.into(),
+                watch_slices: self.watch_slices.value()?.into(),
             },
             SourceArg::Manifests(origin) => Source::Manifests {
                 origin,
@@ -452,7 +468,7 @@ mod tests {
     }
 
     /// Each flag with a value its parser refuses.
-    const BAD_VALUES: [(&str, &str); 19] = [
+    const BAD_VALUES: [(&str, &str); 20] = [
         ("--http-addr", "localhost"),
         ("--ttl", "5 parsecs"),
         ("--cluster-domain", "bad..domain"),
@@ -472,6 +488,7 @@ mod tests {
         ("--snapshot-max-age", "old"),
         ("--snapshot-interval", "0"),
         ("--handover-wait", "soon"),
+        ("--watch-slices", "some"),
     ];
 
     #[test]
@@ -556,15 +573,23 @@ mod tests {
                 poll_interval: Duration::from_millis(250),
             }
         );
-        let (logging, config) = agent_args(&["--log-format", "json", "--api-encoding", "json"])
-            .unwrap()
-            .into_parts()
-            .unwrap();
+        let (logging, config) = agent_args(&[
+            "--log-format",
+            "json",
+            "--api-encoding",
+            "json",
+            "--watch-slices",
+            "all",
+        ])
+        .unwrap()
+        .into_parts()
+        .unwrap();
         assert_eq!(logging.format, LogFormat::Json);
         assert!(matches!(
             config.source,
             Source::Kubernetes {
                 api_encoding: crate::source::kubernetes::ApiEncoding::Json,
+                watch_slices: crate::source::kubernetes::WatchSlices::All,
                 ..
             }
         ));

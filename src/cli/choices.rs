@@ -7,7 +7,7 @@ use clap::ValueEnum;
 use crate::dns::answer::PodRecords;
 use crate::index::topology::DefaultTopology;
 use crate::logging::LogFormat;
-use crate::source::kubernetes::{ApiEncoding, ListStrategy};
+use crate::source::kubernetes::{ApiEncoding, ListStrategy, WatchSlices};
 
 /// `--default-topology`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -85,6 +85,25 @@ impl From<ApiEncodingArg> for ApiEncoding {
     }
 }
 
+/// `--watch-slices`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum WatchSlicesArg {
+    /// Only the slices of headless Services and of Services labelled
+    /// kubedisco.io/expose=true, selected by label on the API server.
+    Served,
+    /// Every EndpointSlice (also those of plain ClusterIP Services).
+    All,
+}
+
+impl From<WatchSlicesArg> for WatchSlices {
+    fn from(arg: WatchSlicesArg) -> Self {
+        match arg {
+            WatchSlicesArg::Served => Self::Served,
+            WatchSlicesArg::All => Self::All,
+        }
+    }
+}
+
 /// `--log-format`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LogFormatArg {
@@ -131,6 +150,10 @@ mod tests {
         assert_eq!(
             all::<ApiEncodingArg, ApiEncoding>(),
             [ApiEncoding::Protobuf, ApiEncoding::Json]
+        );
+        assert_eq!(
+            all::<WatchSlicesArg, WatchSlices>(),
+            [WatchSlices::Served, WatchSlices::All]
         );
         assert_eq!(
             all::<LogFormatArg, LogFormat>(),

@@ -1,5 +1,5 @@
 //! The records that cross into the index: incremental [`Change`]s, the
-//! [`Scope`] a re-list covers, Pod identities, and the [`Contents`] a warm
+//! [`Scope`] and [`Slices`] a re-list covers, Pod identities, and the [`Contents`] a warm
 //! start saves and loads.
 //!
 //! Plain data only: applying a record is the writer's job, and nothing here
@@ -16,6 +16,12 @@ pub enum Change {
     DeleteService(ServiceKey),
     ApplySlice(SliceObject),
     DeleteSlice(SliceKey),
+    /// A slice gone from the watch of one side of [`Slices`]: removed only
+    /// while the index holds it on that side. A slice whose
+    /// `service.kubernetes.io/headless` label changed leaves one watch and
+    /// enters the other, and the two streams' events may arrive in either
+    /// order: the other watch's new self must not be deleted.
+    DeleteSliceOf(SliceKey, Slices),
     /// A Pod's `kubedisco.io/weight` label: Some(weight), or None when the
     /// label (or the Pod) is gone or invalid.
     SetPodWeight(PodKey, Option<u32>),
@@ -34,6 +40,29 @@ impl Scope {
         match self {
             Scope::All => true,
             Scope::Namespace(ns) => &**ns == namespace,
+        }
+    }
+}
+
+/// Which EndpointSlices one list covers, by the label
+/// `service.kubernetes.io/headless` the EndpointSlice controller sets on
+/// the slices of headless Services: all of them (one watch of every slice,
+/// a manifest reload), or one side, when the slices of headless Services and
+/// those of exposed ClusterIP Services are watched apart
+/// (`--watch-slices served`), so that a re-list of one leaves the other's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slices {
+    All,
+    Headless,
+    NotHeadless,
+}
+
+impl Slices {
+    pub(super) fn covers(self, slice: &SliceObject) -> bool {
+        match self {
+            Slices::All => true,
+            Slices::Headless => slice.headless_label,
+            Slices::NotHeadless => !slice.headless_label,
         }
     }
 }

@@ -406,6 +406,7 @@ pub(crate) mod tests {
             }],
             endpoints: endpoints.into_iter().map(Arc::new).collect(),
             weight: None,
+            headless_label: true,
         }
     }
 

@@ -41,7 +41,7 @@ mod view;
 mod writer;
 mod zone;
 
-pub use change::{Change, Contents, PodKey, Scope};
+pub use change::{Change, Contents, PodKey, Scope, Slices};
 pub use merge::{DEFAULT_WEIGHT, Endpoint, EndpointPort, ServedService};
 pub use objects::{ServiceKey, ServiceObject, ServiceType, SliceKey, SliceObject};
 pub use sharded::ShardedMap;

@@ -127,7 +127,7 @@ pub struct ServiceObject {
     pub external_name: Option<Arc<str>>,
     /// `spec.clusterIP: None`.
     pub headless: bool,
-    /// Annotation `kubedisco.io/expose: "true"`: serve a ClusterIP Service too.
+    /// Label or annotation `kubedisco.io/expose: "true"`: serve a ClusterIP Service too.
     pub exposed: bool,
     /// `spec.publishNotReadyAddresses`: every endpoint counts as usable.
     pub publish_not_ready: bool,
@@ -239,6 +239,11 @@ pub struct SliceObject {
     pub endpoints: Vec<Arc<SliceEndpoint>>,
     /// Annotation `kubedisco.io/weight`, already validated.
     pub weight: Option<u32>,
+    /// Label `service.kubernetes.io/headless` (the EndpointSlice controller
+    /// sets it on the slices of headless Services): which of the two
+    /// label-selected slice watches lists the slice, so that a re-list of
+    /// one replaces only its own ([`crate::index::Slices`]).
+    pub headless_label: bool,
 }
 
 impl SliceObject {

@@ -27,7 +27,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 
-use super::change::{Change, Contents, PodKey, Scope};
+use super::change::{Change, Contents, PodKey, Scope, Slices};
 use super::notify::Notifier;
 use super::objects::{ServiceKey, ServiceObject, SliceKey, SliceObject};
 use super::share::share_unchanged;
@@ -116,6 +116,11 @@ impl Index {
                 Change::DeleteService(key) => writer.remove_service(&key, &mut touched),
                 Change::ApplySlice(slice) => writer.insert_slice(slice, &mut touched),
                 Change::DeleteSlice(key) => writer.remove_slice(&key, &mut touched),
+                Change::DeleteSliceOf(key, side) => {
+                    if writer.slices.get(&key).is_some_and(|old| side.covers(old)) {
+                        writer.remove_slice(&key, &mut touched)
+                    }
+                }
                 Change::SetPodWeight(pod, weight) => {
                     writer.set_pod_weight(pod, weight, &mut touched)
                 }
@@ -132,6 +137,30 @@ impl Index {
         scope: &Scope,
         services: Option<Vec<ServiceObject>>,
         slices: Option<Vec<SliceObject>>,
+        part: &str,
+    ) {
+        self.replace_selected(scope, services, slices, Slices::All, part);
+    }
+
+    /// As [`Index::replace`] with slices, for a watch of one `side` of the
+    /// slices: the slices in `scope` on that side are replaced, the other
+    /// side's are left alone.
+    pub fn replace_slices(
+        &self,
+        scope: &Scope,
+        side: Slices,
+        slices: Vec<SliceObject>,
+        part: &str,
+    ) {
+        self.replace_selected(scope, None, Some(slices), side, part);
+    }
+
+    fn replace_selected(
+        &self,
+        scope: &Scope,
+        services: Option<Vec<ServiceObject>>,
+        slices: Option<Vec<SliceObject>>,
+        side: Slices,
         part: &str,
     ) {
         let mut writer = self.lock_writer();
@@ -157,9 +186,11 @@ impl Index {
             let listed: HashSet<&SliceKey> = slices.iter().map(|slice| &slice.key).collect();
             let stale: Vec<SliceKey> = writer
                 .slices
-                .keys()
-                .filter(|key| scope.covers(&key.namespace) && !listed.contains(key))
-                .cloned()
+                .iter()
+                .filter(|(key, old)| {
+                    scope.covers(&key.namespace) && side.covers(old) && !listed.contains(key)
+                })
+                .map(|(key, _)| key.clone())
                 .collect();
             drop(listed);
             for key in &stale {
@@ -339,6 +370,40 @@ mod tests {
         );
         assert!(index.load().get("ns", "web").is_none());
         assert!(index.load().get("other", "web").is_some());
+    }
+
+    /// The slice watches of `--watch-slices served`: each side's re-list
+    /// replaces its own slices only, and a slice that moved to the other
+    /// side is not deleted by its old side's late DELETED event.
+    #[test]
+    fn each_side_of_the_slices_replaces_only_its_own() {
+        let index = Index::default();
+        let side = |name: &str, ip: &str, headless: bool| {
+            let mut s = slice(name, "web", 80, vec![endpoint(ip)]);
+            s.headless_label = headless;
+            s
+        };
+        index.apply([Change::ApplyService(service("web"))]);
+        let headless = || vec![side("h", "10.0.0.1", true)];
+        let exposed = || vec![side("e", "10.0.0.2", false)];
+        index.replace_slices(&Scope::All, Slices::Headless, headless(), "h");
+        index.replace_slices(&Scope::All, Slices::NotHeadless, exposed(), "e");
+        assert_eq!(ips(&index, "web"), ["10.0.0.1", "10.0.0.2"]);
+        index.replace_slices(&Scope::All, Slices::Headless, headless(), "h");
+        assert_eq!(ips(&index, "web"), ["10.0.0.1", "10.0.0.2"]);
+        index.replace_slices(&Scope::All, Slices::NotHeadless, vec![], "e");
+        assert_eq!(ips(&index, "web"), ["10.0.0.1"]);
+
+        // "h" loses its label: the other side's ADDED comes first.
+        index.apply([Change::ApplySlice(side("h", "10.0.0.3", false))]);
+        let key = SliceKey {
+            namespace: "ns".into(),
+            name: "h".into(),
+        };
+        index.apply([Change::DeleteSliceOf(key.clone(), Slices::Headless)]);
+        assert_eq!(ips(&index, "web"), ["10.0.0.3"]);
+        index.apply([Change::DeleteSliceOf(key, Slices::NotHeadless)]);
+        assert!(ips(&index, "web").is_empty());
     }
 
     #[test]

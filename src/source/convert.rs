@@ -10,6 +10,13 @@ use super::metrics::InvalidWeights;
 
 /// Service annotation: serve this ClusterIP Service's endpoints too.
 pub const EXPOSE_ANNOTATION: &str = "kubedisco.io/expose";
+/// Service label, the same as [`EXPOSE_ANNOTATION`]: the EndpointSlice
+/// controller copies a Service's labels onto its slices, so only the label
+/// lets the agent select the slices of exposed Services on the API server.
+pub const EXPOSE_LABEL: &str = EXPOSE_ANNOTATION;
+/// EndpointSlice label the EndpointSlice controller sets on the slices of
+/// headless Services (kube-proxy watches its complement).
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 /// Service annotation: weight of endpoints that have none of their own.
 pub const DEFAULT_WEIGHT_ANNOTATION: &str = "kubedisco.io/default-weight";
 /// EndpointSlice annotation (and Pod label): weight of its endpoints.

@@ -1,12 +1,17 @@
 //! The Kubernetes source: kube-runtime watchers on Services and
 //! EndpointSlices (and, with `--pod-weights`, weighted Pods).
 //!
-//! One watcher per kind and per watched namespace (or one cluster-wide set).
+//! One watcher per kind and per watched namespace (or one cluster-wide set);
+//! EndpointSlices, unless `--watch-slices all`, by two label-selected
+//! watchers that receive only the slices the agent serves
+//! ([`Selection::SERVED_SLICES`]).
 //! Errors are retried with kube-runtime's default backoff and logged once
 //! per distinct cause, so an outage does not flood the log. This file
 //! starts the watchers; the rest lives beside it:
 //!
 //! - [`super::kinds`]: Services and EndpointSlices, and their watch loop.
+//! - [`super::unlabelled`]: Services exposed by annotation whose slices
+//!   the selected watchers cannot see.
 //! - [`super::pod_weights`]: the metadata-only watch of weighted Pods.
 //! - [`super::supervise`]: the loop every watch runs, and its recovery after
 //!   an outage.
@@ -23,12 +28,13 @@ use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::kinds::{self, Watched};
+use super::kinds::{self, Selection, Watched};
 use super::metrics::SourceMetrics;
 use super::pod_weights::{self, POD_RESOURCE};
 use super::service::LeanService;
 use super::slice::Slice;
 use super::supervise::WatchedPart;
+use super::unlabelled::Unlabelled;
 use crate::index::{Index, Scope};
 use crate::status::SourceStatus;
 
@@ -54,6 +60,25 @@ pub enum ApiEncoding {
     Json,
 }
 
+/// Which EndpointSlices the agent receives (`--watch-slices`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchSlices {
+    /// Only those of headless Services and of Services labelled
+    /// `kubedisco.io/expose=true`, selected by label on the API server.
+    Served,
+    /// Every slice in the watched namespaces.
+    All,
+}
+
+impl WatchSlices {
+    fn selections(self) -> &'static [Selection] {
+        match self {
+            WatchSlices::Served => &Selection::SERVED_SLICES,
+            WatchSlices::All => &[Selection::EVERYTHING],
+        }
+    }
+}
+
 /// What the watchers need; each watcher task gets its [`WatchedPart`] of it.
 #[derive(Clone)]
 pub struct KubernetesSource {
@@ -62,6 +87,7 @@ pub struct KubernetesSource {
     pub namespaces: Vec<String>,
     pub list_strategy: ListStrategy,
     pub api_encoding: ApiEncoding,
+    pub watch_slices: WatchSlices,
     /// Also watch Pods carrying `kubedisco.io/weight` (metadata only).
     pub pod_weights: bool,
     pub index: Arc<Index>,
@@ -79,18 +105,24 @@ impl KubernetesSource {
     /// The sync parts this source reports, declared to the index up front.
     pub fn parts(&self) -> Vec<String> {
         let mut parts = Vec::new();
-        let mut resources = vec![LeanService::RESOURCE, Slice::RESOURCE];
+        let mut watches = vec![(LeanService::RESOURCE, Selection::EVERYTHING)];
+        watches.extend(
+            self.watch_slices
+                .selections()
+                .iter()
+                .map(|&selection| (Slice::RESOURCE, selection)),
+        );
         if self.pod_weights {
-            resources.push(POD_RESOURCE);
+            watches.push((POD_RESOURCE, Selection::EVERYTHING));
         }
-        for resource in resources {
+        for (resource, selection) in watches {
             if self.namespaces.is_empty() {
-                parts.push(part_name(resource, None));
+                parts.push(part_name(resource, selection, None));
             } else {
                 parts.extend(
                     self.namespaces
                         .iter()
-                        .map(|ns| part_name(resource, Some(ns))),
+                        .map(|ns| part_name(resource, selection, Some(ns))),
                 );
             }
         }
@@ -101,6 +133,7 @@ impl KubernetesSource {
     fn part(
         &self,
         resource: &'static str,
+        selection: Selection,
         namespace: Option<String>,
         streaming: bool,
     ) -> WatchedPart {
@@ -111,9 +144,10 @@ impl KubernetesSource {
         WatchedPart {
             client: self.client.clone(),
             resource,
-            part: part_name(resource, namespace.as_deref()),
+            part: part_name(resource, selection, namespace.as_deref()),
             namespace,
             streaming,
+            selection,
             scope,
             index: self.index.clone(),
             metrics: self.metrics.clone(),
@@ -132,6 +166,7 @@ impl KubernetesSource {
         info!(
             streaming_lists = streaming,
             namespaces = ?self.namespaces,
+            slices = ?self.watch_slices,
             "watching Services and EndpointSlices"
         );
         let mut tasks = tokio::task::JoinSet::new();
@@ -142,15 +177,31 @@ impl KubernetesSource {
         };
         let protobuf = self.api_encoding == ApiEncoding::Protobuf;
         for namespace in scopes {
-            let part = |resource| self.part(resource, namespace.clone(), streaming);
-            tasks.spawn(kinds::watch::<LeanService>(
-                part(LeanService::RESOURCE),
-                protobuf,
-            ));
-            if self.pod_weights {
-                tasks.spawn(pod_weights::watch(part(POD_RESOURCE)));
+            let part =
+                |resource, selection| self.part(resource, selection, namespace.clone(), streaming);
+            let services = part(LeanService::RESOURCE, Selection::EVERYTHING);
+            match self.watch_slices {
+                WatchSlices::Served => {
+                    let unlabelled = Unlabelled::new(self.metrics.exposed_without_label.clone());
+                    tasks.spawn(kinds::watch::<LeanService>(services, protobuf, unlabelled));
+                }
+                WatchSlices::All => {
+                    tasks.spawn(kinds::watch::<LeanService>(services, protobuf, ()));
+                }
             }
-            tasks.spawn(kinds::watch::<Slice>(part(Slice::RESOURCE), protobuf));
+            if self.pod_weights {
+                tasks.spawn(pod_weights::watch(part(
+                    POD_RESOURCE,
+                    Selection::EVERYTHING,
+                )));
+            }
+            for &selection in self.watch_slices.selections() {
+                tasks.spawn(kinds::watch::<Slice>(
+                    part(Slice::RESOURCE, selection),
+                    protobuf,
+                    (),
+                ));
+            }
         }
         shutdown.cancelled().await;
         tasks.abort_all();
@@ -197,11 +248,18 @@ impl KubernetesSource {
     }
 }
 
-/// The sync part of `resource` in `namespace` (None: all namespaces), as
-/// the index and the status know it.
-fn part_name(resource: &str, namespace: Option<&str>) -> String {
-    match namespace {
-        Some(ns) => format!("{resource}/{ns}"),
-        None => resource.to_string(),
+/// The sync part of `resource` as `selection` selects it, in `namespace`
+/// (None: all namespaces), as the index and the status know it:
+/// `endpointslices:headless/shop`.
+fn part_name(resource: &str, selection: Selection, namespace: Option<&str>) -> String {
+    let mut name = resource.to_string();
+    if let Some(selected) = selection.name {
+        name.push(':');
+        name.push_str(selected);
     }
+    if let Some(ns) = namespace {
+        name.push('/');
+        name.push_str(ns);
+    }
+    name
 }

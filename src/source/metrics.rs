@@ -1,5 +1,7 @@
-//! What the sources report: API errors, re-lists, broken manifests and
-//! weights ignored because their value is invalid.
+//! What the sources report: API errors, re-lists, broken manifests,
+//! weights ignored because their value is invalid, what the watches
+//! received, and Services exposed by annotation whose slices are not
+//! watched.
 //!
 //! Owned by the source layer and registered by it; the agent composes it
 //! with the other components' metrics. It knows nothing of the index or the
@@ -8,6 +10,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -62,6 +65,11 @@ pub struct SourceMetrics {
     watch_restarts: Family<ResourceLabels, Counter>,
     api_errors: Family<ApiErrorLabels, Counter>,
     source_errors: Family<SourceLabels, Counter>,
+    received_objects: Family<ResourceLabels, Counter>,
+    received_bytes: Family<ResourceLabels, Counter>,
+    /// Services exposed by the annotation alone while only served slices
+    /// are watched (see `super::unlabelled`).
+    pub exposed_without_label: Gauge,
     pub invalid_weights: InvalidWeights,
 }
 
@@ -82,6 +90,26 @@ impl SourceMetrics {
             "source_errors",
             "Errors reading a non-Kubernetes source (e.g. a broken manifest)",
             metrics.source_errors.clone(),
+        );
+        registry.register(
+            "watch_objects_received",
+            "Objects received by the Kubernetes watches, by resource: listed objects and watch \
+             events (bookmarks not counted)",
+            metrics.received_objects.clone(),
+        );
+        registry.register(
+            "watch_bytes_received",
+            "Response body bytes received by the Kubernetes lists and watches, by resource \
+             (protobuf encoding only; --api-encoding json does not count them)",
+            metrics.received_bytes.clone(),
+        );
+        registry.register(
+            "services_exposed_without_label",
+            "Services exposed by the kubedisco.io/expose annotation without the label of the \
+             same name: with --watch-slices served their EndpointSlices are not watched, so \
+             they are served without endpoints (kubectl label service NAME \
+             kubedisco.io/expose=true)",
+            metrics.exposed_without_label.clone(),
         );
         registry.register(
             "invalid_weights",
@@ -108,6 +136,24 @@ impl SourceMetrics {
                 resource: resource.into(),
             })
             .inc();
+    }
+
+    /// The counter of objects received by watches of `resource`.
+    pub fn received_objects(&self, resource: &str) -> Counter {
+        self.received_objects
+            .get_or_create(&ResourceLabels {
+                resource: resource.into(),
+            })
+            .clone()
+    }
+
+    /// The counter of body bytes received by watches of `resource`.
+    pub fn received_bytes(&self, resource: &str) -> Counter {
+        self.received_bytes
+            .get_or_create(&ResourceLabels {
+                resource: resource.into(),
+            })
+            .clone()
     }
 
     pub fn record_source_error(&self, source: &str) {

@@ -6,7 +6,8 @@
 //!   kinds and their watch loop), `pod_weights` (weighted Pods),
 //!   `supervise` (the loop every watch runs, recovery after an outage),
 //!   `health` and `failure` (what a watch proves, reported per part),
-//!   `node_zone` (this node's zone).
+//!   `node_zone` (this node's zone), `unlabelled` (Services exposed by
+//!   annotation whose slices the selected slice watches cannot see).
 //! - [`manifest`]: a file or directory of Kubernetes YAML, re-read on change
 //!   (local development, demos, tests without a cluster).
 //! - [`service`], [`slice`]: Services and EndpointSlices decoded straight
@@ -30,6 +31,7 @@ pub mod proto;
 pub mod service;
 pub mod slice;
 mod supervise;
+mod unlabelled;
 pub mod watch;
 
 use std::path::PathBuf;

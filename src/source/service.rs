@@ -5,7 +5,8 @@
 //! JSON, status, every label and annotation, each string a `String`) cost
 //! as much decoding as the index gained from it nothing. [`LeanService`]
 //! keeps the metadata kube-runtime's watcher needs (name, namespace,
-//! resourceVersion, uid), kubedisco's two annotations and the spec fields
+//! resourceVersion, uid), kubedisco's two annotations and its one label
+//! (`kubedisco.io/expose`, the label the agent's slice watch selects on) and the spec fields
 //! of a [`ServiceObject`]; the rest is skipped unread. Both sources (the
 //! watcher and manifest files) read Services through it, so they cannot
 //! disagree.
@@ -23,7 +24,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use super::convert::{DEFAULT_WEIGHT_ANNOTATION, EXPOSE_ANNOTATION, weight_annotation};
+use super::convert::{
+    DEFAULT_WEIGHT_ANNOTATION, EXPOSE_ANNOTATION, EXPOSE_LABEL, weight_annotation,
+};
 use super::lean::{Common, KeyIndex, Meta, Shared, lean_resource};
 use super::metrics::InvalidWeights;
 use super::proto::{self, ProtoError};
@@ -32,8 +35,9 @@ use crate::index::objects::{Protocol, ServiceKey, ServiceObject, ServicePort, Se
 
 /// A `v1` Service, reduced while decoding.
 ///
-/// `metadata` holds only name, namespace, resourceVersion, uid and the
-/// `kubedisco.io/expose` and `kubedisco.io/default-weight` annotations.
+/// `metadata` holds only name, namespace, resourceVersion, uid, the
+/// `kubedisco.io/expose` label and the `kubedisco.io/expose` and
+/// `kubedisco.io/default-weight` annotations.
 #[derive(Clone, Debug, Default)]
 pub struct LeanService {
     pub metadata: ObjectMeta,
@@ -66,9 +70,8 @@ impl LeanService {
         let annotations = metadata.annotations.as_ref();
         let is_external_name = self.service_type == ServiceType::ExternalName;
         let exposed = !is_external_name
-            && annotations
-                .and_then(|a| a.get(EXPOSE_ANNOTATION))
-                .is_some_and(|v| v == "true");
+            && (is_true(metadata.labels.as_ref(), EXPOSE_LABEL)
+                || is_true(annotations, EXPOSE_ANNOTATION));
         ServiceObject {
             default_weight: weight_annotation(
                 annotations,
@@ -97,6 +100,26 @@ impl LeanService {
             traffic_distribution: self.traffic_distribution,
         }
     }
+
+    /// Exposed by the annotation alone: served, but with the label missing
+    /// an agent that watches only served slices (`--watch-slices served`)
+    /// never receives its endpoints, since the slices carry the Service's
+    /// labels, not its annotations.
+    pub fn exposed_by_annotation_only(&self) -> bool {
+        self.service_type != ServiceType::ExternalName
+            && !self.headless
+            && !self.expose_label()
+            && is_true(self.metadata.annotations.as_ref(), EXPOSE_ANNOTATION)
+    }
+
+    fn expose_label(&self) -> bool {
+        is_true(self.metadata.labels.as_ref(), EXPOSE_LABEL)
+    }
+}
+
+/// Whether `key` of a label or annotation map is `"true"`.
+fn is_true(map: Option<&std::collections::BTreeMap<String, String>>, key: &str) -> bool {
+    map.and_then(|m| m.get(key)).is_some_and(|v| v == "true")
 }
 
 #[derive(Default, Deserialize)]
@@ -156,7 +179,7 @@ impl<'de> Deserialize<'de> for LeanService {
                     match found {
                         Some(0) => {
                             service.metadata = map.next_value_seed(Meta {
-                                labels: &[],
+                                labels: &[EXPOSE_LABEL],
                                 annotations: &[EXPOSE_ANNOTATION, DEFAULT_WEIGHT_ANNOTATION],
                             })?
                         }
@@ -207,7 +230,7 @@ impl LeanService {
                 1 => {
                     service.metadata = proto::object_meta(
                         value.bytes("Service.metadata")?,
-                        &[],
+                        &[EXPOSE_LABEL],
                         &[EXPOSE_ANNOTATION, DEFAULT_WEIGHT_ANNOTATION],
                     )?
                 }
@@ -396,6 +419,50 @@ mod tests {
                 ("metrics", 9187, Protocol::Udp, None)
             ]
         );
+    }
+
+    /// The label exposes as the annotation does, in both encodings; only
+    /// an annotation without the label is reported, and only for a Service
+    /// whose slices the label would select (not headless, not ExternalName).
+    #[test]
+    fn the_expose_label_exposes_and_an_annotation_alone_is_reported() {
+        let service = |labels: &[(&str, &str)], annotations: &[(&str, &str)], spec: &str| {
+            let mut message = Vec::new();
+            proto::encode::bytes(
+                &mut message,
+                1,
+                &proto::encode::meta("web", "shop", "1", labels, annotations),
+            );
+            let mut spec_message = Vec::new();
+            proto::encode::text(&mut spec_message, 3, spec);
+            proto::encode::bytes(&mut message, 2, &spec_message);
+            let from_protobuf = LeanService::from_protobuf(&message).unwrap();
+            let map = |pairs: &[(&str, &str)]| {
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<std::collections::BTreeMap<_, _>>()
+            };
+            let from_json: LeanService = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "web", "labels": map(labels), "annotations": map(annotations)},
+                "spec": {"clusterIP": spec}
+            }))
+            .unwrap();
+            [from_protobuf, from_json].map(|lean| {
+                let annotation_only = lean.exposed_by_annotation_only();
+                let object = lean.into_object(&InvalidWeights::default());
+                (object.exposed, annotation_only)
+            })
+        };
+        let expose = [("kubedisco.io/expose", "true")];
+        let other = [("app", "web")];
+        assert_eq!(service(&expose, &[], "10.96.0.1"), [(true, false); 2]);
+        assert_eq!(service(&expose, &expose, "10.96.0.1"), [(true, false); 2]);
+        assert_eq!(service(&other, &expose, "10.96.0.1"), [(true, true); 2]);
+        assert_eq!(service(&other, &expose, "None"), [(true, false); 2]);
+        assert_eq!(service(&other, &[], "10.96.0.1"), [(false, false); 2]);
+        let not_true = [("kubedisco.io/expose", "yes")];
+        assert_eq!(service(&not_true, &[], "10.96.0.1"), [(false, false); 2]);
     }
 
     #[test]

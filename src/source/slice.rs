@@ -28,7 +28,7 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use tracing::warn;
 
-use super::convert::{SERVICE_NAME_LABEL, WEIGHT_KEY, weight_annotation};
+use super::convert::{HEADLESS_LABEL, SERVICE_NAME_LABEL, WEIGHT_KEY, weight_annotation};
 use super::lean::{Common, KeyIndex, Meta, Shared, lean_resource};
 use super::metrics::InvalidWeights;
 use super::proto::{self, ProtoError};
@@ -40,8 +40,9 @@ use crate::index::objects::{
 /// A `discovery.k8s.io/v1` EndpointSlice, reduced while decoding.
 ///
 /// `metadata` holds only name, namespace, resourceVersion, uid, the
-/// `kubernetes.io/service-name` label and the `kubedisco.io/weight`
-/// annotation: other labels and annotations are not kept.
+/// `kubernetes.io/service-name` and `service.kubernetes.io/headless` labels
+/// and the `kubedisco.io/weight` annotation: other labels and annotations
+/// are not kept.
 #[derive(Clone, Debug, Default)]
 pub struct Slice {
     pub metadata: ObjectMeta,
@@ -80,11 +81,12 @@ impl Slice {
             "endpointslice",
             invalid_weights,
         );
-        let service = metadata
-            .labels
-            .as_ref()
+        let labels = metadata.labels.as_ref();
+        let service = labels
             .and_then(|labels| labels.get(SERVICE_NAME_LABEL))
             .map(|name| intern(name));
+        // Present with any value: label selectors test existence.
+        let headless_label = labels.is_some_and(|labels| labels.contains_key(HEADLESS_LABEL));
         let mut endpoints = self.endpoints;
         // Kept for as long as the slice exists: no spare capacity.
         endpoints.shrink_to_fit();
@@ -94,6 +96,7 @@ impl Slice {
             weight,
             ports: self.ports,
             endpoints,
+            headless_label,
         })
     }
 }
@@ -330,7 +333,7 @@ impl<'de> Deserialize<'de> for Slice {
                     match found {
                         Some(0) => {
                             slice.metadata = map.next_value_seed(Meta {
-                                labels: &[SERVICE_NAME_LABEL],
+                                labels: &[SERVICE_NAME_LABEL, HEADLESS_LABEL],
                                 annotations: &[WEIGHT_KEY],
                             })?
                         }
@@ -371,7 +374,7 @@ impl Slice {
                 1 => {
                     slice.metadata = proto::object_meta(
                         value.bytes("EndpointSlice.metadata")?,
-                        &[SERVICE_NAME_LABEL],
+                        &[SERVICE_NAME_LABEL, HEADLESS_LABEL],
                         &[WEIGHT_KEY],
                     )?
                 }

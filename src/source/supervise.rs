@@ -19,6 +19,7 @@ use tracing::info;
 
 use super::failure::{FailureReason, classify};
 use super::health::{Evidence, PartHealth};
+use super::kinds::Selection;
 use super::metrics::SourceMetrics;
 use crate::index::{Index, Scope};
 use crate::status::SourceStatus;
@@ -33,6 +34,8 @@ pub(super) struct WatchedPart {
     pub namespace: Option<String>,
     /// Initial lists as streaming lists (WatchList).
     pub streaming: bool,
+    /// Which of the kind's objects the watch selects.
+    pub selection: Selection,
     /// What the part's lists replace in the index.
     pub scope: Scope,
     /// The sync part the index and [`SourceStatus`] know it by.

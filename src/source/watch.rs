@@ -10,7 +10,8 @@
 //! started over with a fresh list after `410 Gone`. Only the encoding
 //! differs: requests ask for `application/vnd.kubernetes.protobuf`, and an
 //! answer in another encoding is an error that says what to do
-//! (`--api-encoding json`).
+//! (`--api-encoding json`). Every request carries the watch's label
+//! selector, and the body bytes received are counted.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -24,6 +25,7 @@ use kube::Resource;
 use kube::client::Body;
 use kube::core::Status;
 use kube::runtime::watcher::{Error, Event};
+use prometheus_client::metrics::counter::Counter;
 use tracing::{debug, error};
 
 use super::proto::{self, MEDIA_TYPE, ProtoError};
@@ -80,20 +82,31 @@ struct Watcher {
     client: Client,
     /// `/api/v1/services`, `/apis/discovery.k8s.io/v1/namespaces/x/endpointslices`.
     path: String,
+    /// `&labelSelector=...`, or empty.
+    selector: String,
     streaming: bool,
+    /// Body bytes received, lists and watches.
+    received: Counter,
 }
 
-/// A watch stream of `K` in `namespace` (all when None), with a streaming
-/// or a paginated initial list.
+/// A watch stream of the `K` in `namespace` (all when None) that match
+/// `label_selector` (all when None), with a streaming or a paginated initial
+/// list; body bytes are counted in `received`.
 pub fn watcher<K: ProtoResource>(
     client: Client,
     namespace: Option<&str>,
+    label_selector: Option<&str>,
     streaming: bool,
+    received: Counter,
 ) -> impl Stream<Item = Result<Event<K>, Error>> + Send + 'static {
     let watcher = Watcher {
         client,
         path: K::url_path(&(), namespace),
+        selector: label_selector
+            .map(|selector| format!("&labelSelector={}", encode(selector)))
+            .unwrap_or_default(),
         streaming,
+        received,
     };
     futures::stream::unfold(
         (watcher, State::<K>::Empty),
@@ -261,7 +274,7 @@ impl Watcher {
     }
 
     fn request(&self, query: &str) -> Request<Body> {
-        Request::get(format!("{}?{query}", self.path))
+        Request::get(format!("{}?{query}{}", self.path, self.selector))
             .header(header::ACCEPT, MEDIA_TYPE)
             .body(Body::empty())
             .expect("a GET of a valid path is a valid request")
@@ -302,6 +315,7 @@ impl Watcher {
         Ok(Frames {
             body: response.into_body(),
             buffer: BytesMut::new(),
+            received: self.received.clone(),
         })
     }
 
@@ -316,6 +330,7 @@ impl Watcher {
             query.push_str(&encode(token));
         }
         let body = self.get(&query).await?.into_body().collect_bytes().await?;
+        self.received.inc_by(body.len() as u64);
         let list = proto::list(&body).map_err(decode_error)?;
         let objects = list
             .items
@@ -390,6 +405,7 @@ enum WatchItem<K> {
 struct Frames {
     body: Body,
     buffer: BytesMut,
+    received: Counter,
 }
 
 impl Frames {
@@ -418,6 +434,7 @@ impl Frames {
                 Ok(Some(Ok(frame))) => frame,
             };
             if let Ok(data) = chunk.into_data() {
+                self.received.inc_by(data.len() as u64);
                 self.buffer.extend_from_slice(&data);
             }
         }
@@ -522,7 +539,13 @@ mod tests {
         });
         let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
         let client = Client::try_from(config).unwrap();
-        let mut events = Box::pin(watcher::<Slice>(client, None, false));
+        let mut events = Box::pin(watcher::<Slice>(
+            client,
+            None,
+            None,
+            false,
+            Counter::default(),
+        ));
         assert!(matches!(events.next().await, Some(Ok(Event::Init))));
         match events.next().await {
             Some(Err(Error::InitialListFailed(kube::Error::Api(status)))) => {
@@ -530,6 +553,26 @@ mod tests {
                 assert!(status.message.contains("application/json"), "{status:?}");
             }
             other => panic!("expected the list to fail, got {other:?}"),
+        }
+    }
+
+    /// Lists and watches alike ask for the selected objects only.
+    #[tokio::test]
+    async fn every_request_carries_the_label_selector() {
+        let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
+        let watcher = Watcher {
+            client: Client::try_from(config).unwrap(),
+            path: "/apis/discovery.k8s.io/v1/endpointslices".into(),
+            selector: format!("&labelSelector={}", encode("a=true,!b.io/c")),
+            streaming: false,
+            received: Counter::default(),
+        };
+        for query in ["limit=500", "watch=true&resourceVersion=1"] {
+            let uri = watcher.request(query).uri().to_string();
+            assert!(
+                uri.ends_with(&format!("?{query}&labelSelector=a%3Dtrue%2C%21b.io%2Fc")),
+                "{uri}"
+            );
         }
     }
 

@@ -103,6 +103,7 @@ mod tests {
             assert!(matches!(decode(&bad, &scope()), Err(LoadError::Checksum)));
         }
         let mut foreign = bytes.clone();
+        // A version-1 file: written before slices recorded their headless label.
         foreign[8] = 1;
         assert!(matches!(
             decode(&foreign, &scope()),

@@ -21,7 +21,10 @@ pub(crate) const MAGIC: &[u8; 8] = b"KDSNAP\r\n";
 /// Bumped whenever the payload's meaning changes; other versions are ignored.
 /// 2: Services carry their type, cluster IPs and external name (a version-1
 /// file has none, and the zone would answer NODATA for every ClusterIP
-/// Service until the first list).
+/// Service until the first list); slices record their
+/// `service.kubernetes.io/headless` label, which decides which slice
+/// watch's re-list replaces them (a version-1 file would file every
+/// headless slice under the other watch).
 pub(crate) const FORMAT_VERSION: u32 = 2;
 pub(crate) const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 /// Larger files are refused unread: no snapshot of a real index is near it,

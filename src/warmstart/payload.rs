@@ -105,6 +105,9 @@ struct SnapSlice {
     endpoints: Vec<SnapEndpoint>,
     #[serde(skip_serializing_if = "Option::is_none")]
     weight: Option<u32>,
+    /// Label `service.kubernetes.io/headless`.
+    #[serde(rename = "headlessLabel", default, skip_serializing_if = "is_false")]
+    headless_label: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -256,6 +259,7 @@ impl From<&SliceObject> for SnapSlice {
                 })
                 .collect(),
             weight: s.weight,
+            headless_label: s.headless_label,
         }
     }
 }
@@ -306,6 +310,7 @@ impl SnapSlice {
                 })
                 .collect(),
             weight: self.weight,
+            headless_label: self.headless_label,
         })
     }
 }

@@ -15,10 +15,11 @@ use crate::support::agent::ips_of;
 use crate::support::kube::ip_range;
 use crate::support::{Agent, TestNamespace, eventually};
 
-/// A hand-written slice (as a custom controller would write one).
+/// A hand-written slice of a headless Service (as a custom controller
+/// would write one, with the labels the EndpointSlice controller sets).
 fn slice(name: &str, service: &str, endpoints: Value) -> Value {
     json!({
-        "metadata": {"name": name, "labels": {"kubernetes.io/service-name": service}},
+        "metadata": {"name": name, "labels": {"kubernetes.io/service-name": service, "service.kubernetes.io/headless": ""}},
         "addressType": "IPv4",
         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"},
                   {"name": "metrics", "port": 9100, "protocol": "TCP"}],
@@ -389,7 +390,7 @@ async fn publish_not_ready_addresses_serves_pods_that_are_not_ready() {
 }
 
 #[tokio::test]
-async fn cluster_ip_services_are_served_only_with_the_expose_annotation() {
+async fn cluster_ip_services_are_served_only_when_exposed() {
     let ns = TestNamespace::new("expose").await;
     let agent = Agent::start(&["--namespaces", &ns.name]).await;
     ns.create_service("plain", json!({"clusterIP": null})).await;
@@ -397,15 +398,17 @@ async fn cluster_ip_services_are_served_only_with_the_expose_annotation() {
     ns.mark_ready(&pods, Ipv4Addr::new(10, 70, 0, 1)).await;
     ns.wait_for_ready_addresses("plain", &ip_range(Ipv4Addr::new(10, 70, 0, 1), 2))
         .await;
-    // The slices exist and the agent has seen them (it is synced), yet a
-    // ClusterIP Service is not served.
+    // The slices exist and the agent is synced, yet a ClusterIP Service is
+    // not served.
     let (status, body) = agent
         .get(&format!("/v1/services/{}/plain", ns.name))
         .await
         .unwrap();
     assert_eq!(status, 404, "{body}");
 
-    let patch = json!({"metadata": {"annotations": {"kubedisco.io/expose": "true"}}});
+    // By label: the controller copies it onto the slices, which the agent
+    // then receives (see watch_slices for the annotation alone).
+    let patch = json!({"metadata": {"labels": {"kubedisco.io/expose": "true"}}});
     ns.api::<Service>()
         .patch("plain", &PatchParams::default(), &Patch::Merge(&patch))
         .await

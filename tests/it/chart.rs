@@ -810,7 +810,7 @@ async fn serve_one_service(ns: &TestNamespace, name: &str, ip: &str) {
     ns.create_service(name, json!({"selector": null})).await;
     let _: EndpointSlice = ns
         .create(json!({
-            "metadata": {"name": format!("{name}-1"), "labels": {"kubernetes.io/service-name": name}},
+            "metadata": {"name": format!("{name}-1"), "labels": {"kubernetes.io/service-name": name, "service.kubernetes.io/headless": ""}},
             "addressType": "IPv4",
             "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
             "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}]

@@ -23,7 +23,7 @@ async fn write_objects(ns: &TestNamespace) {
     )
     .await;
     ns.create::<k8s_openapi::api::core::v1::Service>(json!({
-        "metadata": {"name": "web", "annotations": {
+        "metadata": {"name": "web", "labels": {"kubedisco.io/expose": "true"}, "annotations": {
             "kubedisco.io/expose": "true", "kubedisco.io/default-weight": "40"}},
         "spec": {"ports": [{"port": 80}]}
     }))
@@ -35,7 +35,7 @@ async fn write_objects(ns: &TestNamespace) {
     .await;
     let _: EndpointSlice = ns
         .create(json!({
-            "metadata": {"name": "db-1", "labels": {"kubernetes.io/service-name": "db"},
+            "metadata": {"name": "db-1", "labels": {"kubernetes.io/service-name": "db", "service.kubernetes.io/headless": ""},
                          "annotations": {"kubedisco.io/weight": "250"}},
             "addressType": "IPv4",
             "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"},
@@ -56,7 +56,7 @@ async fn write_objects(ns: &TestNamespace) {
         .await;
     let _: EndpointSlice = ns
         .create(json!({
-            "metadata": {"name": "db-2", "labels": {"kubernetes.io/service-name": "db"}},
+            "metadata": {"name": "db-2", "labels": {"kubernetes.io/service-name": "db", "service.kubernetes.io/headless": ""}},
             "addressType": "IPv6",
             "ports": [{"name": "pg", "port": 5432}],
             "endpoints": [{"addresses": ["fd00::7"], "nodeName": "node-c"}]
@@ -64,7 +64,7 @@ async fn write_objects(ns: &TestNamespace) {
         .await;
     let _: EndpointSlice = ns
         .create(json!({
-            "metadata": {"name": "db-fqdn", "labels": {"kubernetes.io/service-name": "db"}},
+            "metadata": {"name": "db-fqdn", "labels": {"kubernetes.io/service-name": "db", "service.kubernetes.io/headless": ""}},
             "addressType": "FQDN",
             "ports": [{"name": "pg", "port": 5432}],
             "endpoints": [{"addresses": ["db.example.org"]}]
@@ -72,7 +72,7 @@ async fn write_objects(ns: &TestNamespace) {
         .await;
     let _: EndpointSlice = ns
         .create(json!({
-            "metadata": {"name": "web-1", "labels": {"kubernetes.io/service-name": "web"}},
+            "metadata": {"name": "web-1", "labels": {"kubernetes.io/service-name": "web", "kubedisco.io/expose": "true"}},
             "addressType": "IPv4",
             "ports": [{"port": 80}],
             "endpoints": [{"addresses": ["10.30.1.1"]}, {"addresses": ["10.30.1.2"]}]
@@ -199,7 +199,7 @@ async fn protobuf_and_json_agents_serve_the_same_state() {
             &PostParams::default(),
             &serde_json::from_value(json!({
                 "metadata": {"name": "web-2", "namespace": ns.name,
-                             "labels": {"kubernetes.io/service-name": "web"},
+                             "labels": {"kubernetes.io/service-name": "web", "kubedisco.io/expose": "true"},
                              "annotations": {"kubedisco.io/weight": "7"}},
                 "addressType": "IPv4",
                 "ports": [{"port": 80}],
@@ -233,7 +233,7 @@ async fn paginated_protobuf_lists_read_every_page() {
         let slices = slices.clone();
         let body: EndpointSlice = serde_json::from_value(json!({
             "metadata": {"name": format!("many-{i}"), "namespace": ns.name,
-                         "labels": {"kubernetes.io/service-name": "many"}},
+                         "labels": {"kubernetes.io/service-name": "many", "service.kubernetes.io/headless": ""}},
             "addressType": "IPv4",
             "ports": [{"name": "http", "port": 8080}],
             "endpoints": [{"addresses": [format!("10.31.{}.{}", i / 250, i % 250 + 1)]}]

@@ -14,5 +14,6 @@ mod manifest_source;
 mod netif;
 mod outage;
 mod reliability;
+mod watch_slices;
 mod weights;
 mod zone;

@@ -41,7 +41,8 @@ async fn the_demo_is_served_and_dump_prints_it() {
     let catalog = agent.endpoint_ips("shop", "catalog").await.unwrap();
     assert_eq!(catalog.len(), 4);
     assert!(catalog.iter().any(|ip| ip.contains(':')));
-    // The ClusterIP Service without the annotation is not served.
+    // The ClusterIP Service without the annotation: its endpoints are not
+    // served, its cluster IP is (in DNS, the list and dump).
     let (status, _) = agent.get("/v1/services/platform/billing-ui").await.unwrap();
     assert_eq!(status, 404);
 
@@ -66,13 +67,39 @@ async fn the_demo_is_served_and_dump_prints_it() {
             "{expected} missing from:\n{table}"
         );
     }
+    let row = |service: &str| -> Vec<&str> {
+        let line = table
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(service));
+        line.unwrap_or_default().split_whitespace().collect()
+    };
+    assert_eq!(
+        row("billing-ui")[2..5],
+        ["http/TCP", "10.96.12.8:80", "ClusterIP"],
+        "{table}"
+    );
+    assert_eq!(
+        row("billing")[2..6],
+        [
+            "-",
+            "CNAME",
+            "billing-ui.platform.svc.cluster.local",
+            "ExternalName"
+        ],
+        "{table}"
+    );
     let output = Command::new(binary())
         .args(["dump", "-o", "json"])
         .env("KUBEDISCO_ADDR", &addr)
         .output()
         .unwrap();
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("dump -o json");
-    assert_eq!(json["services"].as_array().unwrap().len(), 4);
+    // Every Service: four served, a ClusterIP one and an ExternalName one.
+    let services = json["services"].as_array().unwrap();
+    assert_eq!(services.len(), 6);
+    let billing = services.iter().find(|s| s["name"] == "billing").unwrap();
+    assert_eq!(billing["type"], "ExternalName");
+    assert_eq!(billing["served"], false);
 }
 
 #[test]

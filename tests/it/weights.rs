@@ -128,7 +128,7 @@ async fn service_and_slice_annotations_set_weights_and_go_follows_them() {
     ns.create_service("api", json!({"selector": null})).await;
     set_default_weight(&ns, "api", "50").await;
     let slice = |name: &str, ip: &str, weight: Option<&str>| {
-        let mut meta = json!({"name": name, "labels": {"kubernetes.io/service-name": "api"}});
+        let mut meta = json!({"name": name, "labels": {"kubernetes.io/service-name": "api", "service.kubernetes.io/headless": ""}});
         if let Some(weight) = weight {
             meta["annotations"] = json!({"kubedisco.io/weight": weight});
         }
@@ -203,7 +203,7 @@ async fn invalid_annotation_weights_are_ignored_and_counted() {
     set_default_weight(&ns, "web", "-1").await;
     let _: EndpointSlice = ns
         .create(json!({
-            "metadata": {"name": "web-bad", "labels": {"kubernetes.io/service-name": "web"},
+            "metadata": {"name": "web-bad", "labels": {"kubernetes.io/service-name": "web", "service.kubernetes.io/headless": ""},
                          "annotations": {"kubedisco.io/weight": "heavy"}},
             "addressType": "IPv4",
             "ports": [{"name": "http", "port": 8080}],

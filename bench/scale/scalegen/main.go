@@ -1,8 +1,11 @@
-// Command scalegen writes headless Services and their EndpointSlices through
+// Command scalegen writes Services (headless, or with -headless-every K only
+// every K-th, the rest ClusterIP) and their EndpointSlices through
 // a real API server, churns them at a given rate, and measures how long a
 // change takes to show up in kubedisco's watch stream and in DNS answers.
 //
 //	scalegen load -services N -endpoints M      converge to exactly N × M (100 endpoints per slice)
+//	    [-headless-every K]                     Service i headless iff i % K == 0 (default 1: all);
+//	                                            a Service's kind cannot change: load a fresh cluster
 //	scalegen check -services N -endpoints M     list everything back; fail unless it is N × M
 //	scalegen churn -services N -rate R -duration D
 //	scalegen propagate -services N -changes C -kd-http ADDR -dns NAME=ADDR...
@@ -15,7 +18,7 @@
 //
 // The slices look like what the EndpointSlice controller writes for the Pods
 // of a Deployment: the controller's labels (managed-by, service-name,
-// headless, the Service's own), an owner reference to the Service,
+// headless for a headless Service, the Service's own), an owner reference to the Service,
 // generateName, the last-change-trigger-time annotation, and per endpoint
 // ready/serving/terminating set explicitly, nodeName (node-0..node-99), zone
 // (zone-a/b/c by node) and a targetRef to a Pod named like
@@ -208,12 +211,17 @@ var slicePorts = func() []discoveryv1.EndpointPort {
 	return []discoveryv1.EndpointPort{{Name: &name, Port: &port, Protocol: &proto}}
 }()
 
-func service(i, namespaces int) *corev1.Service {
+// service i: headless, or with an allocated cluster IP.
+func service(i, namespaces int, headless bool) *corev1.Service {
 	name := fmt.Sprintf("svc-%d", i)
+	clusterIP := ""
+	if headless {
+		clusterIP = corev1.ClusterIPNone
+	}
 	return &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: nsOf(i, namespaces), Labels: map[string]string{"app": name}},
 		Spec: corev1.ServiceSpec{
-			ClusterIP: corev1.ClusterIPNone,
+			ClusterIP: clusterIP,
 			Ports:     []corev1.ServicePort{{Name: "http", Port: 8080, Protocol: corev1.ProtocolTCP}},
 		},
 	}
@@ -230,21 +238,25 @@ func sliceEndpoints(i, s, endpoints, namespaces int) []discoveryv1.Endpoint {
 	return eps
 }
 
-func slice(i, s, endpoints, namespaces int, svcUID types.UID, trigger string) *discoveryv1.EndpointSlice {
+func slice(i, s, endpoints, namespaces int, svcUID types.UID, trigger string, headless bool) *discoveryv1.EndpointSlice {
 	svc := fmt.Sprintf("svc-%d", i)
 	yes := true
+	labels := map[string]string{
+		"app":                        svc,
+		discoveryv1.LabelServiceName: svc,
+		discoveryv1.LabelManagedBy:   controllerName,
+	}
+	// As the controller labels them: kube-proxy and kubedisco select on it.
+	if headless {
+		labels[corev1.IsHeadlessService] = ""
+	}
 	return &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:         sliceName(i, s),
 			GenerateName: svc + "-",
 			Namespace:    nsOf(i, namespaces),
-			Labels: map[string]string{
-				"app":                        svc,
-				corev1.IsHeadlessService:     "",
-				discoveryv1.LabelServiceName: svc,
-				discoveryv1.LabelManagedBy:   controllerName,
-			},
-			Annotations: map[string]string{corev1.EndpointsLastChangeTriggerTime: trigger},
+			Labels:       labels,
+			Annotations:  map[string]string{corev1.EndpointsLastChangeTriggerTime: trigger},
 			OwnerReferences: []metav1.OwnerReference{{
 				APIVersion: "v1", Kind: "Service", Name: svc, UID: svcUID, Controller: &yes, BlockOwnerDeletion: &yes,
 			}},
@@ -317,9 +329,10 @@ func load(args []string) error {
 	fs := flag.NewFlagSet("load", flag.ExitOnError)
 	services, endpoints, namespaces := pointFlags(fs)
 	workers := fs.Int("workers", 16, "parallel writers")
+	headlessEvery := fs.Int("headless-every", 1, "Service i is headless iff i % K == 0, the rest ClusterIP")
 	_ = fs.Parse(args)
-	if *endpoints < 1 || *endpoints > 255 || *services < 1 || *namespaces < 1 {
-		return errors.New("load: need 1 <= endpoints <= 255, services >= 1, namespaces >= 1")
+	if *endpoints < 1 || *endpoints > 255 || *services < 1 || *namespaces < 1 || *headlessEvery < 1 {
+		return errors.New("load: need 1 <= endpoints <= 255, services >= 1, namespaces >= 1, headless-every >= 1")
 	}
 	cfg, err := config()
 	if err != nil {
@@ -353,7 +366,8 @@ func load(args []string) error {
 	slices := (*endpoints + perSlice - 1) / perSlice
 	var svcCreated, svcDeleted, created, updated, deleted atomic.Int64
 	err = parallel(*services, *workers, func(i int) error {
-		svc := service(i, *namespaces)
+		headless := i%*headlessEvery == 0
+		svc := service(i, *namespaces, headless)
 		uid, ok := haveSvcs[svc.Namespace+"/"+svc.Name]
 		if !ok {
 			got, err := c.CoreV1().Services(svc.Namespace).Create(ctx, svc, metav1.CreateOptions{})
@@ -364,7 +378,7 @@ func load(args []string) error {
 			svcCreated.Add(1)
 		}
 		for s := 0; s < slices; s++ {
-			want := slice(i, s, *endpoints, *namespaces, uid, trigger)
+			want := slice(i, s, *endpoints, *namespaces, uid, trigger, headless)
 			api := c.DiscoveryV1().EndpointSlices(want.Namespace)
 			if _, ok := haveSlices[want.Namespace+"/"+want.Name]; !ok {
 				if _, err := api.Create(ctx, want, metav1.CreateOptions{}); err != nil {

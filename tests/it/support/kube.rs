@@ -309,8 +309,9 @@ pub async fn headless_service(
     }
 }
 
-/// Creates or replaces EndpointSlice `name` of `service`: one ready
-/// endpoint per IP, port `http` 8080.
+/// Creates or replaces EndpointSlice `name` of headless `service`: one
+/// ready endpoint per IP, port `http` 8080, labelled as the EndpointSlice
+/// controller labels a headless Service's slices.
 pub async fn apply_slice(
     client: &Client,
     namespace: &str,
@@ -323,7 +324,8 @@ pub async fn apply_slice(
     let slice = json!({
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": name, "namespace": namespace,
-                     "labels": {"kubernetes.io/service-name": service}},
+                     "labels": {"kubernetes.io/service-name": service,
+                                "service.kubernetes.io/headless": ""}},
         "addressType": "IPv4",
         "ports": [{"name": "http", "port": 8080}],
         "endpoints": endpoints
