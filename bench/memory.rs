@@ -28,7 +28,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kubedisco::dns::answer::Zone;
 use kubedisco::dns::wire::Response;
 use kubedisco::dns::{Handled, handle_packet};
-use kubedisco::index::{Index, Scope, SliceObject};
+use kubedisco::index::{Change, Index, Scope, ServiceKey, ServiceObject, SliceObject};
 use kubedisco::source::metrics::InvalidWeights;
 use kubedisco::source::service::LeanService;
 use kubedisco::source::slice::Slice;
@@ -244,6 +244,12 @@ fn query(name: &str, record_type: hickory_proto::rr::RecordType) -> Vec<u8> {
 fn dns_allocations(rounds: usize) -> Vec<(&'static str, f64)> {
     use hickory_proto::rr::RecordType;
     let index = index_of(10, 20, true);
+    // A ClusterIP Service beside the headless ones: the zone's other names.
+    index.apply([Change::ApplyService(ServiceObject {
+        headless: false,
+        cluster_ips: ["10.96.0.10".parse().unwrap()].into(),
+        ..ServiceObject::headless(ServiceKey::new("scale-0", "api"))
+    })]);
     let snapshot = index.load();
     let zone = Zone::new("cluster.local", 5);
     // svc-0 in scale-0 holds 10.0.0.0 … 10.0.0.19.
@@ -272,6 +278,26 @@ fn dns_allocations(rounds: usize) -> Vec<(&'static str, f64)> {
             query("1.0.0.10.in-addr.arpa.", RecordType::PTR),
         ),
         ("SOA of the zone", query("cluster.local.", RecordType::SOA)),
+        (
+            "A of a ClusterIP Service",
+            query("api.scale-0.svc.cluster.local.", RecordType::A),
+        ),
+        (
+            "PTR of a cluster IP",
+            query("10.0.96.10.in-addr.arpa.", RecordType::PTR),
+        ),
+        (
+            "NXDOMAIN (search-path expansion)",
+            query("www.example.org.scale-0.svc.cluster.local.", RecordType::A),
+        ),
+        (
+            "NODATA (a namespace)",
+            query("scale-0.svc.cluster.local.", RecordType::A),
+        ),
+        (
+            "A of a pod name",
+            query("10-1-2-3.scale-0.pod.cluster.local.", RecordType::A),
+        ),
     ];
     let mut response = Response::default();
     let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
