@@ -10,6 +10,7 @@ mod dns;
 mod encoding;
 mod harness;
 mod http_api;
+mod layers;
 mod manifest_source;
 mod netif;
 mod outage;
