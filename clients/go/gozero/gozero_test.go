@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -74,30 +73,17 @@ func manifest(servers []*server, weights []string) string {
 	return agenttest.ServiceYAML("e2e", "echo", []string{"grpc"}, slices...)
 }
 
-// calls makes n calls from 4 goroutines and counts them by server.
+// calls makes n calls and counts them by server.
 func calls(hc healthpb.HealthClient, n int) (map[string]int, int) {
-	var mu sync.Mutex
-	counts, failed := map[string]int{}, 0
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for range n / 4 {
-				var p peer.Peer
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				_, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Peer(&p))
-				cancel()
-				mu.Lock()
-				if err != nil {
-					failed++
-				} else {
-					counts[p.Addr.String()]++
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	return counts, failed
+	return agenttest.CountCalls(n, func() (string, error) {
+		var p peer.Peer
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Peer(&p)); err != nil {
+			return "", err
+		}
+		return p.Addr.String(), nil
+	})
 }
 
 // TestZrpcThroughTheAgent: a zrpc client calls zrpc servers through
@@ -116,7 +102,7 @@ func TestZrpcThroughTheAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	hc := healthpb.NewHealthClient(client.Conn())
-	if !until(10*time.Second, func() bool { c, _ := calls(hc, 40); return c[light.addr] > 0 && c[heavy.addr] > 0 }) {
+	if !agenttest.Until(10*time.Second, func() bool { c, _ := calls(hc, 40); return c[light.addr] > 0 && c[heavy.addr] > 0 }) {
 		t.Fatal("the zrpc client did not reach both servers within 10s")
 	}
 
@@ -132,7 +118,7 @@ func TestZrpcThroughTheAgent(t *testing.T) {
 	third := startServer(t, "127.0.30.4")
 	agent.WriteManifest("echo.yaml", manifest([]*server{light, heavy, third}, []string{"1", "3", "1"}))
 	_, seen := agent.WaitService("e2e", "echo", 10*time.Second, agenttest.HasIPs(light.ip, heavy.ip, third.ip))
-	if !until(10*time.Second, func() bool { c, _ := calls(hc, 8); return c[third.addr] > 0 }) {
+	if !agenttest.Until(10*time.Second, func() bool { c, _ := calls(hc, 8); return c[third.addr] > 0 }) {
 		t.Fatal("the new instance got no zrpc call within 10s of the agent listing it")
 	}
 	t.Logf("scale-up: first zrpc call on the new instance within %s of the agent's API showing it", time.Since(seen).Round(time.Millisecond))
@@ -146,14 +132,4 @@ func TestZrpcThroughTheAgent(t *testing.T) {
 	if failed > 20 || counts[heavy.addr] != 0 {
 		t.Fatalf("after the ejection: %d of 2000 failed, %d served by the failing instance; want at most 1%% and none", failed, counts[heavy.addr])
 	}
-}
-
-func until(timeout time.Duration, cond func() bool) bool {
-	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
-		if cond() {
-			return true
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return false
 }

@@ -44,22 +44,24 @@ var _ registry.Discovery = (*Discovery)(nil)
 // KUBEDISCO_ADDR.
 func New(client *kubedisco.Client) *Discovery { return &Discovery{client: client} }
 
-func (d *Discovery) agent() (*kubedisco.Client, error) {
-	if d.client != nil {
-		return d.client, nil
+// resolve reads serviceName and chooses the agent.
+func (d *Discovery) resolve(serviceName string) (kubedisco.ServiceName, *kubedisco.Client, error) {
+	name, err := kubedisco.ParseServiceName(serviceName)
+	if err != nil {
+		return name, nil, err
 	}
-	return kubedisco.DefaultClient()
+	if d.client != nil {
+		return name, d.client, nil
+	}
+	client, err := kubedisco.DefaultClient()
+	return name, client, err
 }
 
 // GetService returns the instances of serviceName ("orders.shop"). A
 // Service without ready endpoints gives none and no error; one the agent
 // does not serve gives an error wrapping kubedisco.ErrServiceNotFound.
 func (d *Discovery) GetService(ctx context.Context, serviceName string) ([]*registry.ServiceInstance, error) {
-	name, err := kubedisco.ParseServiceName(serviceName)
-	if err != nil {
-		return nil, err
-	}
-	client, err := d.agent()
+	name, client, err := d.resolve(serviceName)
 	if err != nil {
 		return nil, err
 	}
@@ -72,11 +74,7 @@ func (d *Discovery) GetService(ctx context.Context, serviceName string) ([]*regi
 
 // Watch follows serviceName on the agent's watch stream.
 func (d *Discovery) Watch(ctx context.Context, serviceName string) (registry.Watcher, error) {
-	name, err := kubedisco.ParseServiceName(serviceName)
-	if err != nil {
-		return nil, err
-	}
-	client, err := d.agent()
+	name, client, err := d.resolve(serviceName)
 	if err != nil {
 		return nil, err
 	}

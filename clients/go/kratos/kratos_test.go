@@ -9,7 +9,6 @@ import (
 	"net"
 	stdhttp "net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -73,16 +72,6 @@ func manifest(ins []*instance, weights []string) string {
 	return agenttest.ServiceYAML("e2e", "echo", []string{"grpc", "http"}, slices...)
 }
 
-func until(timeout time.Duration, cond func() bool) bool {
-	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
-		if cond() {
-			return true
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return false
-}
-
 // TestKratosClientsThroughTheAgent: Kratos's own gRPC and HTTP clients,
 // with discovery:///echo.e2e and this Discovery, call Kratos servers:
 // weights 1:3 by Kratos's wrr selector, scale-up and readiness changes.
@@ -101,28 +90,15 @@ func TestKratosClientsThroughTheAgent(t *testing.T) {
 	defer conn.Close()
 	hc := healthpb.NewHealthClient(conn)
 	callGRPC := func(n int) (map[string]int, int) {
-		var mu sync.Mutex
-		counts, failed := map[string]int{}, 0
-		var wg sync.WaitGroup
-		for range 4 {
-			wg.Go(func() {
-				for range n / 4 {
-					var p peer.Peer
-					_, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Peer(&p))
-					mu.Lock()
-					if err != nil {
-						failed++
-					} else {
-						counts[p.Addr.String()]++
-					}
-					mu.Unlock()
-				}
-			})
-		}
-		wg.Wait()
-		return counts, failed
+		return agenttest.CountCalls(n, func() (string, error) {
+			var p peer.Peer
+			if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Peer(&p)); err != nil {
+				return "", err
+			}
+			return p.Addr.String(), nil
+		})
 	}
-	if !until(10*time.Second, func() bool { c, _ := callGRPC(40); return c[light.grpcAddr()] > 0 && c[heavy.grpcAddr()] > 0 }) {
+	if !agenttest.Until(10*time.Second, func() bool { c, _ := callGRPC(40); return c[light.grpcAddr()] > 0 && c[heavy.grpcAddr()] > 0 }) {
 		t.Fatal("the Kratos gRPC client did not reach both instances within 10s")
 	}
 	const n = 20000
@@ -163,7 +139,7 @@ func TestKratosClientsThroughTheAgent(t *testing.T) {
 	all := []*instance{light, heavy, third}
 	agent.WriteManifest("echo.yaml", manifest(all, []string{"1", "3", "1"}))
 	_, shown := agent.WaitService("e2e", "echo", 10*time.Second, agenttest.HasIPs(light.ip, heavy.ip, third.ip))
-	if !until(10*time.Second, func() bool { c, _ := callGRPC(8); return c[third.grpcAddr()] > 0 }) {
+	if !agenttest.Until(10*time.Second, func() bool { c, _ := callGRPC(8); return c[third.grpcAddr()] > 0 }) {
 		t.Fatal("the new instance got no Kratos gRPC call within 10s of the agent listing it")
 	}
 	t.Logf("scale-up: first Kratos gRPC call on the new instance within %s of the agent's API showing it", time.Since(shown).Round(time.Millisecond))
@@ -171,7 +147,7 @@ func TestKratosClientsThroughTheAgent(t *testing.T) {
 	unready := manifest(all, []string{"1", "3", "1"})
 	agent.WriteManifest("echo.yaml", unreadyFirst(unready, light.ip))
 	_, shown = agent.WaitService("e2e", "echo", 10*time.Second, agenttest.HasIPs(heavy.ip, third.ip))
-	if !until(10*time.Second, func() bool { c, _ := callGRPC(400); return c[light.grpcAddr()] == 0 }) {
+	if !agenttest.Until(10*time.Second, func() bool { c, _ := callGRPC(400); return c[light.grpcAddr()] == 0 }) {
 		t.Fatal("the unready instance still gets Kratos gRPC calls 10s after the agent dropped it")
 	}
 	t.Logf("readiness: the unready instance stopped getting Kratos gRPC calls within %s of the agent's API dropping it", time.Since(shown).Round(time.Millisecond))
