@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 )
 
 // Transport is an http.RoundTripper that resolves Service hosts
@@ -19,6 +20,15 @@ import (
 // Port, not from the URL (a URL port is ignored for Service hosts). For
 // HTTPS, Base's TLS config must name the server (ServerName), since the
 // connection is to an address; or use Dialer with an http.Transport.
+//
+// Failing endpoints are avoided (see Resilience, on by default): connection
+// errors and 502/503/504 answers count against an endpoint, 5 in a row
+// eject it for 30s (longer each time, at most half of the Service's
+// endpoints at once), and idempotent requests are retried on another
+// endpoint, up to 3 tries, within a budget of 20% extra requests. Ejection
+// sits on top of the agent's pick: the Transport skips ejected endpoints
+// in the agent's weighted sequence. A Transport must not be copied after
+// first use.
 type Transport struct {
 	// Base sends the requests; http.DefaultTransport when nil.
 	Base http.RoundTripper
@@ -30,6 +40,14 @@ type Transport struct {
 	// Match says which hosts are Services; IsServiceHost (names with
 	// .svc) when nil.
 	Match func(host string) bool
+	// Resilience configures ejection and retries; nil means the defaults,
+	// &Resilience{Off: true} turns them off.
+	Resilience *Resilience
+
+	resOnce sync.Once
+	res     *Resilience
+	mu      sync.Mutex
+	states  map[string]*outlierState // by Service
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -43,6 +61,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return base.RoundTrip(req)
 	}
 	client, err := clientOrDefault(t.Client)
+	if r := t.resilience(); err == nil && !r.Off {
+		return t.roundTripResilient(req, base, client, host, r)
+	}
 	if err == nil {
 		var addr string
 		if addr, err = client.Pick(req.Context(), host, t.Port); err == nil {

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
@@ -220,6 +221,41 @@ func TestBalancerConfig(t *testing.T) {
 	for _, raw := range []string{`{"panicThreshold":"0.5"}`, `[]`} {
 		if _, err := bb.ParseConfig([]byte(raw)); err == nil {
 			t.Errorf("ParseConfig(%s): want an error", raw)
+		}
+	}
+}
+
+func TestOutlierConfig(t *testing.T) {
+	bb := balancerBuilder{}
+	cfg, err := bb.ParseConfig([]byte(`{"outlierDetection":{}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cfg.(*LBConfig).outlier
+	if s == nil || s.base != 30*time.Second || s.maxTime != 300*time.Second || s.interval != 10*time.Second ||
+		s.consecutive != 5 || s.maxPercent != 50 || s.fpThreshold != 85 || !s.failure[codes.Unavailable] || s.failure[codes.NotFound] {
+		t.Fatalf("defaults: %+v", s)
+	}
+	if cfg, _ := bb.ParseConfig([]byte(`{}`)); cfg.(*LBConfig).outlier != nil {
+		t.Fatalf("no outlierDetection: ejection should be off")
+	}
+	for _, raw := range []string{
+		`{"outlierDetection":{"baseEjectionTime":"soon"}}`,
+		`{"outlierDetection":{"interval":"-1s"}}`,
+		`{"outlierDetection":{"maxEjectionPercent":101}}`,
+		`{"outlierDetection":{"failurePercentage":{"threshold":150}}}`,
+		`{"outlierDetection":{"failureCodes":["NOPE"]}}`,
+	} {
+		if _, err := bb.ParseConfig([]byte(raw)); err == nil || !strings.Contains(err.Error(), "outlierDetection") {
+			t.Errorf("ParseConfig(%s): %v, want an error naming outlierDetection", raw, err)
+		}
+	}
+	// The exported service config parses as gRPC reads it.
+	for _, sc := range []string{ServiceConfig, WeightedOnlyServiceConfig} {
+		r := manual.NewBuilderWithScheme("kdcfg")
+		if _, err := grpc.NewClient(r.Scheme()+":///x", grpc.WithResolvers(r), grpc.WithDefaultServiceConfig(sc),
+			grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+			t.Errorf("service config %s: %v", sc, err)
 		}
 	}
 }

@@ -246,3 +246,10 @@ func (tr *traffic) String() string {
 	sort.Strings(parts)
 	return fmt.Sprintf("%d RPCs: %s; %d failed", tr.seq, strings.Join(parts, " "), len(tr.failures))
 }
+
+// snapshotSeq returns how many RPCs have completed so far.
+func (tr *traffic) snapshotSeq() int64 {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return tr.seq
+}

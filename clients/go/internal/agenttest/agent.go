@@ -386,3 +386,38 @@ func tail(b []byte, n int) string {
 	}
 	return strings.TrimRight(s, "\n")
 }
+
+// CountCalls makes n calls from 4 goroutines and counts them by the
+// address each call returns; failed calls are counted apart.
+func CountCalls(n int, call func() (string, error)) (counts map[string]int, failed int) {
+	var mu sync.Mutex
+	counts = map[string]int{}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range n / 4 {
+				addr, err := call()
+				mu.Lock()
+				if err != nil {
+					failed++
+				} else {
+					counts[addr]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return counts, failed
+}
+
+// Until polls cond every 10ms until it holds; false after timeout.
+func Until(timeout time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
+		if cond() {
+			return true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return false
+}
