@@ -1,34 +1,41 @@
 # Summarises bench/dns/run's per-run results (dns-results.tsv) into the
 # Markdown tables of dns-summary.md (stdout) and the plot's data (file `plot`).
 #
-#   awk -F'\t' -v max_other=25 -v fixed=14000 -v fifo=0 -v plot=plot.tsv -f summarize.awk dns-results.tsv
+#   awk -F'\t' -v max_other=25 -v fifo=0 -v plot=plot.tsv \
+#       -v classes="headless clusterip" -v fixed="headless=14000 clusterip=15000" \
+#       -v queries="headless=2200 clusterip=1000" -f summarize.awk dns-results.tsv
 #
-# Columns: 1 phase (max|fixed), 2 round, 3 target, 4 qps, 5 avg_ms, 6 p50_ms,
-# 7 p99_ms, 8 p999_ms, 9 lost, 10 server_cpu_pct, 11 server_cpu_us_per_query,
-# 12 dnsperf_cpu_pct, 13 other_cpu_pct, 14 load1.
+# Columns: 1 class, 2 phase (max|fixed), 3 round, 4 target, 5 qps, 6 avg_ms,
+# 7 p50_ms, 8 p99_ms, 9 p999_ms, 10 lost, 11 server_cpu_pct,
+# 12 server_cpu_us_per_query, 13 dnsperf_cpu_pct, 14 other_cpu_pct, 15 load1.
 #
-# A round is clean when every run in it saw at most `max_other` % of one CPU
-# used by the rest of the machine. Each figure is its own median over the
-# clean rounds (over all rounds when none is clean, or with fifo=1, when the
-# measured processes ran as SCHED_FIFO); ratios are of median qps.
+# classes: the measured classes in the order to show them; fixed and queries:
+# class=value pairs (the fixed rate; the query file's entries).
+#
+# A class's round is clean when every run of that class in it saw at most
+# `max_other` % of one CPU used by the rest of the machine. Each figure is its
+# own median over the class's clean rounds (over all rounds when none is
+# clean, or with fifo=1, when the measured processes ran as SCHED_FIFO);
+# ratios are of median qps.
 
 NR == 1 { next }
 {
-	rounds[$2] = 1
-	if (!fifo && $13 + 0 > max_other + 0) dirty[$2] = 1
-	key = $1 SUBSEP $3
-	if (!(key in n)) { first[key, 1] = $1; first[key, 2] = "median"; first[key, 3] = $3 }
+	rounds[$1, $3] = 1
+	if (!fifo && $14 + 0 > max_other + 0) dirty[$1, $3] = 1
+	key = $1 SUBSEP $2 SUBSEP $4
+	if (!(key in n)) { first[key, 1] = $1; first[key, 2] = $2; first[key, 3] = "median"; first[key, 4] = $4 }
 	n[key]++
 	row[key, n[key]] = $0
-	round_of[key, n[key]] = $2
+	round_of[key, n[key]] = $3
 }
 
-# The median of column `col` of `key`'s runs in the chosen rounds (the mean
-# of the two middle values for an even count).
-function median(key, col,   i, j, m, t, v, f) {
+# The median of column `col` of `key`'s runs in its class's chosen rounds
+# (the mean of the two middle values for an even count).
+function median(key, col,   i, j, m, t, v, f, class) {
 	m = 0
+	class = first[key, 1]
 	for (i = 1; i <= n[key]; i++) {
-		if (use_all || !(round_of[key, i] in dirty)) {
+		if (use_all[class] || !((class, round_of[key, i]) in dirty)) {
 			split(row[key, i], f, "\t")
 			v[++m] = f[col] + 0
 		}
@@ -42,67 +49,115 @@ function median(key, col,   i, j, m, t, v, f) {
 # A row like the input's, every column the median over the chosen rounds.
 function median_row(key,   c, out) {
 	out = ""
-	for (c = 1; c <= 3; c++) out = out (c > 1 ? "\t" : "") first[key, c]
-	for (c = 4; c <= 14; c++) out = out "\t" median(key, c)
+	for (c = 1; c <= 4; c++) out = out (c > 1 ? "\t" : "") first[key, c]
+	for (c = 5; c <= 15; c++) out = out "\t" median(key, c)
 	return out
 }
 
+function pairs(text, into,   i, m, kv, p) {
+	m = split(text, p, " ")
+	for (i = 1; i <= m; i++) { split(p[i], kv, "="); into[kv[1]] = kv[2] }
+}
+
 END {
-	total = 0
-	clean = 0
-	for (r in rounds) {
-		total++
-		if (!(r in dirty)) clean++
-	}
-	use_all = (clean == 0)
+	nclasses = split(classes, class_list, " ")
+	pairs(fixed, fixed_of)
+	pairs(queries, queries_of)
 	split("coredns kubedisco ceiling", order, " ")
 	name["coredns"] = "CoreDNS"
 	name["kubedisco"] = "kubedisco"
 	name["ceiling"] = "ceiling (fixed-answer responder)"
-	label["coredns"] = "CoreDNS"
-	label["kubedisco"] = "kubedisco"
-	label["ceiling"] = "ceiling"
-	for (i = 1; i <= 3; i++) {
-		t = order[i]
-		full[t] = median_row("max" SUBSEP t)
-		slow[t] = median_row("fixed" SUBSEP t)
-		split(full[t], f, "\t")
-		qps[t] = f[4]
+	describe["headless"] = "A, SRV and NXDOMAIN below headless Services"
+	describe["clusterip"] = "A of Services with a cluster IP"
+	describe["searchpath"] = "search-path expansions of outside names, A and AAAA: NXDOMAIN"
+	describe["externalname"] = "A of ExternalName Services with an in-zone target: CNAME + addresses"
+
+	for (k = 1; k <= nclasses; k++) {
+		c = class_list[k]
+		total[c] = 0; clean[c] = 0
+		for (rc in rounds) {
+			split(rc, parts, SUBSEP)
+			if (parts[1] != c) continue
+			total[c]++
+			if (!((c, parts[2]) in dirty)) clean[c]++
+		}
+		use_all[c] = (clean[c] == 0)
+		for (i = 1; i <= 3; i++) {
+			t = order[i]
+			if (!((c, "max", t) in n)) continue
+			has[c, t] = 1
+			full[c, t] = median_row(c SUBSEP "max" SUBSEP t)
+			slow[c, t] = median_row(c SUBSEP "fixed" SUBSEP t)
+			split(full[c, t], f, "\t")
+			qps[c, t] = f[5]
+			p99[c, t] = f[8]
+			split(slow[c, t], f, "\t")
+			p99_fixed[c, t] = f[8]
+		}
+		if (fifo) rounds_used[c] = sprintf("all %d (SCHED_FIFO)", total[c])
+		else if (use_all[c]) rounds_used[c] = sprintf("none clean: all %d", total[c])
+		else rounds_used[c] = sprintf("%d of %d", clean[c], total[c])
 	}
 
 	if (fifo)
-		printf "Servers and dnsperf ran as SCHED_FIFO: the rest of the machine ran only while they waited, so every round counts. Medians over all %d round(s).\n\n", total
-	else if (use_all)
-		printf "No round was clean (the rest of the machine used more than %d%% of a CPU in some run of every round): medians over all %d round(s).\n\n", max_other, total
+		print "Servers and dnsperf ran as SCHED_FIFO: the rest of the machine ran only while they waited, so every round counts."
 	else
-		printf "Medians over the %d clean round(s) of %d (clean: the rest of the machine used at most %d%% of a CPU in every run of the round).\n\n", clean, total, max_other
-
-	print "Full speed (no rate limit), medians:"
+		printf "Per class, medians over its clean rounds (clean: the rest of the machine used at most %d%% of a CPU in each of the class's runs in that round; all rounds when none is).\n", max_other
 	print ""
-	print "| target | qps | × CoreDNS | % of ceiling | avg ms | p50 ms | p99 ms | p99.9 ms | lost | server CPU | server CPU µs/query | dnsperf CPU | other CPU |"
-	print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-	for (i = 1; i <= 3; i++) {
-		t = order[i]
-		split(full[t], f, "\t")
-		printf "| %s | %.0f | %.2f× | %.0f%% | %.3f | %.3f | %.3f | %.3f | %.0f | %.0f%% | %.2f | %.0f%% | %.0f%% |\n",
-			name[t], f[4], f[4] / qps["coredns"], 100 * f[4] / qps["ceiling"],
-			f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12], f[13]
-	}
-	print ""
-	printf "At a fixed %d qps (the same for all three), medians:\n\n", fixed
-	print "| target | qps | avg ms | p50 ms | p99 ms | p99.9 ms | lost | server CPU | server CPU µs/query | dnsperf CPU | other CPU |"
-	print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-	for (i = 1; i <= 3; i++) {
-		t = order[i]
-		split(slow[t], f, "\t")
-		printf "| %s | %.0f | %.3f | %.3f | %.3f | %.3f | %.0f | %.0f%% | %.2f | %.0f%% | %.0f%% |\n",
-			name[t], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12], f[13]
+	print "| class | queries | rounds used | CoreDNS qps | kubedisco qps | × CoreDNS | p99 ms, full speed: CoreDNS / kubedisco | fixed qps | p99 ms, fixed rate: CoreDNS / kubedisco |"
+	print "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+	for (k = 1; k <= nclasses; k++) {
+		c = class_list[k]
+		printf "| %s | %s | %s | %.0f | %.0f | %.2f× | %.3f / %.3f | %s | %.3f / %.3f |\n",
+			c, queries_of[c], rounds_used[c], qps[c, "coredns"], qps[c, "kubedisco"],
+			qps[c, "kubedisco"] / qps[c, "coredns"], p99[c, "coredns"], p99[c, "kubedisco"],
+			fixed_of[c], p99_fixed[c, "coredns"], p99_fixed[c, "kubedisco"]
 	}
 
-	for (i = 1; i <= 3; i++) {
-		t = order[i]
-		split(full[t], f, "\t")
-		split(slow[t], g, "\t")
-		printf "%s\t%s\t%s\t%s\n", label[t], f[4], f[7], g[7] > plot
+	for (k = 1; k <= nclasses; k++) {
+		c = class_list[k]
+		ceiling = ((c, "ceiling") in has)
+		print ""
+		printf "### %s: %s\n\n", c, describe[c]
+		print "Full speed (no rate limit), medians:"
+		print ""
+		if (ceiling) {
+			print "| target | qps | × CoreDNS | % of ceiling | avg ms | p50 ms | p99 ms | p99.9 ms | lost | server CPU | server CPU µs/query | dnsperf CPU | other CPU |"
+			print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+		} else {
+			print "| target | qps | × CoreDNS | avg ms | p50 ms | p99 ms | p99.9 ms | lost | server CPU | server CPU µs/query | dnsperf CPU | other CPU |"
+			print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+		}
+		for (i = 1; i <= 3; i++) {
+			t = order[i]
+			if (!((c, t) in has)) continue
+			split(full[c, t], f, "\t")
+			printf "| %s | %.0f | %.2f× | ", name[t], f[5], f[5] / qps[c, "coredns"]
+			if (ceiling) printf "%.0f%% | ", 100 * f[5] / qps[c, "ceiling"]
+			printf "%.3f | %.3f | %.3f | %.3f | %.0f | %.0f%% | %.2f | %.0f%% | %.0f%% |\n",
+				f[6], f[7], f[8], f[9], f[10], f[11], f[12], f[13], f[14]
+		}
+		print ""
+		printf "At a fixed %s qps (the same for all targets), medians:\n\n", fixed_of[c]
+		print "| target | qps | avg ms | p50 ms | p99 ms | p99.9 ms | lost | server CPU | server CPU µs/query | dnsperf CPU | other CPU |"
+		print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+		for (i = 1; i <= 3; i++) {
+			t = order[i]
+			if (!((c, t) in has)) continue
+			split(slow[c, t], f, "\t")
+			printf "| %s | %.0f | %.3f | %.3f | %.3f | %.3f | %.0f | %.0f%% | %.2f | %.0f%% | %.0f%% |\n",
+				name[t], f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12], f[13], f[14]
+		}
+	}
+
+	# The plot's data: one row per class; per panel the three targets
+	# (CoreDNS, kubedisco, ceiling), "-" where a target was not measured.
+	for (k = 1; k <= nclasses; k++) {
+		c = class_list[k]
+		line = c
+		for (i = 1; i <= 3; i++) line = line "\t" (((c, order[i]) in has) ? qps[c, order[i]] : "-")
+		for (i = 1; i <= 3; i++) line = line "\t" (((c, order[i]) in has) ? p99[c, order[i]] : "-")
+		for (i = 1; i <= 3; i++) line = line "\t" (((c, order[i]) in has) ? p99_fixed[c, order[i]] : "-")
+		print line > plot
 	}
 }
