@@ -1,9 +1,11 @@
 # The DNS benchmark's chart, written by bench/dns/run:
-#   gnuplot -e "datafile='plot.tsv'; outfile='dns-qps.png'; setup='...'" plot.gp
-# datafile (summarize.awk): one row per query class: class, then qps,
-# p99 ms at full load and p99 ms at the class's fixed rate, each for CoreDNS,
-# kubedisco and the ceiling ("-": not measured; the ceiling runs with the
-# headless class only).
+#   gnuplot -e "datafile='plot.tsv'; outfile='dns-qps.png'; targets='CoreDNS kubedisco ceiling'; setup='...'" plot.gp
+# datafile (summarize.awk): a header row, then one row per query class: the
+# class, then three panels' columns (qps; p99 ms at full load; p99 ms at the
+# class's fixed rate), each one column per target, named in the header as in
+# `targets` (CoreDNS, kubedisco, the baseline kubedisco when given, the
+# ceiling); "-" where a class did not measure a target (the baseline and the
+# ceiling run with the headless class only).
 set terminal pngcairo size 1650,560 font "sans,11" noenhanced
 set output outfile
 set datafile separator "\t"
@@ -13,45 +15,40 @@ set style histogram clustered gap 1
 set style fill solid 0.85 border -1
 set boxwidth 0.9
 set grid ytics
-set key top left horizontal
+set key top left horizontal autotitle columnheader
 set yrange [0:*]
 set offsets 0, 0, graph 0.25, 0
 set xtics nomirror scale 0 font ",10"
 
-# Bar j (0, 1, 2) of cluster $0: clustered histograms of 3 columns and gap 1
-# put it at $0 + (j - 1) / 4.
-x(j) = column(0) + (j - 1) / 4.0
+ntargets = words(targets)
+color(name) = name eq "CoreDNS" ? 0x4C72B0 : name eq "kubedisco" ? 0xDD8452 : name eq "baseline" ? 0xC44E52 : 0x8C8C8C
+# Column of target j (1..ntargets) in panel p (1..3).
+col(p, j) = 1 + (p - 1) * ntargets + j
+# Bar j of cluster $0: clustered histograms of n columns and gap 1 put it at
+# $0 + (j - 1 - (n - 1) / 2) / (n + 1).
+x(j) = column(0) + (j - 1 - (ntargets - 1) / 2.0) / (ntargets + 1.0)
 
 set multiplot layout 1,3 title sprintf("DNS benchmark per query class: dnsperf against each server (medians); %s", setup)
 
 set title "queries per second, no rate limit (higher is better)"
 set ylabel "qps"
 set format y "%.0f"
-plot datafile using 2:xtic(1) title "CoreDNS" lc rgb "#4C72B0", \
-     '' using 3 title "kubedisco" lc rgb "#DD8452", \
-     '' using 4 title "ceiling" lc rgb "#8C8C8C", \
-     '' using (x(0)):2:(sprintf("%.0f", $2)) with labels rotate by 90 left offset 0,0.4 font ",8" notitle, \
-     '' using (x(1)):3:(sprintf("%.0f", $3)) with labels rotate by 90 left offset 0,0.4 font ",8" notitle, \
-     '' using (x(2)):4:(sprintf("%.0f", $4)) with labels rotate by 90 left offset 0,0.4 font ",8" notitle
+plot for [j=1:ntargets] datafile using col(1, j):xtic(1) lc rgb color(word(targets, j)), \
+     for [j=1:ntargets] datafile using (x(j)):col(1, j):(sprintf("%.0f", column(col(1, j)))) \
+         with labels rotate by 90 left offset 0,0.4 font ",8" notitle
 
 unset key
 set title "p99 latency at full load (lower is better)"
 set ylabel "ms"
 set format y "%.2f"
-plot datafile using 5:xtic(1) title "CoreDNS" lc rgb "#4C72B0", \
-     '' using 6 title "kubedisco" lc rgb "#DD8452", \
-     '' using 7 title "ceiling" lc rgb "#8C8C8C", \
-     '' using (x(0)):5:(sprintf("%.2f", $5)) with labels rotate by 90 left offset 0,0.4 font ",8" notitle, \
-     '' using (x(1)):6:(sprintf("%.2f", $6)) with labels rotate by 90 left offset 0,0.4 font ",8" notitle, \
-     '' using (x(2)):7:(sprintf("%.2f", $7)) with labels rotate by 90 left offset 0,0.4 font ",8" notitle
+plot for [j=1:ntargets] datafile using col(2, j):xtic(1) lc rgb color(word(targets, j)), \
+     for [j=1:ntargets] datafile using (x(j)):col(2, j):(sprintf("%.2f", column(col(2, j)))) \
+         with labels rotate by 90 left offset 0,0.4 font ",8" notitle
 
 set title "p99 latency at each class's fixed rate (lower is better)"
 set format y "%.3f"
-plot datafile using 8:xtic(1) title "CoreDNS" lc rgb "#4C72B0", \
-     '' using 9 title "kubedisco" lc rgb "#DD8452", \
-     '' using 10 title "ceiling" lc rgb "#8C8C8C", \
-     '' using (x(0)):8:(sprintf("%.3f", $8)) with labels rotate by 90 left offset 0,0.4 font ",8" notitle, \
-     '' using (x(1)):9:(sprintf("%.3f", $9)) with labels rotate by 90 left offset 0,0.4 font ",8" notitle, \
-     '' using (x(2)):10:(sprintf("%.3f", $10)) with labels rotate by 90 left offset 0,0.4 font ",8" notitle
+plot for [j=1:ntargets] datafile using col(3, j):xtic(1) lc rgb color(word(targets, j)), \
+     for [j=1:ntargets] datafile using (x(j)):col(3, j):(sprintf("%.3f", column(col(3, j)))) \
+         with labels rotate by 90 left offset 0,0.4 font ",8" notitle
 
 unset multiplot

@@ -63,10 +63,13 @@ END {
 	nclasses = split(classes, class_list, " ")
 	pairs(fixed, fixed_of)
 	pairs(queries, queries_of)
-	split("coredns kubedisco ceiling", order, " ")
+	ntargets = split("coredns kubedisco baseline ceiling", order, " ")
 	name["coredns"] = "CoreDNS"
 	name["kubedisco"] = "kubedisco"
+	name["baseline"] = "kubedisco baseline (BENCH_DNS_BASELINE_BIN)"
 	name["ceiling"] = "ceiling (fixed-answer responder)"
+	split("CoreDNS kubedisco baseline ceiling", labels, " ")
+	for (i = 1; i <= ntargets; i++) label[order[i]] = labels[i]
 	describe["headless"] = "A, SRV and NXDOMAIN below headless Services"
 	describe["clusterip"] = "A of Services with a cluster IP"
 	describe["searchpath"] = "search-path expansions of outside names, A and AAAA: NXDOMAIN"
@@ -82,7 +85,7 @@ END {
 			if (!((c, parts[2]) in dirty)) clean[c]++
 		}
 		use_all[c] = (clean[c] == 0)
-		for (i = 1; i <= 3; i++) {
+		for (i = 1; i <= ntargets; i++) {
 			t = order[i]
 			if (!((c, "max", t) in n)) continue
 			has[c, t] = 1
@@ -113,6 +116,13 @@ END {
 			qps[c, "kubedisco"] / qps[c, "coredns"], p99[c, "coredns"], p99[c, "kubedisco"],
 			fixed_of[c], p99_fixed[c, "coredns"], p99_fixed[c, "kubedisco"]
 	}
+	for (k = 1; k <= nclasses; k++) {
+		c = class_list[k]
+		if (!((c, "baseline") in has)) continue
+		printf "\n%s, kubedisco against the baseline binary in the same run: %.0f against %.0f qps (%.2f×); p99 at full speed %.3f against %.3f ms, at the fixed rate %.3f against %.3f ms.\n",
+			c, qps[c, "kubedisco"], qps[c, "baseline"], qps[c, "kubedisco"] / qps[c, "baseline"],
+			p99[c, "kubedisco"], p99[c, "baseline"], p99_fixed[c, "kubedisco"], p99_fixed[c, "baseline"]
+	}
 
 	for (k = 1; k <= nclasses; k++) {
 		c = class_list[k]
@@ -128,7 +138,7 @@ END {
 			print "| target | qps | × CoreDNS | avg ms | p50 ms | p99 ms | p99.9 ms | lost | server CPU | server CPU µs/query | dnsperf CPU | other CPU |"
 			print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 		}
-		for (i = 1; i <= 3; i++) {
+		for (i = 1; i <= ntargets; i++) {
 			t = order[i]
 			if (!((c, t) in has)) continue
 			split(full[c, t], f, "\t")
@@ -141,7 +151,7 @@ END {
 		printf "At a fixed %s qps (the same for all targets), medians:\n\n", fixed_of[c]
 		print "| target | qps | avg ms | p50 ms | p99 ms | p99.9 ms | lost | server CPU | server CPU µs/query | dnsperf CPU | other CPU |"
 		print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-		for (i = 1; i <= 3; i++) {
+		for (i = 1; i <= ntargets; i++) {
 			t = order[i]
 			if (!((c, t) in has)) continue
 			split(slow[c, t], f, "\t")
@@ -150,14 +160,22 @@ END {
 		}
 	}
 
-	# The plot's data: one row per class; per panel the three targets
-	# (CoreDNS, kubedisco, ceiling), "-" where a target was not measured.
+	# The plot's data: a header row, then one row per class: the class, then
+	# per panel (qps, p99 at full speed, p99 at the fixed rate) one column per
+	# target measured on any class, "-" where a class did not measure it.
+	m = 0
+	for (i = 1; i <= ntargets; i++) {
+		for (k = 1; k <= nclasses; k++) if ((class_list[k], order[i]) in has) { shown[++m] = order[i]; break }
+	}
+	line = "class"
+	for (panel = 1; panel <= 3; panel++) for (i = 1; i <= m; i++) line = line "\t" label[shown[i]]
+	print line > plot
 	for (k = 1; k <= nclasses; k++) {
 		c = class_list[k]
 		line = c
-		for (i = 1; i <= 3; i++) line = line "\t" (((c, order[i]) in has) ? qps[c, order[i]] : "-")
-		for (i = 1; i <= 3; i++) line = line "\t" (((c, order[i]) in has) ? p99[c, order[i]] : "-")
-		for (i = 1; i <= 3; i++) line = line "\t" (((c, order[i]) in has) ? p99_fixed[c, order[i]] : "-")
+		for (i = 1; i <= m; i++) line = line "\t" (((c, shown[i]) in has) ? qps[c, shown[i]] : "-")
+		for (i = 1; i <= m; i++) line = line "\t" (((c, shown[i]) in has) ? p99[c, shown[i]] : "-")
+		for (i = 1; i <= m; i++) line = line "\t" (((c, shown[i]) in has) ? p99_fixed[c, shown[i]] : "-")
 		print line > plot
 	}
 }
