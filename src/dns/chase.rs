@@ -114,6 +114,8 @@ impl Chaser<'_> {
         {
             response.add_authorities(final_answer.authorities.drain(..));
         }
+        // SRV targets' addresses and the like (EDNS is apart, in `edns`).
+        response.add_additionals(final_answer.additionals.drain(..));
         let limit = match &asked.edns {
             Some(edns) => {
                 let mut ours = Edns::new();
@@ -292,6 +294,47 @@ mod tests {
         assert_eq!(missing.metadata.response_code, ResponseCode::NXDomain);
         assert_eq!(missing.answers.len(), 1);
         assert_eq!(missing.authorities[0].record_type(), RecordType::SOA);
+    }
+
+    #[tokio::test]
+    async fn the_targets_additional_records_come_along() {
+        let zone = Zone::new("cluster.local", 5);
+        let index = index(vec![
+            ServiceObject {
+                headless: false,
+                cluster_ips: ["10.96.0.10".parse().unwrap()].into(),
+                ports: vec![crate::index::objects::ServicePort {
+                    name: "http".into(),
+                    port: 80,
+                    protocol: crate::index::objects::Protocol::Tcp,
+                    target_port: None,
+                }],
+                ..ServiceObject::headless(ServiceKey::new("ns", "web"))
+            },
+            external("alias", "web.ns.svc.cluster.local"),
+        ]);
+        let forwarder = Forwarder {
+            upstreams: Vec::new(),
+            timeout: Duration::from_millis(100),
+        };
+        let chaser = Chaser {
+            zone: &zone,
+            index: &index,
+            forwarder: &forwarder,
+        };
+        let packet = query_packet("alias.ns.svc.cluster.local.", RecordType::SRV, Some(1232));
+        let bytes = chaser
+            .answer(&packet, "web.ns.svc.cluster.local".into(), true)
+            .await
+            .unwrap();
+        let answer = Message::from_vec(&bytes).unwrap();
+        assert_eq!(answer.answers.len(), 2, "CNAME and SRV: {answer:?}");
+        assert_eq!(
+            answer.additionals.len(),
+            1,
+            "the SRV target's address: {answer:?}"
+        );
+        assert_eq!(answer.additionals[0].data.to_string(), "10.96.0.10");
     }
 
     #[tokio::test]

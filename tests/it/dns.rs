@@ -485,7 +485,10 @@ async fn kubedisco_resolve_prints_the_answer_as_dig_does() {
     assert_eq!(ptr, "orders-0.orders.shop.svc.cluster.local.\n");
     // The README's quick start: the demo's ExternalName and a pod name.
     let (_, external, _) = agent.resolve(&["--short", "billing.platform.svc.cluster.local"]);
-    assert_eq!(external, "billing-ui.platform.svc.cluster.local.\n10.96.12.8\n");
+    assert_eq!(
+        external,
+        "billing-ui.platform.svc.cluster.local.\n10.96.12.8\n"
+    );
     let (_, pod, _) = agent.resolve(&["--short", "10-244-1-11.shop.pod.cluster.local"]);
     assert_eq!(pod, "10.244.1.11\n");
 
