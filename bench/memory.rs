@@ -28,7 +28,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kubedisco::dns::answer::Zone;
 use kubedisco::dns::wire::Response;
 use kubedisco::dns::{Handled, handle_packet};
-use kubedisco::index::{Change, Index, Scope, ServiceKey, ServiceObject, SliceObject};
+use kubedisco::index::{Change, Index, Scope, ServiceKey, ServiceObject, ServiceType, SliceObject};
 use kubedisco::source::metrics::InvalidWeights;
 use kubedisco::source::service::LeanService;
 use kubedisco::source::slice::Slice;
@@ -245,11 +245,18 @@ fn dns_allocations(rounds: usize) -> Vec<(&'static str, f64)> {
     use hickory_proto::rr::RecordType;
     let index = index_of(10, 20, true);
     // A ClusterIP Service beside the headless ones: the zone's other names.
-    index.apply([Change::ApplyService(ServiceObject {
+    let api = ServiceObject {
         headless: false,
         cluster_ips: ["10.96.0.10".parse().unwrap()].into(),
         ..ServiceObject::headless(ServiceKey::new("scale-0", "api"))
-    })]);
+    };
+    let alias = ServiceObject {
+        service_type: ServiceType::ExternalName,
+        headless: false,
+        external_name: Some("api.scale-0.svc.cluster.local".into()),
+        ..ServiceObject::headless(ServiceKey::new("scale-0", "alias"))
+    };
+    index.apply([Change::ApplyService(api), Change::ApplyService(alias)]);
     let snapshot = index.load();
     let zone = Zone::new("cluster.local", 5);
     // svc-0 in scale-0 holds 10.0.0.0 … 10.0.0.19.
@@ -293,6 +300,10 @@ fn dns_allocations(rounds: usize) -> Vec<(&'static str, f64)> {
         (
             "NODATA (a namespace)",
             query("scale-0.svc.cluster.local.", RecordType::A),
+        ),
+        (
+            "A of an ExternalName (in-zone target)",
+            query("alias.scale-0.svc.cluster.local.", RecordType::A),
         ),
         (
             "A of a pod name",

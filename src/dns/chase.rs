@@ -1,7 +1,8 @@
-//! ExternalName answers: the Service's CNAME, followed by the target's own
-//! records, as CoreDNS gives them — from the zone when the target is inside
-//! it (another Service, even another ExternalName), through the upstream
-//! resolvers otherwise.
+//! ExternalName answers whose CNAME chain leaves the zone: the Service's
+//! CNAME, followed by the target's own records, as CoreDNS gives them —
+//! links inside the zone from the zone, the rest through the upstream
+//! resolvers. (A chain that stays in the zone never gets here: the zone
+//! writes it into one response itself, allocation-free.)
 //!
 //! Owns: following a CNAME chain (at most [`MAX_CHAIN`] links, so two
 //! ExternalName Services naming each other end in SERVFAIL, not a loop) and

@@ -5,18 +5,21 @@
 //!
 //! Owns: those records, per the Kubernetes DNS specification (A/AAAA of
 //! `clusterIPs`, SRV per named port targeting the Service's own name with
-//! its addresses in Additional, CNAME to `externalName`). May not touch: the
-//! served Services' records ([`super::service`]) or the forwarder: an
-//! ExternalName target outside the zone is chased by the server
-//! ([`Outcome::Chase`]), not here.
+//! its addresses in Additional, CNAME to `externalName`, followed by an
+//! in-zone target's records). May not touch: the served Services' records
+//! ([`super::service`]) or the forwarder: an ExternalName target outside the
+//! zone is chased by the server ([`Outcome::Chase`]), not here.
 
 use std::net::IpAddr;
+use std::sync::Arc;
+
+use rand::Rng;
 
 use super::records::{names_port, write_address};
 use super::shape::ServiceName;
-use super::{Outcome, Reply};
+use super::{Outcome, Reply, answer_target};
 use crate::dns::wire::{NameRef, Section, rtype};
-use crate::index::{ServiceObject, ServiceType};
+use crate::index::{ServiceObject, ServiceType, Snapshot};
 
 /// The weight of a cluster IP's SRV records: there is one target, the
 /// Service itself, and CoreDNS gives it 100 (100 / 1).
@@ -25,16 +28,19 @@ const SOLE_TARGET_WEIGHT: u16 = 100;
 /// `<svc>.<ns>.svc.<zone>` of such a Service.
 pub(super) fn service(
     reply: &mut Reply<'_, '_>,
+    snapshot: &Snapshot,
     service: &ServiceObject,
     name: ServiceName<'_>,
+    rng: &mut impl Rng,
 ) -> Outcome {
     if let Some(target) = external_target(service) {
-        return external_name(reply, target);
+        return external_name(reply, snapshot, target, rng);
     }
+    let owner = reply.owner();
     match reply.qtype() {
-        rtype::A => write_cluster_ips(reply, service, Section::Answer, 12, IpAddr::is_ipv4),
-        rtype::AAAA => write_cluster_ips(reply, service, Section::Answer, 12, IpAddr::is_ipv6),
-        rtype::SRV => write_srv(reply, service, None, name.at),
+        rtype::A => write_cluster_ips(reply, service, Section::Answer, owner, IpAddr::is_ipv4),
+        rtype::AAAA => write_cluster_ips(reply, service, Section::Answer, owner, IpAddr::is_ipv6),
+        rtype::SRV => write_srv(reply, service, None, reply.at(name.at)),
         rtype::ANY => reply.any(),
         _ => reply.nodata(),
     }
@@ -58,14 +64,17 @@ pub(super) fn port(
         return Outcome::Answered;
     }
     match reply.qtype() {
-        rtype::SRV => write_srv(reply, service, Some((port, protocol)), name.at),
+        rtype::SRV => {
+            let service_at = reply.at(name.at);
+            write_srv(reply, service, Some((port, protocol)), service_at)
+        }
         rtype::ANY => reply.any(),
         _ => reply.nodata(),
     }
     Outcome::Answered
 }
 
-fn external_target(service: &ServiceObject) -> Option<&std::sync::Arc<str>> {
+fn external_target(service: &ServiceObject) -> Option<&Arc<str>> {
     match service.service_type {
         ServiceType::ExternalName => service.external_name.as_ref(),
         _ => None,
@@ -73,24 +82,29 @@ fn external_target(service: &ServiceObject) -> Option<&std::sync::Arc<str>> {
 }
 
 /// An ExternalName Service: its CNAME; for any other type than CNAME (and
-/// ANY) the target's records follow, which the server chases.
-fn external_name(reply: &mut Reply<'_, '_>, target: &std::sync::Arc<str>) -> Outcome {
-    match reply.qtype() {
-        rtype::CNAME | rtype::ANY => {
-            let ttl = reply.ttl();
-            let parts = [target.as_bytes()];
-            if reply
-                .response
-                .cname(12, ttl, NameRef::Parts(&parts))
-                .is_err()
-            {
-                // No DNS name (the API validates it; a manifest may not).
-                reply.servfail();
-            }
-            Outcome::Answered
-        }
-        _ => Outcome::Chase(target.clone()),
+/// ANY) the target's records follow — written here when the target is in
+/// the zone, else chased by the server.
+fn external_name(
+    reply: &mut Reply<'_, '_>,
+    snapshot: &Snapshot,
+    target: &Arc<str>,
+    rng: &mut impl Rng,
+) -> Outcome {
+    let follow = !matches!(reply.qtype(), rtype::CNAME | rtype::ANY);
+    if follow && !reply.zone.contains(target) {
+        return Outcome::Chase(target.clone());
     }
+    let (ttl, owner) = (reply.ttl(), reply.owner());
+    let parts = [target.as_bytes()];
+    let Ok(name_at) = reply.response.cname(owner, ttl, NameRef::Parts(&parts)) else {
+        // No DNS name (the API validates it; a manifest may not).
+        reply.servfail();
+        return Outcome::Answered;
+    };
+    if follow && answer_target(reply, snapshot, target, name_at, rng).is_none() {
+        return Outcome::Chase(target.clone());
+    }
+    Outcome::Answered
 }
 
 /// The Service's cluster IPs of one family; NODATA when it has none (a
@@ -189,9 +203,23 @@ mod tests {
             external_name: Some("www.example.org".into()),
             ..ServiceObject::headless(ServiceKey::new("ns", "ext"))
         };
+        let alias = |name: &str, target: &str| {
+            Change::ApplyService(ServiceObject {
+                key: ServiceKey::new("ns", name),
+                external_name: Some(target.into()),
+                ..external.clone()
+            })
+        };
         synced_index(vec![
             Change::ApplyService(dual),
             Change::ApplyService(v4),
+            alias("alias", "dual.ns.svc.cluster.local"),
+            alias("alias2", "Alias.NS.svc.cluster.local"),
+            alias("v4alias", "v4.ns.svc.cluster.local"),
+            alias("gone", "nope.ns.svc.cluster.local"),
+            alias("via-outside", "ext.ns.svc.cluster.local"),
+            alias("loop-a", "loop-b.ns.svc.cluster.local"),
+            alias("loop-b", "loop-a.ns.svc.cluster.local"),
             Change::ApplyService(external),
         ])
     }
@@ -293,5 +321,72 @@ mod tests {
             ask(&index, "ext.ns.svc.cluster.local.", RecordType::A).unwrap_err(),
             Outcome::Chase("www.example.org".into())
         );
+    }
+
+    /// (owner, data) of each answer, lowercase.
+    fn chain(message: &hickory_proto::op::Message) -> Vec<(String, String)> {
+        message
+            .answers
+            .iter()
+            .map(|r| (r.name.to_ascii().to_lowercase(), r.data.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn in_zone_targets_are_answered_in_the_same_response() {
+        let index = zone_index();
+        let a = ask(&index, "Alias2.ns.svc.cluster.local.", RecordType::A).unwrap();
+        assert!(a.metadata.authoritative);
+        assert_eq!(
+            a.queries[0].name().to_ascii(),
+            "Alias2.ns.svc.cluster.local."
+        );
+        assert_eq!(
+            chain(&a),
+            [
+                (
+                    "alias2.ns.svc.cluster.local.".into(),
+                    "Alias.NS.svc.cluster.local.".into()
+                ),
+                (
+                    "alias.ns.svc.cluster.local.".into(),
+                    "dual.ns.svc.cluster.local.".into()
+                ),
+                ("dual.ns.svc.cluster.local.".into(), "10.96.0.10".into()),
+            ]
+        );
+        // The target has no address of the family: CNAME, then NODATA.
+        let aaaa = ask(&index, "v4alias.ns.svc.cluster.local.", RecordType::AAAA).unwrap();
+        assert_eq!(aaaa.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(aaaa.answers.len(), 1);
+        assert_soa_of_zone(&aaaa);
+        // No such target: CNAME, then NXDOMAIN (RFC 6604: the last name's).
+        let gone = ask(&index, "gone.ns.svc.cluster.local.", RecordType::A).unwrap();
+        assert_eq!(gone.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(gone.answers.len(), 1);
+        assert_soa_of_zone(&gone);
+        // SRV through the CNAME, the targets' addresses in Additional.
+        let srv = ask(&index, "alias.ns.svc.cluster.local.", RecordType::SRV).unwrap();
+        assert_eq!(srv.answers.len(), 3, "CNAME and two SRV: {srv:?}");
+        let mut additional: Vec<_> = srv.additionals.iter().map(|r| r.data.to_string()).collect();
+        additional.sort();
+        assert_eq!(additional, ["10.96.0.10", "fd00::10"]);
+        // A chain that leaves the zone, or loops, is the server's to chase
+        // from the first link.
+        for (name, target) in [
+            ("via-outside", "ext.ns.svc.cluster.local"),
+            ("loop-a", "loop-b.ns.svc.cluster.local"),
+        ] {
+            assert_eq!(
+                ask(
+                    &index,
+                    &format!("{name}.ns.svc.cluster.local."),
+                    RecordType::A
+                )
+                .unwrap_err(),
+                Outcome::Chase(target.into()),
+                "{name}"
+            );
+        }
     }
 }

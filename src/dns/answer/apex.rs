@@ -25,7 +25,10 @@ pub(super) fn apex(reply: &mut Reply<'_, '_>) -> Outcome {
 pub(super) fn dns_version(reply: &mut Reply<'_, '_>) -> Outcome {
     reply.start();
     match reply.qtype() {
-        rtype::TXT => reply.response.txt(12, reply.ttl(), SCHEMA_VERSION),
+        rtype::TXT => {
+            let owner = reply.owner();
+            reply.response.txt(owner, reply.ttl(), SCHEMA_VERSION)
+        }
         rtype::ANY => reply.any(),
         _ => reply.nodata(),
     }

@@ -36,8 +36,10 @@
 //!
 //! Owns: what the zone says about a parsed query. May not touch: sockets,
 //! the forwarder, metrics, or the index beyond the snapshot it is given; it
-//! writes one [`Response`] and allocates nothing per query (an ExternalName
-//! answer other than its CNAME is the server's to chase: [`Outcome::Chase`]).
+//! writes one [`Response`] and allocates nothing per query. An in-zone
+//! ExternalName target is answered into the same response (its question
+//! made up on the stack, see `answer_target`); a chain that leaves the zone
+//! is the server's to chase ([`Outcome::Chase`]).
 
 mod addressed;
 mod apex;
@@ -162,14 +164,24 @@ impl Zone {
     }
 }
 
-/// What every writer shares: the question, the response being written, the
-/// zone and the snapshot's generation (the SOA serial). Owner names are the
-/// question (offset 12) unless a writer says otherwise.
+/// What every writer shares: the name being answered, the response being
+/// written, the zone and the snapshot's generation (the SOA serial).
+///
+/// Owner names are the question (offset 12) — or, while an in-zone
+/// ExternalName target is answered inside the same response, the target's
+/// name as the CNAME wrote it: `query` is then a question made up for the
+/// target, whose offsets `shift` translates into the response.
 struct Reply<'r, 'q> {
     query: &'r Query<'q>,
+    /// The client's question: what the response starts with and echoes.
+    asked: &'r Query<'r>,
     response: &'r mut Response,
     zone: &'r Zone,
     serial: u32,
+    /// Offsets in `query` plus this are offsets in the response.
+    shift: u16,
+    /// CNAME links followed so far (0: answering the client's name).
+    depth: u8,
 }
 
 impl Reply<'_, '_> {
@@ -181,21 +193,34 @@ impl Reply<'_, '_> {
         self.zone.ttl
     }
 
-    /// Starts an authoritative response.
+    /// Where the answered name is in the response: the owner of answers.
+    fn owner(&self) -> u16 {
+        12 + self.shift
+    }
+
+    /// `offset` in the answered name's question, as a response offset.
+    fn at(&self, offset: u16) -> u16 {
+        offset + self.shift
+    }
+
+    /// Starts an authoritative response (a chased target's records join
+    /// the response already started).
     fn start(&mut self) {
-        self.response.start(self.query, true);
+        if self.depth == 0 {
+            self.response.start(self.asked, true);
+        }
     }
 
     /// Not synced yet: the agent cannot say what does not exist.
     fn servfail(&mut self) {
-        self.response.start(self.query, false);
+        self.response.start(self.asked, false);
         self.response.set_rcode(rcode::SERVFAIL);
     }
 
-    /// The zone's SOA, owned by the zone's name inside the question: only
-    /// for names in the zone.
+    /// The zone's SOA, owned by the zone's name inside the answered name:
+    /// only for names in the zone.
     fn soa(&mut self, section: Section) {
-        let zone_at = self.zone.offset_in(self.query);
+        let zone_at = self.at(self.zone.offset_in(self.query));
         self.response
             .soa(section, zone_at, self.zone.ttl, self.serial);
     }
@@ -212,7 +237,8 @@ impl Reply<'_, '_> {
 
     /// RFC 8482's answer to ANY.
     fn any(&mut self) {
-        self.response.hinfo_rfc8482(12, self.zone.ttl);
+        let owner = self.owner();
+        self.response.hinfo_rfc8482(owner, self.zone.ttl);
     }
 }
 
@@ -224,19 +250,26 @@ pub(crate) fn answer(
     response: &mut Response,
     rng: &mut impl Rng,
 ) -> Outcome {
-    let shape = classify(zone, query);
-    if shape.in_zone() && query.qclass != CLASS_IN && query.qclass != CLASS_ANY {
+    if classify(zone, query).in_zone() && query.qclass != CLASS_IN && query.qclass != CLASS_ANY {
         response.start(query, false);
         response.set_rcode(rcode::REFUSED);
         return Outcome::Answered;
     }
     let reply = &mut Reply {
         query,
+        asked: query,
         response,
         zone,
         serial: snapshot.generation as u32,
+        shift: 0,
+        depth: 0,
     };
-    match shape {
+    answer_name(reply, snapshot, rng)
+}
+
+/// Hands the answered name to the writer of its shape.
+fn answer_name(reply: &mut Reply<'_, '_>, snapshot: &Snapshot, rng: &mut impl Rng) -> Outcome {
+    match classify(reply.zone, reply.query) {
         Shape::Apex => apex::apex(reply),
         Shape::DnsVersion => apex::dns_version(reply),
         Shape::Service(name) => service::service(reply, snapshot, name, rng),
@@ -256,6 +289,55 @@ pub(crate) fn answer(
         Shape::OtherInZone { namespace } => names::other(reply, snapshot, namespace),
         Shape::Reverse(ip) => reverse::pointer(reply, snapshot, ip),
         Shape::Outside => Outcome::Forward,
+    }
+}
+
+/// Answers `target`, an in-zone ExternalName target whose CNAME the
+/// response holds with the target's name at `name_at`, into the same
+/// response: its records follow the CNAME, owned by that name. Allocates
+/// nothing: the target's question is made up on the stack. Anything but a
+/// local answer (a target outside the zone further down the chain, a
+/// namespace the agent does not watch, a chain too long) is the server's
+/// to chase instead ([`Outcome::Chase`] of the caller's target).
+fn answer_target(
+    reply: &mut Reply<'_, '_>,
+    snapshot: &Snapshot,
+    target: &str,
+    name_at: u16,
+    rng: &mut impl Rng,
+) -> Option<()> {
+    const MAX_CHAIN: u8 = 8;
+    if reply.depth >= MAX_CHAIN {
+        return None;
+    }
+    let mut packet = [0u8; 12 + super::wire::MAX_NAME_LEN + 4];
+    packet[2] = 0x01; // RD
+    packet[5] = 1; // one question
+    let mut at = 12;
+    for label in target.split('.').filter(|l| !l.is_empty()) {
+        let end = at + 1 + label.len();
+        if label.len() > super::wire::MAX_LABEL_LEN || end + 5 > packet.len() {
+            return None;
+        }
+        packet[at] = label.len() as u8;
+        packet[at + 1..end].copy_from_slice(label.as_bytes());
+        at = end;
+    }
+    packet[at + 1..at + 3].copy_from_slice(&reply.qtype().to_be_bytes());
+    packet[at + 3..at + 5].copy_from_slice(&CLASS_IN.to_be_bytes());
+    let query = super::wire::parse_query(&packet[..at + 5]).ok()?;
+    let nested = &mut Reply {
+        query: &query,
+        asked: reply.asked,
+        response: &mut *reply.response,
+        zone: reply.zone,
+        serial: reply.serial,
+        shift: name_at.checked_sub(12)?,
+        depth: reply.depth + 1,
+    };
+    match answer_name(nested, snapshot, rng) {
+        Outcome::Answered => Some(()),
+        Outcome::Forward | Outcome::Chase(_) => None,
     }
 }
 

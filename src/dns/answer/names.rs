@@ -90,8 +90,8 @@ pub(super) fn pod(reply: &mut Reply<'_, '_>, host: &[u8]) -> Outcome {
     };
     match (reply.qtype(), address) {
         (rtype::A, IpAddr::V4(_)) | (rtype::AAAA, IpAddr::V6(_)) => {
-            let ttl = reply.ttl();
-            write_address(reply.response, Section::Answer, 12, ttl, address);
+            let (ttl, owner) = (reply.ttl(), reply.owner());
+            write_address(reply.response, Section::Answer, owner, ttl, address);
         }
         (rtype::ANY, _) => reply.any(),
         _ => reply.nodata(),

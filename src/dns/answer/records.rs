@@ -73,11 +73,12 @@ pub(super) fn write_addresses(
             return;
         }
         ordered.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        let owner = reply.owner();
         for &(_, _, i) in ordered.iter() {
             write_address(
                 reply.response,
                 Section::Answer,
-                12,
+                owner,
                 ttl,
                 service.endpoints[i].ip(),
             );
@@ -121,7 +122,8 @@ pub(super) fn names_port(
 
 /// SRV records for every (endpoint, port) that `keep` accepts and whose port
 /// matches `port` (all ports when None); targets' addresses in Additional.
-/// `service_at` points at `<svc>.<ns>.svc.<zone>` inside the question.
+/// `service_at` points at `<svc>.<ns>.svc.<zone>` inside the response (the
+/// question, or a CNAME's target name).
 /// An endpoint whose host label cannot be written (a hostname that is not
 /// a DNS label) is left out, records and address: a shortened name would
 /// point clients at a host that does not exist.
@@ -132,7 +134,7 @@ pub(super) fn write_srv(
     service_at: u16,
     keep: impl Fn(&Endpoint) -> bool,
 ) {
-    let ttl = reply.ttl();
+    let (ttl, owner) = (reply.ttl(), reply.owner());
     let response = &mut *reply.response;
     SCRATCH.with_borrow_mut(|scratch| {
         let targets = &mut scratch.targets;
@@ -152,7 +154,7 @@ pub(super) fn write_srv(
                     None => NameRef::LabelThenPointer(host, service_at),
                 };
                 let Ok(at) = response.srv(
-                    12,
+                    owner,
                     ttl,
                     endpoint.priority.min(u32::from(u16::MAX)) as u16,
                     endpoint.weight.min(u32::from(u16::MAX)) as u16,

@@ -23,7 +23,7 @@ pub(super) fn pointer(reply: &mut Reply<'_, '_>, snapshot: &Snapshot, ip: IpAddr
         return Outcome::Forward;
     }
     reply.start();
-    let ttl = reply.ttl();
+    let (ttl, owner) = (reply.ttl(), reply.owner());
     for key in owners.keys() {
         let Some(service) = snapshot.services.get(key) else {
             continue;
@@ -45,7 +45,7 @@ pub(super) fn pointer(reply: &mut Reply<'_, '_>, snapshot: &Snapshot, ip: IpAddr
             // A name with a label that is no DNS label (a hostname from a
             // manifest, an over-long zone) is left out: shortened, it would
             // name another host.
-            let _ = reply.response.ptr(12, ttl, NameRef::Parts(&target));
+            let _ = reply.response.ptr(owner, ttl, NameRef::Parts(&target));
         }
     }
     Outcome::Answered
@@ -67,10 +67,10 @@ fn cluster_ip_pointer(reply: &mut Reply<'_, '_>, snapshot: &Snapshot, ip: IpAddr
         b"svc",
         reply.zone.name.as_bytes(),
     ];
-    let ttl = reply.ttl();
+    let (ttl, owner) = (reply.ttl(), reply.owner());
     if reply
         .response
-        .ptr(12, ttl, NameRef::Parts(&target))
+        .ptr(owner, ttl, NameRef::Parts(&target))
         .is_err()
     {
         reply.servfail();

@@ -83,13 +83,15 @@ pub(super) fn service(
 ) -> Outcome {
     let service = match lookup(reply, snapshot, name) {
         Ok(Named::Served(service)) => service,
-        Ok(Named::Addressed(service)) => return addressed::service(reply, service, name),
+        Ok(Named::Addressed(service)) => {
+            return addressed::service(reply, snapshot, service, name, rng);
+        }
         Err(outcome) => return outcome,
     };
     match reply.qtype() {
         rtype::A => write_addresses(reply, service, is_ipv4, rng),
         rtype::AAAA => write_addresses(reply, service, is_ipv6, rng),
-        rtype::SRV => write_srv(reply, service, None, name.at, |_| true),
+        rtype::SRV => write_srv(reply, service, None, reply.at(name.at), |_| true),
         rtype::ANY => reply.any(),
         _ => reply.nodata(),
     }
@@ -133,11 +135,11 @@ pub(super) fn endpoint(
             return Outcome::Answered;
         }
     };
-    let ttl = reply.ttl();
+    let (ttl, owner) = (reply.ttl(), reply.owner());
     let mut any = false;
     let matching = service.endpoints.iter().filter(is_host);
     for endpoint in matching.filter(|e| e.ip().is_ipv4() == v4) {
-        write_address(reply.response, Section::Answer, 12, ttl, endpoint.ip());
+        write_address(reply.response, Section::Answer, owner, ttl, endpoint.ip());
         any = true;
     }
     if !any {
@@ -168,7 +170,10 @@ pub(super) fn port(
         return Outcome::Answered;
     }
     match reply.qtype() {
-        rtype::SRV => write_srv(reply, service, Some((port, protocol)), name.at, has_port),
+        rtype::SRV => {
+            let service_at = reply.at(name.at);
+            write_srv(reply, service, Some((port, protocol)), service_at, has_port)
+        }
         rtype::ANY => reply.any(),
         _ => reply.nodata(),
     }

@@ -260,15 +260,15 @@ impl Response {
             .map(|_| ())
     }
 
-    /// Writes a CNAME answer, or nothing when the target cannot be written.
+    /// Writes a CNAME answer; returns the offset of its target name, or
+    /// writes nothing when the target cannot be written.
     pub(crate) fn cname(
         &mut self,
         owner: u16,
         ttl: u32,
         target: NameRef<'_>,
-    ) -> Result<(), NameError> {
+    ) -> Result<u16, NameError> {
         self.record_ending_in_name(Section::Answer, owner, rtype::CNAME, ttl, &[], target)
-            .map(|_| ())
     }
 
     pub(crate) fn txt(&mut self, owner: u16, ttl: u32, text: &[u8]) {
