@@ -1,14 +1,19 @@
 package kdgrpc
 
 import (
+	"encoding/json"
 	"errors"
 	"net/url"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/serviceconfig"
 
 	kubedisco "github.com/kubedisco/kubedisco/clients/go"
@@ -291,5 +296,46 @@ func TestResolverUsesTheTargetsAgent(t *testing.T) {
 	bad, _ := url.Parse("kubedisco:///not-a-service-name")
 	if _, err := NewBuilder().Build(resolver.Target{URL: *bad}, cc, resolver.BuildOptions{}); err == nil {
 		t.Errorf("Build accepted a malformed target")
+	}
+}
+
+// With no overrides the resolver's config is ServiceConfig itself, and the
+// overrides land in the fields they name.
+func TestConfigWithOverrides(t *testing.T) {
+	normal := func(s string) any {
+		var v any
+		if err := json.Unmarshal([]byte(s), &v); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+		return v
+	}
+	if got, want := normal(configWithOverrides(nil)), normal(ServiceConfig); !reflect.DeepEqual(got, want) {
+		t.Fatalf("no overrides:\n got %v\nwant %v", got, want)
+	}
+	two, pct, one := uint32(2), uint32(60), uint32(1)
+	got := configWithOverrides(&kubedisco.ServiceResilience{
+		Outlier: &kubedisco.OutlierOverrides{ConsecutiveFailures: &two, FailurePercentage: &pct, BaseEjectionTime: "1.5s", Interval: "0.5s"},
+		Retry:   &kubedisco.RetryOverrides{On: []string{"resource-exhausted", "unavailable"}},
+	})
+	want := `{"loadBalancingConfig":[{"kubedisco_weighted":{"outlierDetection":{"interval":"0.5s","baseEjectionTime":"1.5s","consecutiveFailures":2,"failurePercentage":{"threshold":60}}}}],` +
+		`"methodConfig":[{"name":[{}],"retryPolicy":{"maxAttempts":3,"initialBackoff":"0.005s","maxBackoff":"0.05s","backoffMultiplier":2,"retryableStatusCodes":["RESOURCE_EXHAUSTED","UNAVAILABLE"]}}],` +
+		`"retryThrottling":{"maxTokens":100,"tokenRatio":0.2}}`
+	if got != want {
+		t.Fatalf("overrides:\n got %s\nwant %s", got, want)
+	}
+	// One attempt: no retry policy at all (gRPC refuses maxAttempts 1).
+	got = configWithOverrides(&kubedisco.ServiceResilience{Retry: &kubedisco.RetryOverrides{MaxAttempts: &one}})
+	if strings.Contains(got, "retryPolicy") {
+		t.Fatalf("retry-max-attempts 1 kept a retry policy: %s", got)
+	}
+	// Every config the overrides make is one gRPC takes.
+	for _, sc := range []string{got, want} {
+		r := manual.NewBuilderWithScheme("cfg")
+		conn, err := grpc.NewClient(r.Scheme()+":///x", grpc.WithResolvers(r), grpc.WithDefaultServiceConfig(sc),
+			grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatalf("gRPC refuses %s: %v", sc, err)
+		}
+		conn.Close()
 	}
 }
