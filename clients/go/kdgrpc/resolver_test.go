@@ -58,6 +58,7 @@ type fakeCC struct {
 	mu                  sync.Mutex
 	states              []resolver.State
 	errs                []error
+	configs             []string // what ParseServiceConfig was given
 	signal              chan struct{}
 }
 
@@ -78,7 +79,14 @@ func (f *fakeCC) ReportError(err error) {
 	f.signal <- struct{}{}
 }
 
-func (f *fakeCC) ParseServiceConfig(string) *serviceconfig.ParseResult { return nil }
+// ParseServiceConfig records the config; the result carries no Config
+// (only gRPC can make one), which is enough to see that one was sent.
+func (f *fakeCC) ParseServiceConfig(config string) *serviceconfig.ParseResult {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.configs = append(f.configs, config)
+	return &serviceconfig.ParseResult{}
+}
 
 func (f *fakeCC) wait(t *testing.T, what string, cond func(states []resolver.State, errs []error) bool) {
 	t.Helper()
@@ -337,5 +345,45 @@ func TestConfigWithOverrides(t *testing.T) {
 			t.Fatalf("gRPC refuses %s: %v", sc, err)
 		}
 		conn.Close()
+	}
+}
+
+// A Service's overrides become a service config for gRPC; once one has
+// been sent, a Service without overrides gets plain ServiceConfig (gRPC
+// would keep the last one otherwise), and nothing new is sent for the same
+// state.
+func TestResolverSendsTheServiceOverrides(t *testing.T) {
+	fake := agenttest.NewFakeAgent(t)
+	_, cc := buildResolver(t, fake, "kubedisco:///orders.shop:grpc")
+	conn := fake.Next(5 * time.Second)
+	svc := agenttest.ServiceState("shop", "orders", "10.0.0.1:9000")
+	conn.SendState(svc)
+	cc.wait(t, "the first state", func(s []resolver.State, _ []error) bool { return len(s) == 1 })
+	if cc.last().ServiceConfig != nil {
+		t.Fatalf("a Service without overrides got a service config")
+	}
+	one := uint32(1)
+	tuned := &kubedisco.ServiceResilience{Retry: &kubedisco.RetryOverrides{MaxAttempts: &one}}
+	svc.Resilience, svc.Revision = tuned, 2
+	conn.SendState(svc)
+	cc.wait(t, "the tuned state", func(s []resolver.State, _ []error) bool { return len(s) == 2 })
+	svc.Resilience, svc.Revision = nil, 3
+	conn.SendState(svc)
+	cc.wait(t, "the untuned state", func(s []resolver.State, _ []error) bool { return len(s) == 3 })
+	svc.Revision = 4
+	conn.SendState(svc) // the same state: nothing for gRPC
+	svc.Endpoints[0].Weight = 7
+	conn.SendState(svc)
+	cc.wait(t, "the reweighted state", func(s []resolver.State, _ []error) bool { return len(s) == 4 })
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	want := []string{configWithOverrides(tuned), configWithOverrides(nil), configWithOverrides(nil)}
+	if !reflect.DeepEqual(cc.configs, want) {
+		t.Fatalf("service configs sent:\n%s\nwant\n%s", strings.Join(cc.configs, "\n"), strings.Join(want, "\n"))
+	}
+	for i, st := range cc.states[1:] {
+		if st.ServiceConfig == nil {
+			t.Fatalf("state %d carries no service config", i+2)
+		}
 	}
 }
