@@ -3,6 +3,7 @@ package kubedisco
 import (
 	"context"
 	"io"
+	"math"
 	"net/http"
 	"slices"
 	"sync"
@@ -116,6 +117,95 @@ type outlierState struct {
 	mu     sync.Mutex
 	byAddr map[string]*httpEndpoint
 	budget retryBudget
+
+	// The Transport's Resilience with the Service's overrides (its
+	// annotations, as the agent serves them), refreshed in the background
+	// every overridesRefresh.
+	cfgMu      sync.Mutex
+	effective  *Resilience // nil until first fetched
+	fetchedAt  time.Time
+	refreshing bool
+}
+
+// overridesRefresh is how old a Service's overrides may get before a
+// request refreshes them (in the background; the request uses the old
+// ones). An annotation change reaches the Transport within about this.
+const overridesRefresh = 5 * time.Second
+
+// forService returns base with the Service's overrides. The first request
+// to a Service fetches them; later ones refresh them in the background.
+func (s *outlierState) forService(ctx context.Context, client *Client, host string, base *Resilience) *Resilience {
+	s.cfgMu.Lock()
+	eff, at, busy := s.effective, s.fetchedAt, s.refreshing
+	if eff != nil && (busy || time.Since(at) < overridesRefresh) {
+		s.cfgMu.Unlock()
+		return eff
+	}
+	if eff != nil {
+		s.refreshing = true
+		s.cfgMu.Unlock()
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			s.fetch(ctx, client, host, base)
+		}()
+		return eff
+	}
+	s.cfgMu.Unlock()
+	return s.fetch(ctx, client, host, base)
+}
+
+func (s *outlierState) fetch(ctx context.Context, client *Client, host string, base *Resilience) *Resilience {
+	eff := base
+	var err error
+	var svc *Service
+	if name, perr := ParseServiceName(host); perr == nil {
+		svc, err = client.Service(ctx, name.Namespace, name.Name)
+	}
+	s.cfgMu.Lock()
+	defer s.cfgMu.Unlock()
+	switch {
+	case err != nil && s.effective != nil:
+		// The agent did not answer: keep what it said last (the request
+		// itself fails or not by its own pick).
+		eff = s.effective
+	case svc != nil && svc.Resilience != nil:
+		o := base.withOverrides(svc.Resilience)
+		eff = &o
+	}
+	s.effective, s.fetchedAt, s.refreshing = eff, time.Now(), false
+	return eff
+}
+
+// withOverrides returns r with a Service's overrides applied: the ones
+// the Transport has (consecutive failures, ejection times, ejection share,
+// attempts). The failure percentage, interval and retry codes are gRPC's.
+func (r *Resilience) withOverrides(o *ServiceResilience) Resilience {
+	out := *r
+	if x := o.Outlier; x != nil {
+		if n := x.ConsecutiveFailures; n != nil {
+			out.ConsecutiveFailures = int(*n)
+		}
+		if d, err := time.ParseDuration(x.BaseEjectionTime); err == nil && d > 0 {
+			out.BaseEjectionTime = d
+		}
+		if d, err := time.ParseDuration(x.MaxEjectionTime); err == nil && d > 0 {
+			out.MaxEjectionTime = d
+		}
+		out.MaxEjectionTime = max(out.MaxEjectionTime, out.BaseEjectionTime)
+		if p := x.MaxEjectionPercent; p != nil {
+			out.MaxEjectionPercent = int(*p)
+		}
+		// 0 consecutive failures or a 0% share: no ejection at all, the
+		// only ejection rule the Transport has being off.
+		if out.ConsecutiveFailures == 0 || out.MaxEjectionPercent == 0 {
+			out.ConsecutiveFailures = math.MaxInt
+		}
+	}
+	if x := o.Retry; x != nil && x.MaxAttempts != nil {
+		out.MaxAttempts = max(int(*x.MaxAttempts), 1)
+	}
+	return out
 }
 
 type httpEndpoint struct {
@@ -234,6 +324,7 @@ func (t *Transport) pickAvoiding(ctx context.Context, client *Client, host strin
 // says.
 func (t *Transport) roundTripResilient(req *http.Request, base http.RoundTripper, client *Client, host string, r *Resilience) (*http.Response, error) {
 	s := t.state(host)
+	r = s.forService(req.Context(), client, host, r)
 	s.budget.deposit(r)
 	attempts := 1
 	if idempotent(req) {

@@ -53,6 +53,12 @@ func startFlakyWeb(t *testing.T, ip string, delay time.Duration) *flakyWeb {
 // a new agent, and returns a client whose Transport uses r.
 func webService(t *testing.T, r *kubedisco.Resilience, bs ...*flakyWeb) *http.Client {
 	t.Helper()
+	return annotatedWebService(t, r, nil, bs...)
+}
+
+// annotatedWebService is webService with annotations on the Service.
+func annotatedWebService(t *testing.T, r *kubedisco.Resilience, annotations map[string]string, bs ...*flakyWeb) *http.Client {
+	t.Helper()
 	agent := agenttest.StartAgent(t)
 	var slices []agenttest.Slice
 	var ips []string
@@ -64,7 +70,7 @@ func webService(t *testing.T, r *kubedisco.Resilience, bs ...*flakyWeb) *http.Cl
 		})
 		ips = append(ips, b.ip)
 	}
-	agent.WriteManifest("web.yaml", agenttest.ServiceYAML("e2e", "web", []string{"http"}, slices...))
+	agent.WriteManifest("web.yaml", agenttest.Annotate(agenttest.ServiceYAML("e2e", "web", []string{"http"}, slices...), annotations))
 	agent.WaitService("e2e", "web", 10*time.Second, agenttest.HasIPs(ips...))
 	return &http.Client{Transport: &kubedisco.Transport{Client: agent.Client, Port: "http", Resilience: r}}
 }
@@ -280,5 +286,25 @@ func poll(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 			t.Fatalf("%s: not within %s", what, timeout)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestTransportAppliesServiceAnnotations: with retry-max-attempts "1" and
+// outlier-consecutive-failures "0" on the Service, the default Transport
+// neither retries nor ejects: each GET that reaches the endpoint answering
+// 503 fails, and it keeps getting its share. (With the defaults, the GETs
+// are retried on the other endpoint and none fails.)
+func TestTransportAppliesServiceAnnotations(t *testing.T) {
+	good, bad := startFlakyWeb(t, "127.0.24.2", 0), startFlakyWeb(t, "127.0.24.3", 0)
+	bad.fail.Store(true)
+	client := annotatedWebService(t, nil, map[string]string{
+		"kubedisco.io/retry-max-attempts":           "1",
+		"kubedisco.io/outlier-consecutive-failures": "0",
+	}, good, bad)
+	const n = 200
+	failed, first := failedGets(client, n, 1)
+	t.Logf("%d of %d GETs failed (%s); per endpoint %v", failed, n, first, hits(good, bad))
+	if got := bad.hits.Load(); int64(failed) != got || got < n/4 {
+		t.Fatalf("%d GETs failed and %d reached the failing endpoint; want every one that reached it failed (no retries) and it kept about half (no ejection)", failed, got)
 	}
 }

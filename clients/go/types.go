@@ -35,6 +35,45 @@ type Service struct {
 	// Stale is true while the agent cannot reach its source (the state is
 	// the last one it knew).
 	Stale bool `json:"stale"`
+	// Resilience holds the Service's outlier-ejection and retry overrides
+	// (its kubedisco.io/outlier-* and kubedisco.io/retry-* annotations,
+	// validated by the agent); nil when it has none. kdgrpc's resolver
+	// and Transport apply them over the client's own settings.
+	Resilience *ServiceResilience `json:"resilience,omitempty"`
+}
+
+// ServiceResilience is a Service's resilience overrides. A nil field, or
+// a nil pointer inside one, leaves the client's setting as it is.
+type ServiceResilience struct {
+	Outlier *OutlierOverrides `json:"outlier,omitempty"`
+	Retry   *RetryOverrides   `json:"retry,omitempty"`
+}
+
+// OutlierOverrides are the kubedisco.io/outlier-* annotations. Durations
+// are decimal seconds ("30s", "0.5s").
+type OutlierOverrides struct {
+	// ConsecutiveFailures: outlier-consecutive-failures (0: rule off).
+	ConsecutiveFailures *uint32 `json:"consecutiveFailures,omitempty"`
+	// FailurePercentage: outlier-failure-percentage, 0-100 (0: rule off;
+	// gRPC only).
+	FailurePercentage *uint32 `json:"failurePercentage,omitempty"`
+	// Interval: outlier-interval (gRPC only).
+	Interval string `json:"interval,omitempty"`
+	// BaseEjectionTime: outlier-base-ejection-time.
+	BaseEjectionTime string `json:"baseEjectionTime,omitempty"`
+	// MaxEjectionTime: outlier-max-ejection-time.
+	MaxEjectionTime string `json:"maxEjectionTime,omitempty"`
+	// MaxEjectionPercent: outlier-max-ejection-percent, 0-100.
+	MaxEjectionPercent *uint32 `json:"maxEjectionPercent,omitempty"`
+}
+
+// RetryOverrides are the kubedisco.io/retry-* annotations.
+type RetryOverrides struct {
+	// MaxAttempts: retry-max-attempts, 1 (no retries) to 5.
+	MaxAttempts *uint32 `json:"maxAttempts,omitempty"`
+	// On: retry-on, gRPC status codes as Envoy names them
+	// ("unavailable", "resource-exhausted"; gRPC only).
+	On []string `json:"on,omitempty"`
 }
 
 // ServicePort is a port of a Service spec.

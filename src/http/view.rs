@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::index::objects::ServicePort;
+use crate::index::objects::{Resilience, ServicePort};
 use crate::index::{Endpoint, ServedService, ServiceObject, Snapshot};
 
 /// `GET /v1/services/{namespace}/{name}`, and each state of a watch stream.
@@ -30,6 +30,10 @@ pub struct ServiceView<'a> {
     /// Why the answer is stale (e.g. "serving the snapshot of <time> ...").
     #[serde(rename = "staleReason", skip_serializing_if = "Option::is_none")]
     pub stale_reason: Option<String>,
+    /// The Service's `kubedisco.io/outlier-*` and `kubedisco.io/retry-*`
+    /// annotations, validated; absent when it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resilience: Option<&'a Resilience>,
 }
 
 /// Staleness as the API reports it: a flag and, while stale, its age and
@@ -66,6 +70,7 @@ impl<'a> ServiceView<'a> {
             stale: staleness.stale,
             stale_seconds: staleness.seconds,
             stale_reason: staleness.reason,
+            resilience: service.resilience.as_deref(),
         }
     }
 
@@ -82,6 +87,7 @@ impl<'a> ServiceView<'a> {
             stale: staleness.stale,
             stale_seconds: staleness.seconds,
             stale_reason: staleness.reason,
+            resilience: None,
         }
     }
 }

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::objects::{
-    Protocol, ServiceKey, ServiceObject, ServicePort, SliceEndpoint, SliceObject, TargetRef,
+    Protocol, Resilience, ServiceKey, ServiceObject, ServicePort, SliceEndpoint, SliceObject,
+    TargetRef,
 };
 use super::topology::{Locality, TierInput, assign_priorities};
 
@@ -164,6 +165,8 @@ pub struct ServedService {
     pub(crate) encoded: EncodedOnce,
     /// True when no endpoint is ready and serving-terminating ones are used.
     pub terminating_fallback: bool,
+    /// The Service's resilience overrides (its annotations), for clients.
+    pub resilience: Option<Arc<Resilience>>,
 }
 
 /// A slot for bytes encoded from one [`ServedService`], filled at most once
@@ -206,6 +209,7 @@ impl ServedService {
             && self.ports == other.ports
             && self.endpoints == other.endpoints
             && self.terminating_fallback == other.terminating_fallback
+            && self.resilience == other.resilience
     }
 }
 
@@ -361,6 +365,7 @@ pub(crate) fn merge<'a>(
         unusable,
         terminating_fallback,
         encoded: EncodedOnce::default(),
+        resilience: service.resilience.clone(),
     }
 }
 
@@ -509,5 +514,20 @@ pub(crate) mod tests {
         assert!(one.same_served_state(&two));
         two.endpoints.clear();
         assert!(!one.same_served_state(&two));
+    }
+
+    /// New resilience annotations are a new served state: watchers get
+    /// them with a new revision.
+    #[test]
+    fn resilience_is_part_of_the_served_state() {
+        let a = slice("a", "web", 80, vec![endpoint("10.0.0.1")]);
+        let mut svc = service("web");
+        let plain = merge(&svc, [&a], 1, &MergeContext::plain());
+        let mut resilience = Resilience::default();
+        resilience.retry.max_attempts = Some(1);
+        svc.resilience = Some(Arc::new(resilience));
+        let tuned = merge(&svc, [&a], 2, &MergeContext::plain());
+        assert_eq!(tuned.resilience, svc.resilience);
+        assert!(!plain.same_served_state(&tuned));
     }
 }

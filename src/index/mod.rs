@@ -7,6 +7,7 @@
 //! - [`objects`]: the compact Service and EndpointSlice forms sources produce.
 //! - `change`: the records sources hand in ([`Change`], [`Scope`], [`Contents`]).
 //! - `merge`: the rules that turn one Service's slices into served endpoints.
+//! - [`resilience`]: a Service's outlier-ejection and retry overrides.
 //! - [`topology`]: the priority tiers merging assigns from where the agent runs.
 //! - `writer`: the raw objects the sources handed in, under the writer lock.
 //! - `pods`: which Services list each Pod, for weight labels.
@@ -31,6 +32,7 @@ mod notify;
 pub mod objects;
 mod pods;
 mod publish;
+pub mod resilience;
 mod sharded;
 mod share;
 mod store;

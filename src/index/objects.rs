@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+pub use super::resilience::Resilience;
+
 /// A Service's identity. Cheap to clone: both parts are shared strings.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceKey {
@@ -136,6 +138,10 @@ pub struct ServiceObject {
     pub default_weight: Option<u32>,
     /// `spec.trafficDistribution`, kept for topology-aware balancing.
     pub traffic_distribution: Option<Arc<str>>,
+    /// Annotations `kubedisco.io/outlier-*` and `kubedisco.io/retry-*`,
+    /// already validated; None when the Service has none (the usual case:
+    /// one word per Service). Shared with the served view.
+    pub resilience: Option<Arc<Resilience>>,
 }
 
 impl ServiceObject {
@@ -153,6 +159,7 @@ impl ServiceObject {
             ports: Vec::new(),
             default_weight: None,
             traffic_distribution: None,
+            resilience: None,
         }
     }
 

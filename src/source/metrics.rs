@@ -34,8 +34,20 @@ struct SourceLabels {
 /// a weight (Pod labels, EndpointSlice and Service annotations); cloning
 /// shares the counters. A default one counts into a family nobody exports
 /// (for tests and fuzzing).
+///
+/// It also counts the other annotation values the decoders ignore as
+/// invalid (`kubedisco_invalid_annotations_total`, by annotation key: the
+/// Service resilience annotations), so that every decoder gets one handle.
 #[derive(Clone, Debug, Default)]
-pub struct InvalidWeights(Family<SourceLabels, Counter>);
+pub struct InvalidWeights(
+    Family<SourceLabels, Counter>,
+    Family<AnnotationLabels, Counter>,
+);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AnnotationLabels {
+    annotation: String,
+}
 
 impl InvalidWeights {
     /// Counts one ignored value; `source` is the kind of object that
@@ -46,6 +58,25 @@ impl InvalidWeights {
                 source: source.into(),
             })
             .inc();
+    }
+
+    /// Counts one ignored value of annotation `key` (other than a weight).
+    pub fn record_annotation(&self, key: &str) {
+        self.1
+            .get_or_create(&AnnotationLabels {
+                annotation: key.into(),
+            })
+            .inc();
+    }
+
+    /// How many values of annotation `key` were ignored so far.
+    #[cfg(test)]
+    pub(crate) fn annotation_count(&self, key: &str) -> u64 {
+        self.1
+            .get_or_create(&AnnotationLabels {
+                annotation: key.into(),
+            })
+            .get()
     }
 
     /// How many values of `source` were ignored so far.
@@ -117,6 +148,13 @@ impl SourceMetrics {
              (pod: the kubedisco.io/weight label; endpointslice: the kubedisco.io/weight \
              annotation; service: the kubedisco.io/default-weight annotation)",
             metrics.invalid_weights.0.clone(),
+        );
+        registry.register(
+            "invalid_annotations",
+            "Service annotations ignored because their value is invalid, by key (the \
+             kubedisco.io/outlier-* and kubedisco.io/retry-* settings; weights are counted in \
+             invalid_weights)",
+            metrics.invalid_weights.1.clone(),
         );
         metrics
     }

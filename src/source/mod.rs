@@ -28,6 +28,7 @@ pub mod metrics;
 mod node_zone;
 mod pod_weights;
 pub mod proto;
+pub mod resilience;
 pub mod service;
 pub mod slice;
 mod supervise;

@@ -5,7 +5,8 @@
 //! JSON, status, every label and annotation, each string a `String`) cost
 //! as much decoding as the index gained from it nothing. [`LeanService`]
 //! keeps the metadata kube-runtime's watcher needs (name, namespace,
-//! resourceVersion, uid), kubedisco's two annotations and its one label
+//! resourceVersion, uid), kubedisco's annotations (expose, default weight,
+//! the resilience settings of [`super::resilience`]) and its one label
 //! (`kubedisco.io/expose`, the label the agent's slice watch selects on) and the spec fields
 //! of a [`ServiceObject`]; the rest is skipped unread. Both sources (the
 //! watcher and manifest files) read Services through it, so they cannot
@@ -30,14 +31,16 @@ use super::convert::{
 use super::lean::{Common, KeyIndex, Meta, Shared, lean_resource};
 use super::metrics::InvalidWeights;
 use super::proto::{self, ProtoError};
+use super::resilience::{RESILIENCE_ANNOTATIONS, resilience_annotations};
 use crate::index::intern::intern;
 use crate::index::objects::{Protocol, ServiceKey, ServiceObject, ServicePort, ServiceType};
 
 /// A `v1` Service, reduced while decoding.
 ///
 /// `metadata` holds only name, namespace, resourceVersion, uid, the
-/// `kubedisco.io/expose` label and the `kubedisco.io/expose` and
-/// `kubedisco.io/default-weight` annotations.
+/// `kubedisco.io/expose` label and the `kubedisco.io/expose`,
+/// `kubedisco.io/default-weight` and resilience annotations
+/// ([`super::resilience`]).
 #[derive(Clone, Debug, Default)]
 pub struct LeanService {
     pub metadata: ObjectMeta,
@@ -54,6 +57,19 @@ pub struct LeanService {
     ports: Vec<ServicePort>,
     traffic_distribution: Option<Arc<str>>,
 }
+
+/// The annotations a Service is decoded with; every other one is skipped
+/// unread.
+const SERVICE_ANNOTATIONS: [&str; 10] = {
+    let mut keys = [EXPOSE_ANNOTATION; 10];
+    keys[1] = DEFAULT_WEIGHT_ANNOTATION;
+    let mut i = 0;
+    while i < RESILIENCE_ANNOTATIONS.len() {
+        keys[i + 2] = RESILIENCE_ANNOTATIONS[i];
+        i += 1;
+    }
+    keys
+};
 
 lean_resource!(LeanService, kind: "Service", group: "", version: "v1", plural: "services");
 
@@ -72,14 +88,16 @@ impl LeanService {
         let exposed = !is_external_name
             && (is_true(metadata.labels.as_ref(), EXPOSE_LABEL)
                 || is_true(annotations, EXPOSE_ANNOTATION));
+        let what = key.to_string();
         ServiceObject {
             default_weight: weight_annotation(
                 annotations,
                 DEFAULT_WEIGHT_ANNOTATION,
-                &key.to_string(),
+                &what,
                 "service",
                 invalid_weights,
             ),
+            resilience: resilience_annotations(annotations, &what, invalid_weights),
             key,
             service_type: self.service_type,
             cluster_ips: if self.headless || is_external_name {
@@ -180,7 +198,7 @@ impl<'de> Deserialize<'de> for LeanService {
                         Some(0) => {
                             service.metadata = map.next_value_seed(Meta {
                                 labels: &[EXPOSE_LABEL],
-                                annotations: &[EXPOSE_ANNOTATION, DEFAULT_WEIGHT_ANNOTATION],
+                                annotations: &SERVICE_ANNOTATIONS,
                             })?
                         }
                         Some(1) => {
@@ -231,7 +249,7 @@ impl LeanService {
                     service.metadata = proto::object_meta(
                         value.bytes("Service.metadata")?,
                         &[EXPOSE_LABEL],
-                        &[EXPOSE_ANNOTATION, DEFAULT_WEIGHT_ANNOTATION],
+                        &SERVICE_ANNOTATIONS,
                     )?
                 }
                 2 => spec_from_protobuf(value.bytes("Service.spec")?, &mut service)?,
@@ -463,6 +481,40 @@ mod tests {
         assert_eq!(service(&other, &[], "10.96.0.1"), [(false, false); 2]);
         let not_true = [("kubedisco.io/expose", "yes")];
         assert_eq!(service(&not_true, &[], "10.96.0.1"), [(false, false); 2]);
+    }
+
+    /// The resilience annotations come through both encodings alike, and
+    /// an invalid one is counted without hiding the valid ones.
+    #[test]
+    fn resilience_annotations_are_read_from_json_and_protobuf() {
+        use super::super::resilience::{OUTLIER_CONSECUTIVE_FAILURES, RETRY_MAX_ATTEMPTS};
+        let annotations = [
+            (OUTLIER_CONSECUTIVE_FAILURES, "2"),
+            (RETRY_MAX_ATTEMPTS, "9"),
+            ("kubedisco.io/expose", "true"),
+        ];
+        let mut message = Vec::new();
+        proto::encode::bytes(
+            &mut message,
+            1,
+            &proto::encode::meta("web", "shop", "1", &[], &annotations),
+        );
+        let from_protobuf = LeanService::from_protobuf(&message).unwrap();
+        let map: std::collections::BTreeMap<_, _> = annotations.into_iter().collect();
+        let from_json: LeanService = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "shop", "annotations": map},
+        }))
+        .unwrap();
+        for lean in [from_protobuf, from_json] {
+            let invalid = InvalidWeights::default();
+            let object = lean.into_object(&invalid);
+            let resilience = object.resilience.expect("a valid annotation");
+            assert_eq!(resilience.outlier.consecutive_failures, Some(2));
+            assert_eq!(resilience.retry.max_attempts, None, "9 attempts is invalid");
+            assert_eq!(invalid.annotation_count(RETRY_MAX_ATTEMPTS), 1);
+        }
+        let plain = decode(serde_json::json!({"metadata": {"name": "p"}}));
+        assert!(plain.resilience.is_none());
     }
 
     #[test]

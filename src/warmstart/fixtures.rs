@@ -3,7 +3,8 @@
 
 use super::coverage::Coverage;
 use crate::index::merge::tests::{endpoint, service, slice};
-use crate::index::objects::{Protocol, ServicePort, TargetRef, TopologyHints};
+use crate::index::objects::{Protocol, Resilience, ServicePort, TargetRef, TopologyHints};
+use crate::index::resilience::RetryCode;
 use crate::index::{Change, Contents, Index};
 
 /// An agent watching everything, Pod weights included.
@@ -25,6 +26,11 @@ pub(crate) fn sample_index() -> Index {
         target_port: Some("8080".into()),
     });
     svc.traffic_distribution = Some("PreferClose".into());
+    let mut resilience = Resilience::default();
+    resilience.outlier.consecutive_failures = Some(2);
+    resilience.outlier.base_ejection_time = Some(std::time::Duration::from_millis(1500));
+    resilience.retry.on = Some([RetryCode::Unavailable].into());
+    svc.resilience = Some(std::sync::Arc::new(resilience));
     let mut terminating = endpoint("10.0.0.2");
     terminating.ready = false;
     terminating.terminating = true;

@@ -20,9 +20,10 @@ use super::coverage::Coverage;
 use super::format::LoadError;
 use crate::index::intern::intern;
 use crate::index::objects::{
-    Protocol, ServiceKey, ServicePort, ServiceType, SliceEndpoint, SliceKey, SlicePort, TargetRef,
-    TopologyHints,
+    Protocol, Resilience, ServiceKey, ServicePort, ServiceType, SliceEndpoint, SliceKey, SlicePort,
+    TargetRef, TopologyHints,
 };
+use crate::index::resilience::{Outlier, Retry, RetryCode};
 use crate::index::{Contents, ServiceObject, SliceObject};
 
 #[derive(Serialize, Deserialize)]
@@ -84,6 +85,85 @@ struct SnapService {
         skip_serializing_if = "Option::is_none"
     )]
     traffic_distribution: Option<Arc<str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    resilience: Option<SnapResilience>,
+}
+
+/// [`Resilience`], flat; durations in nanoseconds, as exact as the index
+/// keeps them.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SnapResilience {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    consecutive_failures: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    failure_percentage: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    interval_nanos: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    base_ejection_nanos: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_ejection_nanos: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_ejection_percent: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retry_max_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retry_on: Option<Vec<Arc<str>>>,
+}
+
+fn nanos(duration: Option<Duration>) -> Option<u64> {
+    duration.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+impl From<&Resilience> for SnapResilience {
+    fn from(r: &Resilience) -> Self {
+        Self {
+            consecutive_failures: r.outlier.consecutive_failures,
+            failure_percentage: r.outlier.failure_percentage,
+            interval_nanos: nanos(r.outlier.interval),
+            base_ejection_nanos: nanos(r.outlier.base_ejection_time),
+            max_ejection_nanos: nanos(r.outlier.max_ejection_time),
+            max_ejection_percent: r.outlier.max_ejection_percent,
+            retry_max_attempts: r.retry.max_attempts,
+            retry_on: r
+                .retry
+                .on
+                .as_ref()
+                .map(|codes| codes.iter().map(|code| code.as_str().into()).collect()),
+        }
+    }
+}
+
+impl SnapResilience {
+    fn into_resilience(self) -> Result<Resilience, LoadError> {
+        Ok(Resilience {
+            outlier: Outlier {
+                consecutive_failures: self.consecutive_failures,
+                failure_percentage: self.failure_percentage,
+                interval: self.interval_nanos.map(Duration::from_nanos),
+                base_ejection_time: self.base_ejection_nanos.map(Duration::from_nanos),
+                max_ejection_time: self.max_ejection_nanos.map(Duration::from_nanos),
+                max_ejection_percent: self.max_ejection_percent,
+            },
+            retry: Retry {
+                max_attempts: self.retry_max_attempts,
+                on: self
+                    .retry_on
+                    .map(|codes| {
+                        codes
+                            .iter()
+                            .map(|code| {
+                                RetryCode::parse(code).ok_or_else(|| {
+                                    LoadError::Payload(format!("retry code {code:?}"))
+                                })
+                            })
+                            .collect::<Result<_, _>>()
+                    })
+                    .transpose()?,
+            },
+        })
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -185,6 +265,7 @@ impl From<&ServiceObject> for SnapService {
                 .collect(),
             default_weight: s.default_weight,
             traffic_distribution: s.traffic_distribution.clone(),
+            resilience: s.resilience.as_deref().map(SnapResilience::from),
         }
     }
 }
@@ -219,6 +300,10 @@ impl SnapService {
                 .collect::<Result<_, LoadError>>()?,
             default_weight: self.default_weight,
             traffic_distribution: self.traffic_distribution,
+            resilience: self
+                .resilience
+                .map(|r| r.into_resilience().map(Arc::new))
+                .transpose()?,
         })
     }
 }

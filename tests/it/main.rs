@@ -15,6 +15,7 @@ mod manifest_source;
 mod netif;
 mod outage;
 mod reliability;
+mod resilience;
 mod watch_slices;
 mod weights;
 mod zone;

@@ -46,7 +46,7 @@ type flakyBackend struct {
 	svc *flaky
 }
 
-func startFlaky(t *testing.T, ip string, delay time.Duration) *flakyBackend {
+func startFlaky(t testing.TB, ip string, delay time.Duration) *flakyBackend {
 	t.Helper()
 	lis, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {

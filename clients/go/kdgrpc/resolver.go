@@ -13,6 +13,12 @@
 //
 // Without the service config gRPC uses pick_first over the endpoints.
 //
+// A Service with resilience annotations (kubedisco.io/outlier-*,
+// kubedisco.io/retry-*) gets a service config from the resolver instead:
+// ServiceConfig with the annotations applied, which gRPC uses in place of
+// the channel's default (grpc.WithDisableServiceConfig() opts a channel
+// out).
+//
 // The agent's address is KUBEDISCO_ADDR (http://127.0.0.1:8053 when unset),
 // or the target's authority: kubedisco://127.0.0.1:8053/orders.shop:grpc.
 // The port name may be left out when the Service has a single port.
@@ -205,6 +211,8 @@ type kdResolver struct {
 	// Only touched from the watch's goroutine.
 	pushed bool
 	last   string
+	// sentConfig: a service config was pushed (see configWithOverrides).
+	sentConfig bool
 }
 
 func (r *kdResolver) ResolveNow(resolver.ResolveNowOptions) { r.watch.RetryNow() }
@@ -213,10 +221,26 @@ func (r *kdResolver) Close() { r.watch.Stop() }
 
 func (r *kdResolver) onState(svc *kubedisco.Service) {
 	state, fingerprint := r.buildState(svc)
+	// The Service's overrides as a service config; an absent or empty
+	// Service leaves gRPC's config as it is.
+	var config string
+	if svc.Exists && (svc.Resilience != nil || r.sentConfig) {
+		config = configWithOverrides(svc.Resilience)
+		fingerprint += "\nconfig:" + config
+	}
 	if r.pushed && fingerprint == r.last {
 		return
 	}
 	r.pushed, r.last = true, fingerprint
+	if config != "" {
+		if parsed := r.cc.ParseServiceConfig(config); parsed != nil && parsed.Err == nil {
+			state.ServiceConfig, r.sentConfig = parsed, true
+		} else if parsed != nil {
+			// The agent validated the annotations, so this is a bug, not
+			// bad input: say so, and keep the channel's config.
+			logger.Warningf("kubedisco: %s: ignoring the Service's resilience annotations: %v", r.target.Service, parsed.Err)
+		}
+	}
 	if err := r.cc.UpdateState(state); err != nil {
 		logger.Infof("kubedisco: %s: gRPC did not accept the state: %v", r.target.Service, err)
 	}

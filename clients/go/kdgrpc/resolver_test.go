@@ -1,14 +1,19 @@
 package kdgrpc
 
 import (
+	"encoding/json"
 	"errors"
 	"net/url"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/serviceconfig"
 
 	kubedisco "github.com/kubedisco/kubedisco/clients/go"
@@ -53,6 +58,7 @@ type fakeCC struct {
 	mu                  sync.Mutex
 	states              []resolver.State
 	errs                []error
+	configs             []string // what ParseServiceConfig was given
 	signal              chan struct{}
 }
 
@@ -73,7 +79,14 @@ func (f *fakeCC) ReportError(err error) {
 	f.signal <- struct{}{}
 }
 
-func (f *fakeCC) ParseServiceConfig(string) *serviceconfig.ParseResult { return nil }
+// ParseServiceConfig records the config; the result carries no Config
+// (only gRPC can make one), which is enough to see that one was sent.
+func (f *fakeCC) ParseServiceConfig(config string) *serviceconfig.ParseResult {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.configs = append(f.configs, config)
+	return &serviceconfig.ParseResult{}
+}
 
 func (f *fakeCC) wait(t *testing.T, what string, cond func(states []resolver.State, errs []error) bool) {
 	t.Helper()
@@ -291,5 +304,86 @@ func TestResolverUsesTheTargetsAgent(t *testing.T) {
 	bad, _ := url.Parse("kubedisco:///not-a-service-name")
 	if _, err := NewBuilder().Build(resolver.Target{URL: *bad}, cc, resolver.BuildOptions{}); err == nil {
 		t.Errorf("Build accepted a malformed target")
+	}
+}
+
+// With no overrides the resolver's config is ServiceConfig itself, and the
+// overrides land in the fields they name.
+func TestConfigWithOverrides(t *testing.T) {
+	normal := func(s string) any {
+		var v any
+		if err := json.Unmarshal([]byte(s), &v); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+		return v
+	}
+	if got, want := normal(configWithOverrides(nil)), normal(ServiceConfig); !reflect.DeepEqual(got, want) {
+		t.Fatalf("no overrides:\n got %v\nwant %v", got, want)
+	}
+	two, pct, one := uint32(2), uint32(60), uint32(1)
+	got := configWithOverrides(&kubedisco.ServiceResilience{
+		Outlier: &kubedisco.OutlierOverrides{ConsecutiveFailures: &two, FailurePercentage: &pct, BaseEjectionTime: "1.5s", Interval: "0.5s"},
+		Retry:   &kubedisco.RetryOverrides{On: []string{"resource-exhausted", "unavailable"}},
+	})
+	want := `{"loadBalancingConfig":[{"kubedisco_weighted":{"outlierDetection":{"interval":"0.5s","baseEjectionTime":"1.5s","consecutiveFailures":2,"failurePercentage":{"threshold":60}}}}],` +
+		`"methodConfig":[{"name":[{}],"retryPolicy":{"maxAttempts":3,"initialBackoff":"0.005s","maxBackoff":"0.05s","backoffMultiplier":2,"retryableStatusCodes":["RESOURCE_EXHAUSTED","UNAVAILABLE"]}}],` +
+		`"retryThrottling":{"maxTokens":100,"tokenRatio":0.2}}`
+	if got != want {
+		t.Fatalf("overrides:\n got %s\nwant %s", got, want)
+	}
+	// One attempt: no retry policy at all (gRPC refuses maxAttempts 1).
+	got = configWithOverrides(&kubedisco.ServiceResilience{Retry: &kubedisco.RetryOverrides{MaxAttempts: &one}})
+	if strings.Contains(got, "retryPolicy") {
+		t.Fatalf("retry-max-attempts 1 kept a retry policy: %s", got)
+	}
+	// Every config the overrides make is one gRPC takes.
+	for _, sc := range []string{got, want} {
+		r := manual.NewBuilderWithScheme("cfg")
+		conn, err := grpc.NewClient(r.Scheme()+":///x", grpc.WithResolvers(r), grpc.WithDefaultServiceConfig(sc),
+			grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatalf("gRPC refuses %s: %v", sc, err)
+		}
+		conn.Close()
+	}
+}
+
+// A Service's overrides become a service config for gRPC; once one has
+// been sent, a Service without overrides gets plain ServiceConfig (gRPC
+// would keep the last one otherwise), and nothing new is sent for the same
+// state.
+func TestResolverSendsTheServiceOverrides(t *testing.T) {
+	fake := agenttest.NewFakeAgent(t)
+	_, cc := buildResolver(t, fake, "kubedisco:///orders.shop:grpc")
+	conn := fake.Next(5 * time.Second)
+	svc := agenttest.ServiceState("shop", "orders", "10.0.0.1:9000")
+	conn.SendState(svc)
+	cc.wait(t, "the first state", func(s []resolver.State, _ []error) bool { return len(s) == 1 })
+	if cc.last().ServiceConfig != nil {
+		t.Fatalf("a Service without overrides got a service config")
+	}
+	one := uint32(1)
+	tuned := &kubedisco.ServiceResilience{Retry: &kubedisco.RetryOverrides{MaxAttempts: &one}}
+	svc.Resilience, svc.Revision = tuned, 2
+	conn.SendState(svc)
+	cc.wait(t, "the tuned state", func(s []resolver.State, _ []error) bool { return len(s) == 2 })
+	svc.Resilience, svc.Revision = nil, 3
+	conn.SendState(svc)
+	cc.wait(t, "the untuned state", func(s []resolver.State, _ []error) bool { return len(s) == 3 })
+	svc.Revision = 4
+	conn.SendState(svc) // the same state: nothing for gRPC
+	svc.Endpoints[0].Weight = 7
+	conn.SendState(svc)
+	cc.wait(t, "the reweighted state", func(s []resolver.State, _ []error) bool { return len(s) == 4 })
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	want := []string{configWithOverrides(tuned), configWithOverrides(nil), configWithOverrides(nil)}
+	if !reflect.DeepEqual(cc.configs, want) {
+		t.Fatalf("service configs sent:\n%s\nwant\n%s", strings.Join(cc.configs, "\n"), strings.Join(want, "\n"))
+	}
+	for i, st := range cc.states[1:] {
+		if st.ServiceConfig == nil {
+			t.Fatalf("state %d carries no service config", i+2)
+		}
 	}
 }

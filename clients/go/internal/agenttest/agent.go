@@ -379,6 +379,19 @@ func ServiceYAML(namespace, name string, ports []string, endpointSlices ...Slice
 	return b.String()
 }
 
+// Annotate adds annotations to the Service of a ServiceYAML manifest (its
+// metadata line, the one before "spec:").
+func Annotate(manifest string, annotations map[string]string) string {
+	if len(annotations) == 0 {
+		return manifest
+	}
+	var pairs []string
+	for _, k := range slices.Sorted(maps.Keys(annotations)) {
+		pairs = append(pairs, fmt.Sprintf("%s: %q", k, annotations[k]))
+	}
+	return strings.Replace(manifest, "}\nspec:", ", annotations: {"+strings.Join(pairs, ", ")+"}}\nspec:", 1)
+}
+
 func tail(b []byte, n int) string {
 	s := string(b)
 	if len(s) > n {
