@@ -246,8 +246,13 @@ async fn every_kind_of_service_is_answered_on_the_node_and_follows_changes() {
     let outside_tcp = parse(dig(&agent, &["+tcp", &fqdn("outside"), "A"]));
     assert_eq!(outside_tcp.answers, outside.answers, "{}", outside_tcp.text);
 
-    // The name forms of the Kubernetes e2e DNS tests (dns.go, dns_common.go).
+    // The name forms of the Kubernetes e2e DNS tests (dns.go, dns_common.go),
+    // once the EndpointSlice controller has published db's two Pods.
     let db_ips = ["10.120.0.1", "10.120.0.2"];
+    until(&agent, "db's two Pods", &fqdn("db"), "A", |d| {
+        d.answers.len() == 2
+    })
+    .await;
     type Check = Box<dyn Fn(&Dug) -> bool>;
     let forms: Vec<(String, &str, Check)> = vec![
         // Service, headless: its Pods' addresses.
