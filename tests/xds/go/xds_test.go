@@ -219,3 +219,20 @@ func TestAgentRestartFailsNoRPC(t *testing.T) {
 	}
 	eventually(t, conn, "after the restart (the client reconnected)", first, second)
 }
+
+// This node's zone first (priority 0 from the agent's tiers), the other
+// zone only when every endpoint of this one fails: gRPC's priority policy
+// does the spill-over, with no zone logic of its own.
+func TestZonePreferredAndSpilledOver(t *testing.T) {
+	a := startAgent(t, "--zone", "zone-a", "--default-topology", "zone")
+	near, far := startBackend(t, "127.0.25.2"), startBackend(t, "127.0.25.3")
+	a.write("echo.yaml", manifest(namespace, "echo", nil, near.ep(0, "zone-a"), far.ep(0, "zone-b")))
+	conn := dial(t, a, "echo."+namespace+":grpc")
+	eventually(t, conn, "this zone only", near)
+	if counts, failed := spread(t, conn, 1000, 5*time.Second); failed != 0 || counts[near.addr.String()] != 1000 {
+		t.Fatalf("with this zone healthy: %v (%d failed), want all on %v", counts, failed, near.addr)
+	}
+	near.server.Stop()
+	spilled := eventually(t, conn, "spilled over to the other zone", far)
+	t.Logf("this zone's server stopped → other zone serving after %v", spilled)
+}
