@@ -51,6 +51,8 @@ pub enum AgentError {
     LinkLocal(#[from] NetifError),
     #[error("HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    Xds(#[from] crate::xds::XdsError),
     #[error(
         "--http-addr {http} and --dns-addr {dns} overlap: DNS also serves TCP, and both \
          sockets share ports by design (SO_REUSEPORT), so they would split each other's \
@@ -78,6 +80,7 @@ pub(crate) async fn run(config: Config) -> Result<(), AgentError> {
 pub struct Agent {
     http_addr: SocketAddr,
     dns_addr: SocketAddr,
+    xds_addr: Option<SocketAddr>,
     shutdown_handle: ShutdownHandle,
     task: JoinHandle<Result<(), AgentError>>,
 }
@@ -147,6 +150,7 @@ impl Agent {
             }
         };
         let (http_addr, dns_addr) = (bound.http_addr, bound.dns_addr);
+        let xds_addr = bound.xds.as_ref().map(|(_, addr)| *addr);
         let (sender, requested) = watch::channel(None);
         let task = tokio::spawn(async move {
             let result = bound.serve(requested).await;
@@ -158,6 +162,7 @@ impl Agent {
         Ok(Agent {
             http_addr,
             dns_addr,
+            xds_addr,
             shutdown_handle: ShutdownHandle(Arc::new(sender)),
             task,
         })
@@ -173,6 +178,12 @@ impl Agent {
     /// one was 0).
     pub fn dns_addr(&self) -> SocketAddr {
         self.dns_addr
+    }
+
+    /// Where the xDS server listens, when it is on (the port chosen when
+    /// the configured one was 0).
+    pub fn xds_addr(&self) -> Option<SocketAddr> {
+        self.xds_addr
     }
 
     /// For whoever should be able to stop the agent without owning it.
@@ -215,6 +226,8 @@ struct Bound {
     http_addr: SocketAddr,
     dns: DnsServer,
     dns_addr: SocketAddr,
+    /// The xDS server's socket, listening (streams wait for the first sync).
+    xds: Option<(TcpListener, SocketAddr)>,
     /// Another process serves the ports and we cannot answer yet: join
     /// them once synced.
     defer: bool,
@@ -264,6 +277,7 @@ impl Bound {
         let dns = bind_dns(&config, index.clone(), metrics.clone(), !defer)?;
         let dns_addr = dns.local_addr().unwrap_or(config.dns_addr);
         let http_addr = http_socket.local_addr().unwrap_or(config.http_addr);
+        let xds = config.xds_addr.map(bind_xds).transpose()?;
 
         let source_task = source::start(
             &config,
@@ -305,6 +319,7 @@ impl Bound {
             http_addr,
             dns,
             dns_addr,
+            xds,
             defer,
             source_task,
             snapshot_task,
@@ -365,6 +380,16 @@ impl Bound {
             max_header_bytes: self.config.http_max_header_bytes,
         };
         let mut http_task = tokio::spawn(crate::http::serve(listener, state, serve_config));
+        let xds_task = self.xds.take().map(|(listener, addr)| {
+            info!(xds = %addr, "xDS server started");
+            tokio::spawn(crate::xds::serve(
+                listener,
+                self.index.clone(),
+                self.metrics.xds.clone(),
+                self.config.cluster_domain.clone(),
+                self.shutdown.clone(),
+            ))
+        });
         info!(http = %self.http_addr, dns = %self.dns_addr, version = crate::VERSION, "kubedisco agent started");
 
         {
@@ -420,6 +445,13 @@ impl Bound {
                 dns_task.abort();
             }
         }
+        if let Some(task) = xds_task {
+            match tokio::time::timeout(Duration::from_secs(1), task).await {
+                Ok(Ok(Err(error))) => warn!("{error}"),
+                Ok(_) => {}
+                Err(_) => warn!("the xDS server did not stop within 1s"),
+            }
+        }
         if let Some(task) = self.snapshot_task {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
@@ -427,6 +459,20 @@ impl Bound {
         info!("stopped");
         Ok(())
     }
+}
+
+/// Binds and listens on the xDS address, with SO_REUSEPORT as the HTTP
+/// port has, so the next agent of a rolling update can bind it too.
+fn bind_xds(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), AgentError> {
+    let bind_error = |source| AgentError::Bind {
+        addr,
+        what: "xDS",
+        source,
+    };
+    let socket = http_socket(addr).map_err(bind_error)?;
+    let bound = socket.local_addr().unwrap_or(addr);
+    let listener = socket.listen(1024).map_err(bind_error)?;
+    Ok((listener, bound))
 }
 
 /// Raises the soft open-files limit to the hard one: the connection caps,

@@ -49,6 +49,7 @@ pub(crate) mod sockets;
 pub mod source;
 pub mod status;
 pub mod warmstart;
+pub mod xds;
 
 /// The version printed by `kubedisco version` and reported in `/healthz`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -2,7 +2,7 @@
 //!
 //! Each component owns its series and registers them itself
 //! ([`IndexGauges`], [`SourceMetrics`], [`DnsMetrics`], [`HttpMetrics`],
-//! [`SnapshotMetrics`]); this module only composes them into the process's
+//! [`SnapshotMetrics`], [`XdsMetrics`]); this module only composes them into the process's
 //! one registry, for the agent, and adds the process's own series (build
 //! information, start time). No component imports it: each is handed its
 //! own handle. Names follow Prometheus conventions (`kubedisco_` prefix,
@@ -20,6 +20,7 @@ use crate::http::metrics::HttpMetrics;
 use crate::index::IndexGauges;
 use crate::source::metrics::SourceMetrics;
 use crate::warmstart::SnapshotMetrics;
+use crate::xds::XdsMetrics;
 
 /// Every component's metrics, registered in one registry.
 pub struct Metrics {
@@ -30,6 +31,7 @@ pub struct Metrics {
     pub dns: Arc<DnsMetrics>,
     pub http: Arc<HttpMetrics>,
     pub snapshot: Arc<SnapshotMetrics>,
+    pub xds: Arc<XdsMetrics>,
 }
 
 impl Default for Metrics {
@@ -47,6 +49,7 @@ impl Metrics {
         register_process(&mut registry);
         let dns = Arc::new(DnsMetrics::register(&mut registry));
         let snapshot = Arc::new(SnapshotMetrics::register(&mut registry));
+        let xds = Arc::new(XdsMetrics::register(&mut registry));
         Self {
             registry: Arc::new(registry),
             index,
@@ -54,6 +57,7 @@ impl Metrics {
             dns,
             http,
             snapshot,
+            xds,
         }
     }
 }

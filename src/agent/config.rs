@@ -22,6 +22,9 @@ pub struct Config {
     pub dns_addr: SocketAddr,
     /// The HTTP API; port 0 picks a free one ([`super::Agent::http_addr`]).
     pub http_addr: SocketAddr,
+    /// The xDS (ADS) server for gRPC clients; None: off. Port 0 picks a
+    /// free one ([`super::Agent::xds_addr`]).
+    pub xds_addr: Option<SocketAddr>,
     pub cluster_domain: String,
     pub ttl: Duration,
     /// Empty: every namespace.
@@ -99,6 +102,7 @@ impl Default for Config {
             },
             dns_addr: loopback(1053),
             http_addr: loopback(8053),
+            xds_addr: None,
             cluster_domain: "cluster.local".into(),
             ttl: Duration::from_secs(5),
             namespaces: Vec::new(),

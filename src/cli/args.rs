@@ -104,6 +104,11 @@ pub struct AgentArgs {
     #[arg(long, env = "KUBEDISCO_HTTP_ADDR", default_value = "127.0.0.1:8053", value_parser = checked(SocketAddr::from_str))]
     pub(crate) http_addr: Checked<SocketAddr>,
 
+    /// The xDS (ADS) server for proxyless gRPC clients (`xds:///` targets);
+    /// off when empty.
+    #[arg(long, env = "KUBEDISCO_XDS_ADDR", value_parser = checked(SocketAddr::from_str))]
+    pub(crate) xds_addr: Option<Checked<SocketAddr>>,
+
     /// The cluster's DNS domain.
     #[arg(long, env = "KUBEDISCO_CLUSTER_DOMAIN", default_value = "cluster.local", value_parser = checked(parse_domain))]
     pub(crate) cluster_domain: Checked<String>,
@@ -312,6 +317,7 @@ impl AgentArgs {
             &self.source,
             &self.dns_addr,
             &self.http_addr,
+            &self.xds_addr,
             &self.cluster_domain,
             &self.ttl,
             &self.namespaces,
@@ -378,6 +384,7 @@ impl AgentArgs {
             source,
             dns_addr: self.dns_addr.value()?,
             http_addr: self.http_addr.value()?,
+            xds_addr: self.xds_addr.map(Checked::value).transpose()?,
             cluster_domain: self.cluster_domain.value()?,
             ttl: self.ttl.value()?,
             namespaces: values(self.namespaces)?,

@@ -1,5 +1,5 @@
 //! The command line: `kubedisco agent`, `dump`, `health`, `resolve`,
-//! `version`.
+//! `xds-bootstrap`, `version`.
 //!
 //! Every flag can also come from the environment as `KUBEDISCO_<FLAG>`
 //! (e.g. `--http-addr` ↔ `KUBEDISCO_HTTP_ADDR`); a flag on the command line
@@ -11,6 +11,7 @@ mod choices;
 pub mod dump;
 pub mod health;
 pub mod resolve;
+pub mod xds_bootstrap;
 
 use std::process::ExitCode;
 
@@ -20,6 +21,7 @@ pub use args::AgentArgs;
 pub use dump::DumpArgs;
 pub use health::HealthArgs;
 pub use resolve::ResolveArgs;
+pub use xds_bootstrap::XdsBootstrapArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,6 +45,9 @@ pub enum Command {
     /// Ask the agent's DNS like dig: print the whole answer (0: NOERROR or
     /// NXDOMAIN; 1: an error status or no answer; 2: bad arguments).
     Resolve(ResolveArgs),
+    /// Print the bootstrap JSON of a gRPC xDS client of the agent
+    /// (for GRPC_XDS_BOOTSTRAP_CONFIG).
+    XdsBootstrap(XdsBootstrapArgs),
     /// Print the version.
     Version,
 }
@@ -56,6 +61,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Dump(args) => dump::run(&args),
         Command::Health(args) => health::run(&args),
         Command::Resolve(args) => resolve::run(&args),
+        Command::XdsBootstrap(args) => xds_bootstrap::run(&args),
         Command::Agent(args) => {
             let (logging, config) = match args.into_parts() {
                 Ok(parts) => parts,

@@ -83,6 +83,14 @@ http://{{ include "kubedisco.hostPort" (list (include "kubedisco.listenIP" .) .V
 {{- end }}
 
 {{/* Whether the agent reads its Node (for the zone), so needs get on Nodes. */}}
+{{/*
+The gRPC xDS bootstrap of an app (what `kubedisco xds-bootstrap` prints):
+the agent as its xDS server, plaintext (node-local or in the pod).
+*/}}
+{{- define "kubedisco.xdsBootstrap" -}}
+{"xds_servers":[{"server_uri":"{{ include "kubedisco.hostPort" (list (include "kubedisco.listenIP" .) .Values.xds.port) }}","channel_creds":[{"type":"insecure"}],"server_features":["xds_v3"]}],"node":{"id":"{{ default .Release.Namespace .Values.sidecar.appNamespace }}/app"}}
+{{- end }}
+
 {{- define "kubedisco.readsNode" -}}
 {{- if and .Values.topology.zoneFromNode (not .Values.topology.zone) }}true{{ end }}
 {{- end }}
@@ -99,6 +107,9 @@ comes from the downward API.
 {{- end }}
 - --dns-addr={{ include "kubedisco.hostPort" (list (include "kubedisco.listenIP" .) .Values.listen.dnsPort) }}
 - --http-addr={{ include "kubedisco.hostPort" (list (include "kubedisco.httpHost" .) .Values.listen.httpPort) }}
+{{- if .Values.xds.enabled }}
+- --xds-addr={{ include "kubedisco.hostPort" (list (include "kubedisco.listenIP" .) .Values.xds.port) }}
+{{- end }}
 - --cluster-domain={{ .Values.clusterDomain }}
 - --ttl={{ .Values.ttl }}
 - --upstream={{ include "kubedisco.upstreams" . }}
@@ -265,6 +276,15 @@ initContainers:
         drop: ["ALL"]
       seccompProfile:
         type: RuntimeDefault
+{{- if .Values.xds.enabled }}
+containers:
+  # The app: gRPC's xDS client finds the sidecar through this, so the app
+  # needs only an xds:/// target.
+  - name: app
+    env:
+      - name: GRPC_XDS_BOOTSTRAP_CONFIG
+        value: {{ include "kubedisco.xdsBootstrap" . | quote }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -289,4 +309,8 @@ containers:
     env:
       - name: KUBEDISCO_ADDR
         value: {{ include "kubedisco.httpURL" . | quote }}
+      {{- if .Values.xds.enabled }}
+      - name: GRPC_XDS_BOOTSTRAP_CONFIG
+        value: {{ include "kubedisco.xdsBootstrap" . | quote }}
+      {{- end }}
 {{- end }}
