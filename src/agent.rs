@@ -345,6 +345,7 @@ impl Bound {
             HttpPort::Listening(listener) => listener,
             HttpPort::Bound(socket) => listen(socket, self.http_addr)?,
         };
+        let dns_cache = Some(self.dns.cache_view());
         let mut dns_task = tokio::spawn(self.dns.run(self.shutdown.clone()));
 
         let state = AppState::new(HttpContext {
@@ -357,6 +358,7 @@ impl Bound {
             shutdown: self.shutdown.clone(),
             lifecycle: lifecycle.clone(),
             watch_slots: Arc::new(Semaphore::new(self.config.max_watch_streams)),
+            dns_cache,
         });
         let serve_config = ServeConfig {
             max_connections: self.config.http_max_connections,

@@ -58,15 +58,16 @@ pub(super) fn bind_dns(
     } else {
         info!(?upstreams, "forwarding other names upstream");
     }
+    for (domain, upstream) in &config.forward {
+        info!(%domain, %upstream, "forwarding a domain to its own upstream");
+    }
     let ttl = u32::try_from(config.ttl.as_secs()).unwrap_or(u32::MAX);
     let dns_config = DnsConfig {
         zone: Zone::new(&config.cluster_domain, ttl)
             .watching(&config.namespaces)
             .with_pod_records(config.pod_records),
-        forwarder: Forwarder {
-            upstreams,
-            timeout: config.upstream_timeout,
-        },
+        forwarder: Forwarder::new(upstreams, &config.forward, config.upstream_timeout),
+        cache: config.cache.clone(),
         max_tcp_connections: config.dns_max_tcp_connections,
         tcp_idle_timeout: config.dns_tcp_idle_timeout,
         tcp_read_timeout: config.dns_tcp_query_timeout,

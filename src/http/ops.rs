@@ -77,3 +77,24 @@ pub async fn debug_endpoints(
     }))
     .into_response())
 }
+
+/// The DNS cache of forwarded names with each entry's remaining TTL; what
+/// `kubedisco dump --cache` prints. Read-only: listing changes nothing.
+pub async fn debug_cache(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    query::parse(raw.as_deref(), &[])?;
+    let Some(cache) = &state.dns_cache else {
+        return Err(ApiError::new(
+            super::ErrorCode::NotFound,
+            "this process serves no DNS, so it has no DNS cache",
+        ));
+    };
+    let names = cache.list();
+    Ok(Json(serde_json::json!({
+        "entries": names.len(),
+        "names": names,
+    }))
+    .into_response())
+}

@@ -12,6 +12,7 @@ mod harness;
 mod http_api;
 mod manifest_source;
 mod netif;
+mod node_cache;
 mod outage;
 mod reliability;
 mod watch_slices;
