@@ -20,7 +20,8 @@ use tracing::{debug, info, warn};
 
 pub use self::config::{Config, LinkLocalConfig, Source};
 use self::ports::{
-    bind_dns, http_socket, join_dns, tcp_addresses_overlap, wait_for_successor, wait_to_join,
+    bind_dns, http_socket, join_dns, take_over_cache, tcp_addresses_overlap, wait_for_successor,
+    wait_to_join,
 };
 use self::source::locality;
 use crate::balance::Pickers;
@@ -333,6 +334,7 @@ impl Bound {
                     return Ok(());
                 }
             }
+            take_over_cache(&self.dns, self.http_addr).await;
             join_dns(&mut self.dns)
                 .await
                 .map_err(|source| AgentError::Bind {

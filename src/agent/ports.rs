@@ -84,6 +84,47 @@ pub(super) fn bind_dns(
     })
 }
 
+/// Before a deferred agent joins the ports, takes over the DNS cache of the
+/// agent serving them now (its HTTP port is ours too, but only it listens
+/// yet), so the handover starts warm. Best effort: on any failure the cache
+/// starts cold, which costs upstream queries, not answers.
+pub(super) async fn take_over_cache(dns: &DnsServer, http: SocketAddr) {
+    let ip = match http.ip() {
+        ip if !ip.is_unspecified() => ip,
+        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+    };
+    let url = format!(
+        "http://{}/debug/cache/export",
+        SocketAddr::new(ip, http.port())
+    );
+    #[derive(serde::Deserialize)]
+    struct Export {
+        entries: Vec<crate::dns::cache::export::ExportedEntry>,
+    }
+    let started = tokio::time::Instant::now();
+    let fetched = async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let response = client.get(&url).send().await.map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("HTTP {}", response.status()));
+        }
+        let body = response.bytes().await.map_err(|e| e.to_string())?;
+        serde_json::from_slice::<Export>(&body).map_err(|e| e.to_string())
+    };
+    match fetched.await {
+        Ok(export) => {
+            let offered = export.entries.len();
+            let taken = dns.cache_view().import(export.entries);
+            info!(taken, offered, took = ?started.elapsed(), "DNS cache taken over from the agent before: starting warm");
+        }
+        Err(error) => info!("DNS cache not taken over ({url}: {error}): starting cold"),
+    }
+}
+
 /// Resolves when a deferred agent should join its ports: once it can
 /// answer (synced, or seeded), or when nobody else serves them any more.
 pub(super) async fn wait_to_join(index: &Index, dns: SocketAddr, http: SocketAddr) -> &'static str {

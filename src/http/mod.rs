@@ -108,7 +108,7 @@ pub struct HttpContext {
 
 /// Every route, in the order of [`router`]; also the `route` label of the
 /// request metrics.
-const ROUTES: [&str; 9] = [
+const ROUTES: [&str; 10] = [
     "/v1/services",
     "/v1/services/{namespace}/{name}",
     "/v1/watch/{namespace}/{name}",
@@ -118,6 +118,7 @@ const ROUTES: [&str; 9] = [
     "/readyz",
     "/metrics",
     "/debug/cache",
+    "/debug/cache/export",
 ];
 
 pub fn router(state: AppState) -> Router {
@@ -131,6 +132,7 @@ pub fn router(state: AppState) -> Router {
         r_readyz,
         r_metrics,
         r_cache,
+        r_cache_export,
     ] = ROUTES;
     Router::new()
         .route(r_list, get(services::list))
@@ -142,6 +144,7 @@ pub fn router(state: AppState) -> Router {
         .route(r_readyz, get(ops::readyz))
         .route(r_metrics, get(ops::metrics))
         .route(r_cache, get(ops::debug_cache))
+        .route(r_cache_export, get(ops::debug_cache_export))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -198,6 +201,7 @@ pub fn route_label(path: &str) -> &'static str {
         [Some("readyz"), None, ..] => ROUTES[6],
         [Some("metrics"), None, ..] => ROUTES[7],
         [Some("debug"), Some("cache"), None, ..] => ROUTES[8],
+        [Some("debug"), Some("cache"), Some("export"), None, ..] => ROUTES[9],
         _ => "unmatched",
     }
 }

@@ -319,3 +319,48 @@ async fn dump_lists_cached_names_with_their_remaining_ttl() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn the_next_agent_of_a_rolling_update_takes_the_cache_over() {
+    let upstream = Scripted::start(300);
+    let addr = upstream.addr.to_string();
+    let args = [
+        "--source",
+        "demo",
+        "--upstream",
+        &addr,
+        "--upstream-timeout",
+        "300ms",
+    ];
+    let (http, dns) = crate::support::agent::agent_addresses();
+    let mut old = Agent::spawn_as("cache-old", http, dns, &args, &[]);
+    old.wait_ready().await;
+    let names: Vec<String> = (0..5).map(|i| format!("kept{i}.example.")).collect();
+    for name in &names {
+        assert_eq!(a(dns, name).answers.len(), 1);
+    }
+    assert_eq!(upstream.total(), names.len());
+
+    // The next agent starts on the same ports, takes the cache over before
+    // it joins them, then the old one stops.
+    let new = Agent::spawn_as("cache-new", http, dns, &args, &[]);
+    new.wait_log("DNS cache taken over").await;
+    new.wait_log("kubedisco agent started").await;
+    old.sigterm();
+    let status = old.wait_exit(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status:?}\n{}", old.log_tail());
+
+    // Only the new agent answers now: from the cache it took over.
+    for name in &names {
+        let answer = a(dns, name);
+        assert_eq!(answer.answers.len(), 1, "{name}");
+        assert!(answer.answers[0].ttl <= 300);
+    }
+    assert_eq!(upstream.total(), names.len(), "no name went upstream again");
+    let (status, body) = new.get("/debug/cache").await.unwrap();
+    assert_eq!(
+        (status, body["entries"].as_u64()),
+        (200, Some(names.len() as u64)),
+        "{body}"
+    );
+}

@@ -205,6 +205,16 @@ impl Entry {
         self.bytes.len() + self.ttl_offsets.len() * 2 + std::mem::size_of::<Self>()
     }
 
+    /// The answer as stored (ID zero, TTLs capped, not counted down).
+    pub(crate) fn stored_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The question (name, type, class) as upstream echoed it.
+    pub(crate) fn question(&self) -> &[u8] {
+        &self.bytes[12..self.question_end]
+    }
+
     pub(crate) fn rcode(&self) -> u8 {
         self.bytes[3] & 0x0F
     }

@@ -4,6 +4,7 @@
 //! - [`entry`]: one stored answer (TTL offsets, RFC 2308 negative TTLs,
 //!   the countdown and the client's question written back).
 //! - [`metrics`]: the cache's and the upstreams' series.
+//! - [`export`]: handing the entries to the next agent (warm upgrade).
 //!
 //! Keyed by the lower-cased name, type, class, and the bits that change the
 //! answer (EDNS present, DO, CD). Bounded by entries and bytes at once: each
@@ -16,6 +17,7 @@
 //! them (that is [`super::resolve`]), sockets.
 
 pub(crate) mod entry;
+pub mod export;
 pub(crate) mod metrics;
 
 use std::hash::{Hash, Hasher};

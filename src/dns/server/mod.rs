@@ -38,6 +38,7 @@ use tracing::{debug, info, warn};
 mod tcp;
 
 use super::answer::{Outcome, Zone, answer};
+use super::cache::export::ExportedEntry;
 use super::cache::{CacheConfig, CachedName};
 use super::chase::Chaser;
 use super::forward::Forwarder;
@@ -265,6 +266,16 @@ impl CacheView {
     /// Every cached name with its remaining TTL.
     pub fn list(&self) -> Vec<CachedName> {
         self.0.cache().list(Instant::now())
+    }
+
+    /// Every servable entry, for the next agent of a rolling update.
+    pub fn export(&self) -> Vec<ExportedEntry> {
+        self.0.cache().export(Instant::now())
+    }
+
+    /// Takes over what the agent before exported; how many were taken.
+    pub fn import(&self, entries: Vec<ExportedEntry>) -> usize {
+        self.0.cache().import(entries, Instant::now())
     }
 }
 
