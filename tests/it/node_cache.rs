@@ -364,3 +364,84 @@ async fn the_next_agent_of_a_rolling_update_takes_the_cache_over() {
         "{body}"
     );
 }
+
+/// glibc's and Go's resolvers, as a pod runs them (its resolv.conf: the
+/// agent as nameserver, the search list, ndots:5), share the node's cache:
+/// an outside name asked again and again by different programs reaches
+/// the upstream once per type at most.
+#[tokio::test]
+async fn a_pods_resolvers_share_the_nodes_cache() {
+    use crate::support::netns::NetNs;
+    use crate::support::upstream::{Dnsmasq, EXAMPLE_ORG};
+    crate::support::tools::require("ip");
+    let netns = NetNs::new();
+    // An AAAA record too: dnsmasq's NODATA has no SOA, which RFC 2308
+    // says not to cache.
+    let upstream = Dnsmasq::start_in_with(
+        &netns,
+        "127.0.0.2:53".parse().unwrap(),
+        &["--local-ttl=300", "--address=/example.org/2001:db8::8"],
+    );
+    let mut agent = netns
+        .exec(crate::support::agent::binary().to_str().unwrap())
+        .args([
+            "agent",
+            "--source",
+            "demo",
+            "--dns-addr",
+            "127.0.0.1:53",
+            "--http-addr",
+            "127.0.0.1:8053",
+            "--upstream",
+            "127.0.0.2:53",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start kubedisco in the namespace");
+    netns.set_resolv_conf(
+        "search shop.svc.cluster.local svc.cluster.local cluster.local\n\
+         nameserver 127.0.0.1\n\
+         options ndots:5\n",
+    );
+    let getent = || {
+        let (ok, text) = netns.run("getent", &["ahosts", "www.example.org"]);
+        ok && text.lines().any(|l| l.starts_with(EXAMPLE_ORG))
+    };
+    eventually("glibc to resolve through the agent", || async {
+        if getent() { Ok(()) } else { Err("not yet") }
+    })
+    .await;
+    for _ in 0..3 {
+        assert!(getent());
+    }
+    let go_resolver = crate::zone::build_go_resolver();
+    for netdns in ["go", "cgo", "go"] {
+        let output = netns
+            .exec(go_resolver.to_str().unwrap())
+            .args(["-system", "www.example.org"])
+            .env("GODEBUG", format!("netdns={netdns}"))
+            .output()
+            .expect("run go-resolver");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.contains(&format!("host {EXAMPLE_ORG}")),
+            "netdns={netdns}: {stdout}"
+        );
+    }
+    let reached = upstream.queries();
+    let times = |rtype: &str| {
+        reached
+            .iter()
+            .filter(|(t, n)| t == rtype && n == "www.example.org")
+            .count()
+    };
+    // Six programs' lookups, each A and AAAA: one upstream query per type.
+    assert_eq!((times("A"), times("AAAA")), (1, 1), "{reached:?}");
+    assert!(
+        reached.iter().all(|(_, name)| name == "www.example.org"),
+        "search-list expansions stay on the node: {reached:?}"
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+}

@@ -542,7 +542,7 @@ async fn a_pods_resolvers_send_only_final_names_upstream() {
 }
 
 /// Builds tests/go-resolver once and returns the binary.
-fn build_go_resolver() -> std::path::PathBuf {
+pub(crate) fn build_go_resolver() -> std::path::PathBuf {
     let program = repo_root().join("tests/go-resolver");
     let out = std::env::temp_dir()
         .join("kubedisco-it")

@@ -64,6 +64,9 @@ pub(crate) struct Entry {
     ttl_offsets: Box<[u16]>,
     /// Where the question ends (12 + its length).
     question_end: usize,
+    /// Where the OPT record is (start, end), left out for a client that
+    /// sent no EDNS.
+    opt: Option<(usize, usize)>,
     pub(crate) kind: Kind,
     /// Seconds the entry is fresh; 0: it must not be cached at all.
     pub(crate) ttl: u32,
@@ -139,6 +142,7 @@ impl Entry {
         let mut ttl_offsets = Vec::new();
         let mut min_answer_ttl = u32::MAX;
         let mut soa: Option<(u32, u32)> = None;
+        let mut opt = None;
         for (section, &count) in counts.iter().enumerate() {
             for _ in 0..count {
                 let after_name = skip_name(answer, at)?;
@@ -149,7 +153,9 @@ impl Entry {
                 if end > answer.len() {
                     return Err(EntryError::Short);
                 }
-                if kind != rtype::OPT {
+                if kind == rtype::OPT {
+                    opt = Some((at, end));
+                } else {
                     let offset = u16::try_from(after_name + 4).map_err(|_| EntryError::Short)?;
                     ttl_offsets.push(offset);
                     if section == 0 {
@@ -191,6 +197,7 @@ impl Entry {
             bytes,
             ttl_offsets: ttl_offsets.into(),
             question_end,
+            opt,
             kind,
             ttl,
             stored: now,
@@ -279,14 +286,29 @@ impl Entry {
         if query.question.len() != self.question_end - 12 {
             return None;
         }
-        let mut out = self.bytes.to_vec();
+        // A client without EDNS gets no OPT record (RFC 6891 §7).
+        let cut = self.opt.filter(|_| query.edns.is_none());
+        let mut out = match cut {
+            Some((start, end)) => {
+                let mut out = Vec::with_capacity(self.bytes.len() - (end - start));
+                out.extend_from_slice(&self.bytes[..start]);
+                out.extend_from_slice(&self.bytes[end..]);
+                let additional = u16::from_be_bytes([out[10], out[11]]).saturating_sub(1);
+                out[10..12].copy_from_slice(&additional.to_be_bytes());
+                out
+            }
+            None => self.bytes.to_vec(),
+        };
         out[..2].copy_from_slice(&query.id.to_be_bytes());
         out[2] = (out[2] & !0x01) | u8::from(query.recursion_desired);
         out[12..self.question_end].copy_from_slice(query.question);
         let age =
             u32::try_from(now.saturating_duration_since(self.stored).as_secs()).unwrap_or(u32::MAX);
         for &offset in self.ttl_offsets.iter() {
-            let at = offset as usize;
+            let at = match cut {
+                Some((start, end)) if offset as usize >= end => offset as usize - (end - start),
+                _ => offset as usize,
+            };
             let ttl = if stale {
                 STALE_TTL
             } else {
@@ -410,6 +432,32 @@ pub(crate) mod tests {
             .answer_for(&query, t0 + Duration::from_secs(600), false)
             .unwrap();
         assert_eq!(ttls(&late), [0, 0]);
+    }
+
+    #[test]
+    fn a_client_without_edns_gets_no_opt_record() {
+        let asked = query_packet("www.example.org.", RecordType::A, Some(1232));
+        let answer = upstream_answer(
+            &asked,
+            ResponseCode::NoError,
+            &[(60, Ipv4Addr::new(192, 0, 2, 1))],
+            Some((60, 60)),
+        );
+        let t0 = Instant::now();
+        let entry = Entry::parse(&answer, POLICY, t0).unwrap();
+        let plain = query_packet("www.example.org.", RecordType::A, None);
+        let bytes = entry
+            .answer_for(
+                &parse_query(&plain).unwrap(),
+                t0 + Duration::from_secs(5),
+                false,
+            )
+            .unwrap();
+        let message = Message::from_vec(&bytes).unwrap();
+        assert!(message.edns.is_none());
+        assert!(message.additionals.is_empty());
+        assert_eq!(ttls(&bytes), [55, 55]);
+        assert_eq!(bytes.len(), answer.len() - 11);
     }
 
     #[test]

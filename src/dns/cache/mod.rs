@@ -7,7 +7,12 @@
 //! - [`export`]: handing the entries to the next agent (warm upgrade).
 //!
 //! Keyed by the lower-cased name, type, class, and the bits that change the
-//! answer (EDNS present, DO, CD). Bounded by entries and bytes at once: each
+//! answer (DO, CD). Not by whether the client sent EDNS: upstream is always
+//! asked with EDNS, and a client without it gets the answer without the
+//! OPT record (and TC over UDP beyond 512 bytes), so glibc (no EDNS by
+//! default) and Go (EDNS) share one entry.
+//!
+//! Bounded by entries and bytes at once: each
 //! entry weighs its bytes but at least `max_bytes / size`, so whichever
 //! bound is reached first holds. Expired entries stay (until evicted, or
 //! until `--serve-stale` past their expiry, when a lookup or the sweep
@@ -67,8 +72,7 @@ fn secs(duration: Duration) -> u32 {
     u32::try_from(duration.as_secs()).unwrap_or(u32::MAX)
 }
 
-/// EDNS present, DO, CD: each changes what upstream answers.
-const EDNS: u8 = 1;
+/// DO and CD: each changes what upstream answers.
 const DNSSEC_OK: u8 = 2;
 const CHECKING_DISABLED: u8 = 4;
 
@@ -136,11 +140,8 @@ impl KeyBuf {
             *to = from.to_ascii_lowercase();
         }
         let mut flags = 0;
-        if let Some(edns) = query.edns {
-            flags |= EDNS;
-            if edns.dnssec_ok {
-                flags |= DNSSEC_OK;
-            }
+        if query.edns.is_some_and(|edns| edns.dnssec_ok) {
+            flags |= DNSSEC_OK;
         }
         if query.checking_disabled {
             flags |= CHECKING_DISABLED;
@@ -213,8 +214,8 @@ impl Key {
         text
     }
 
-    /// The query the agent sends upstream for this key: RD set, the CD and
-    /// DO bits and EDNS (advertising 1232 bytes) as the key says.
+    /// The query the agent sends upstream for this key: RD set, EDNS
+    /// (advertising 1232 bytes), the CD and DO bits as the key says.
     pub(crate) fn upstream_query(&self, id: u16) -> Vec<u8> {
         let mut packet = Vec::with_capacity(12 + self.name.len() + 4 + 11);
         packet.extend_from_slice(&id.to_be_bytes());
@@ -224,18 +225,15 @@ impl Key {
         } else {
             0
         });
-        let additional = u16::from(self.flags & EDNS != 0);
-        for count in [1u16, 0, 0, additional] {
+        for count in [1u16, 0, 0, 1] {
             packet.extend_from_slice(&count.to_be_bytes());
         }
         packet.extend_from_slice(&self.name);
         packet.extend_from_slice(&self.qtype.to_be_bytes());
         packet.extend_from_slice(&self.qclass.to_be_bytes());
-        if additional == 1 {
-            let payload = crate::dns::wire::EDNS_UDP_PAYLOAD.to_be_bytes();
-            let dnssec_ok = if self.flags & DNSSEC_OK != 0 { 0x80 } else { 0 };
-            packet.extend_from_slice(&[0, 0, 41, payload[0], payload[1], 0, 0, dnssec_ok, 0, 0, 0]);
-        }
+        let payload = crate::dns::wire::EDNS_UDP_PAYLOAD.to_be_bytes();
+        let dnssec_ok = if self.flags & DNSSEC_OK != 0 { 0x80 } else { 0 };
+        packet.extend_from_slice(&[0, 0, 41, payload[0], payload[1], 0, 0, dnssec_ok, 0, 0, 0]);
         packet
     }
 }
@@ -489,7 +487,9 @@ mod tests {
             plain,
             key("www.example.org.", RecordType::A, Some(1232), true)
         );
-        assert_ne!(plain, key("www.example.org.", RecordType::A, None, false));
+        // With or without EDNS: one entry (a client without gets the answer
+        // without the OPT record).
+        assert_eq!(plain, key("www.example.org.", RecordType::A, None, false));
     }
 
     #[test]

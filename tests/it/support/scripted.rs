@@ -41,9 +41,16 @@ pub struct Scripted {
 impl Scripted {
     /// Answers with TTL `ttl` (SOA TTL and MINIMUM 60) at once.
     pub fn start(ttl: u32) -> Scripted {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).unwrap();
+        // The UDP port's TCP twin may be taken (other tests run in
+        // parallel): another pair then.
+        let (udp, tcp, addr) = (0..50)
+            .find_map(|_| {
+                let udp = UdpSocket::bind("127.0.0.1:0").ok()?;
+                let addr = udp.local_addr().ok()?;
+                let tcp = TcpListener::bind(addr).ok()?;
+                Some((udp, tcp, addr))
+            })
+            .expect("a free UDP and TCP port pair");
         let knobs = Arc::new(Knobs::default());
         knobs.ttl.store(ttl, Ordering::SeqCst);
         knobs.soa_ttl.store(60, Ordering::SeqCst);
