@@ -382,23 +382,7 @@ async fn a_pods_resolvers_share_the_nodes_cache() {
         "127.0.0.2:53".parse().unwrap(),
         &["--local-ttl=300", "--address=/example.org/2001:db8::8"],
     );
-    let mut agent = netns
-        .exec(crate::support::agent::binary().to_str().unwrap())
-        .args([
-            "agent",
-            "--source",
-            "demo",
-            "--dns-addr",
-            "127.0.0.1:53",
-            "--http-addr",
-            "127.0.0.1:8053",
-            "--upstream",
-            "127.0.0.2:53",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start kubedisco in the namespace");
+    let mut agent = netns.spawn_agent("demo", "127.0.0.2:53");
     netns.set_resolv_conf(
         "search shop.svc.cluster.local svc.cluster.local cluster.local\n\
          nameserver 127.0.0.1\n\
