@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 
-use super::cache::{Cache, CacheConfig, Entry, Key, KeyBuf, KeyRef, Kind, Lookup};
+use super::cache::{Cache, CacheConfig, Entry, Key, KeyBuf, KeyRef, Lookup};
 use super::forward::{Forwarder, UpstreamError};
 use super::metrics::DnsMetrics;
 use super::wire::{Query, Response, rcode};
@@ -139,7 +139,7 @@ impl Resolver {
         };
         let now = Instant::now();
         match (fetched, stale) {
-            (Ok(entry), Some(stale)) if entry.kind == Kind::ServFail => {
+            (Ok(entry), Some(stale)) if entry.is_failure() => {
                 self.metrics.cache.stale.inc();
                 answer(&stale, query, now, true, over_udp, Source::Stale)
             }
@@ -205,7 +205,7 @@ impl Resolver {
             Err(error) => Err(error),
         };
         let failed = match &fetched {
-            Ok(entry) => entry.kind == Kind::ServFail,
+            Ok(entry) => entry.is_failure(),
             Err(error) => {
                 if *error == UpstreamError::AllDown {
                     self.metrics.cache.upstream_down.inc();

@@ -222,6 +222,12 @@ impl Entry {
         &self.bytes[12..self.question_end]
     }
 
+    /// The upstream could not answer (SERVFAIL, REFUSED): a stale answer,
+    /// when there is one, is better.
+    pub(crate) fn is_failure(&self) -> bool {
+        self.kind == Kind::ServFail || self.rcode() == rcode::REFUSED
+    }
+
     pub(crate) fn rcode(&self) -> u8 {
         self.bytes[3] & 0x0F
     }
@@ -520,10 +526,13 @@ pub(crate) mod tests {
         assert!(entry.is_truncated());
         assert_eq!(entry.ttl, 0, "a truncated answer is never cached");
         let refused = upstream_answer(&asked, ResponseCode::Refused, &[], None);
-        assert_eq!(Entry::parse(&refused, POLICY, now).unwrap().ttl, 0);
+        let entry = Entry::parse(&refused, POLICY, now).unwrap();
+        assert_eq!(entry.ttl, 0);
+        assert!(entry.is_failure(), "a stale answer beats REFUSED");
         let failed = upstream_answer(&asked, ResponseCode::ServFail, &[], None);
         let entry = Entry::parse(&failed, POLICY, now).unwrap();
         assert_eq!((entry.kind, entry.ttl), (Kind::ServFail, 2));
+        assert!(entry.is_failure());
         // A zero TTL means "use once".
         let zero = upstream_answer(
             &asked,
