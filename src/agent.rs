@@ -20,7 +20,8 @@ use tracing::{debug, info, warn};
 
 pub use self::config::{Config, LinkLocalConfig, Source};
 use self::ports::{
-    bind_dns, http_socket, join_dns, tcp_addresses_overlap, wait_for_successor, wait_to_join,
+    bind_dns, http_socket, join_dns, take_over_cache, tcp_addresses_overlap, wait_for_successor,
+    wait_to_join,
 };
 use self::source::locality;
 use crate::balance::Pickers;
@@ -348,6 +349,7 @@ impl Bound {
                     return Ok(());
                 }
             }
+            take_over_cache(&self.dns, self.http_addr).await;
             join_dns(&mut self.dns)
                 .await
                 .map_err(|source| AgentError::Bind {
@@ -360,6 +362,7 @@ impl Bound {
             HttpPort::Listening(listener) => listener,
             HttpPort::Bound(socket) => listen(socket, self.http_addr)?,
         };
+        let dns_cache = Some(self.dns.cache_view());
         let mut dns_task = tokio::spawn(self.dns.run(self.shutdown.clone()));
 
         let state = AppState::new(HttpContext {
@@ -372,6 +375,7 @@ impl Bound {
             shutdown: self.shutdown.clone(),
             lifecycle: lifecycle.clone(),
             watch_slots: Arc::new(Semaphore::new(self.config.max_watch_streams)),
+            dns_cache,
         });
         let serve_config = ServeConfig {
             max_connections: self.config.http_max_connections,

@@ -6,6 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use crate::dns::CacheConfig;
 use crate::dns::answer::PodRecords;
 use crate::index::topology::DefaultTopology;
 use crate::source::kubernetes::{ApiEncoding, ListStrategy, WatchSlices};
@@ -39,6 +40,10 @@ pub struct Config {
     /// Empty: the nameservers of /etc/resolv.conf.
     pub upstream: Vec<SocketAddr>,
     pub upstream_timeout: Duration,
+    /// Per-domain upstreams (`--forward`): lower-case domain, upstream.
+    pub forward: Vec<(String, SocketAddr)>,
+    /// The cache of forwarded answers (`--cache-*`, `--serve-stale`).
+    pub cache: CacheConfig,
     pub dns_max_tcp_connections: usize,
     pub dns_tcp_idle_timeout: Duration,
     pub dns_tcp_query_timeout: Duration,
@@ -115,6 +120,8 @@ impl Default for Config {
             pod_weights: false,
             upstream: Vec::new(),
             upstream_timeout: Duration::from_secs(2),
+            forward: Vec::new(),
+            cache: CacheConfig::default(),
             dns_max_tcp_connections: 1024,
             dns_tcp_idle_timeout: Duration::from_secs(10),
             dns_tcp_query_timeout: Duration::from_secs(5),

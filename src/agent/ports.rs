@@ -58,15 +58,16 @@ pub(super) fn bind_dns(
     } else {
         info!(?upstreams, "forwarding other names upstream");
     }
+    for (domain, upstream) in &config.forward {
+        info!(%domain, %upstream, "forwarding a domain to its own upstream");
+    }
     let ttl = u32::try_from(config.ttl.as_secs()).unwrap_or(u32::MAX);
     let dns_config = DnsConfig {
         zone: Zone::new(&config.cluster_domain, ttl)
             .watching(&config.namespaces)
             .with_pod_records(config.pod_records),
-        forwarder: Forwarder {
-            upstreams,
-            timeout: config.upstream_timeout,
-        },
+        forwarder: Forwarder::new(upstreams, &config.forward, config.upstream_timeout),
+        cache: config.cache.clone(),
         max_tcp_connections: config.dns_max_tcp_connections,
         tcp_idle_timeout: config.dns_tcp_idle_timeout,
         tcp_read_timeout: config.dns_tcp_query_timeout,
@@ -81,6 +82,47 @@ pub(super) fn bind_dns(
             source,
         }
     })
+}
+
+/// Before a deferred agent joins the ports, takes over the DNS cache of the
+/// agent serving them now (its HTTP port is ours too, but only it listens
+/// yet), so the handover starts warm. Best effort: on any failure the cache
+/// starts cold, which costs upstream queries, not answers.
+pub(super) async fn take_over_cache(dns: &DnsServer, http: SocketAddr) {
+    let ip = match http.ip() {
+        ip if !ip.is_unspecified() => ip,
+        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+    };
+    let url = format!(
+        "http://{}/debug/cache/export",
+        SocketAddr::new(ip, http.port())
+    );
+    #[derive(serde::Deserialize)]
+    struct Export {
+        entries: Vec<crate::dns::cache::export::ExportedEntry>,
+    }
+    let started = tokio::time::Instant::now();
+    let fetched = async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let response = client.get(&url).send().await.map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("HTTP {}", response.status()));
+        }
+        let body = response.bytes().await.map_err(|e| e.to_string())?;
+        serde_json::from_slice::<Export>(&body).map_err(|e| e.to_string())
+    };
+    match fetched.await {
+        Ok(export) => {
+            let offered = export.entries.len();
+            let taken = dns.cache_view().import(export.entries);
+            info!(taken, offered, took = ?started.elapsed(), "DNS cache taken over from the agent before: starting warm");
+        }
+        Err(error) => info!("DNS cache not taken over ({url}: {error}): starting cold"),
+    }
 }
 
 /// Resolves when a deferred agent should join its ports: once it can

@@ -15,6 +15,7 @@ use super::choices::{
     WatchSlicesArg,
 };
 use crate::agent::{Config, LinkLocalConfig, Source};
+use crate::dns::CacheConfig;
 use crate::duration::parse_duration;
 use crate::logging::LogFormat;
 use crate::source::manifest::ManifestOrigin;
@@ -67,6 +68,41 @@ fn parse_count(text: &str) -> Result<usize, String> {
     match text.trim().parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("{text:?} is not a positive whole number")),
+    }
+}
+
+fn parse_cache_size(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n <= 10_000_000 => Ok(n),
+        _ => Err(format!("{text:?} is not an entry count from 0 to 10000000")),
+    }
+}
+
+/// A byte count, with an optional binary suffix (Ki, Mi, Gi); at least 64 KiB.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let (digits, unit) = match trimmed.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => trimmed.split_at(at),
+        None => (trimmed, ""),
+    };
+    let shift = match unit {
+        "" => 0,
+        "Ki" => 10,
+        "Mi" => 20,
+        "Gi" => 30,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a byte count (e.g. 33554432 or 32Mi)"
+            ));
+        }
+    };
+    match digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+    {
+        Some(n) if n >= 64 << 10 => Ok(n),
+        _ => Err(format!("{text:?} is not a byte count of at least 64Ki")),
     }
 }
 
@@ -174,6 +210,36 @@ pub struct AgentArgs {
     /// How long one upstream may take to answer a forwarded query.
     #[arg(long, env = "KUBEDISCO_UPSTREAM_TIMEOUT", default_value = "2s", value_parser = checked(parse_duration))]
     pub(crate) upstream_timeout: Checked<Duration>,
+
+    /// Per-domain upstreams, as stubDomains: `domain=ip[:port]`,
+    /// comma-separated (repeat a domain for several); a name in the
+    /// longest matching domain goes there instead of --upstream.
+    #[arg(long, env = "KUBEDISCO_FORWARD", value_delimiter = ',', value_parser = checked(crate::dns::forward::parse_route))]
+    pub(crate) forward: Vec<Checked<(String, SocketAddr)>>,
+
+    /// Most answers of forwarded names cached (0: no cache). NodeLocal
+    /// DNSCache keeps 9984 positive and 9984 negative; this is both.
+    #[arg(long, env = "KUBEDISCO_CACHE_SIZE", default_value = "20000", value_parser = checked(parse_cache_size))]
+    pub(crate) cache_size: Checked<usize>,
+
+    /// Most bytes the cached answers hold (suffix Ki, Mi or Gi); the cache
+    /// stops at this or --cache-size, whichever comes first.
+    #[arg(long, env = "KUBEDISCO_CACHE_MAX_BYTES", default_value = "32Mi", value_parser = checked(parse_bytes))]
+    pub(crate) cache_max_bytes: Checked<u64>,
+
+    /// Longest a positive answer is cached, whatever its TTL says.
+    #[arg(long, env = "KUBEDISCO_CACHE_MAX_TTL", default_value = "1h", value_parser = checked(parse_positive_duration))]
+    pub(crate) cache_max_ttl: Checked<Duration>,
+
+    /// Longest an NXDOMAIN or NODATA answer is cached (RFC 2308: the SOA's
+    /// minimum, capped by this).
+    #[arg(long, env = "KUBEDISCO_CACHE_MAX_NEGATIVE_TTL", default_value = "5m", value_parser = checked(parse_duration))]
+    pub(crate) cache_max_negative_ttl: Checked<Duration>,
+
+    /// How long past its expiry a cached answer may still be served (TTL
+    /// 30 s) when the upstreams fail or are slow (RFC 8767); 0 turns it off.
+    #[arg(long, env = "KUBEDISCO_SERVE_STALE", default_value = "1h", value_parser = checked(parse_duration))]
+    pub(crate) serve_stale: Checked<Duration>,
 
     /// Most concurrent TCP connections to the DNS port. At the cap a new
     /// connection waits (up to 2 s) while the longest-idle one is closed to
@@ -327,6 +393,12 @@ impl AgentArgs {
             &self.panic_threshold,
             &self.upstream,
             &self.upstream_timeout,
+            &self.forward,
+            &self.cache_size,
+            &self.cache_max_bytes,
+            &self.cache_max_ttl,
+            &self.cache_max_negative_ttl,
+            &self.serve_stale,
             &self.dns_max_tcp_connections,
             &self.dns_tcp_idle_timeout,
             &self.dns_tcp_query_timeout,
@@ -397,6 +469,14 @@ impl AgentArgs {
             pod_weights: self.pod_weights,
             upstream: values(self.upstream)?,
             upstream_timeout: self.upstream_timeout.value()?,
+            forward: values(self.forward)?,
+            cache: CacheConfig {
+                size: self.cache_size.value()?,
+                max_bytes: self.cache_max_bytes.value()?,
+                max_ttl: self.cache_max_ttl.value()?,
+                max_negative_ttl: self.cache_max_negative_ttl.value()?,
+                serve_stale: self.serve_stale.value()?,
+            },
             dns_max_tcp_connections: self.dns_max_tcp_connections.value()?,
             dns_tcp_idle_timeout: self.dns_tcp_idle_timeout.value()?,
             dns_tcp_query_timeout: self.dns_tcp_query_timeout.value()?,
@@ -475,7 +555,7 @@ mod tests {
     }
 
     /// Each flag with a value its parser refuses.
-    const BAD_VALUES: [(&str, &str); 20] = [
+    const BAD_VALUES: [(&str, &str); 26] = [
         ("--http-addr", "localhost"),
         ("--ttl", "5 parsecs"),
         ("--cluster-domain", "bad..domain"),
@@ -496,6 +576,12 @@ mod tests {
         ("--snapshot-interval", "0"),
         ("--handover-wait", "soon"),
         ("--watch-slices", "some"),
+        ("--forward", "consul"),
+        ("--cache-size", "many"),
+        ("--cache-max-bytes", "12Mb"),
+        ("--cache-max-ttl", "0s"),
+        ("--cache-max-negative-ttl", "soon"),
+        ("--serve-stale", "forever"),
     ];
 
     #[test]

@@ -27,6 +27,60 @@ pub struct DumpArgs {
     /// Give up when the agent has not answered within this time.
     #[arg(long, default_value = "5s", value_parser = crate::duration::parse_duration)]
     pub timeout: Duration,
+    /// List the DNS cache of forwarded names (remaining TTL of each)
+    /// instead of the Services.
+    #[arg(long)]
+    pub cache: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CacheDump {
+    pub names: Vec<crate::dns::CachedName>,
+}
+
+/// One row per cached name and type; expired ones show how long they have
+/// been stale (servable while upstream fails).
+pub fn render_cache(dump: &CacheDump) -> String {
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "TYPE".into(),
+        "KIND".into(),
+        "TTL".into(),
+        "BYTES".into(),
+    ]];
+    for name in &dump.names {
+        let ttl = if name.ttl_remaining > 0 {
+            format!("{}s", name.ttl_remaining)
+        } else {
+            format!("stale {}s", name.stale_for)
+        };
+        let kind = if name.dnssec_ok {
+            format!("{} +do", name.kind)
+        } else {
+            name.kind.clone()
+        };
+        rows.push([
+            name.name.clone(),
+            name.r#type.clone(),
+            kind,
+            ttl,
+            name.bytes.to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,7 +167,8 @@ pub fn base_url(addr: &str) -> String {
 }
 
 pub fn run(args: &DumpArgs) -> ExitCode {
-    let url = format!("{}/debug/endpoints", base_url(&args.addr));
+    let route = if args.cache { "cache" } else { "endpoints" };
+    let url = format!("{}/debug/{route}", base_url(&args.addr));
     let fetched = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -132,6 +187,16 @@ pub fn run(args: &DumpArgs) -> ExitCode {
             println!("{body}");
             ExitCode::SUCCESS
         }
+        Output::Table if args.cache => match serde_json::from_str::<CacheDump>(&body) {
+            Ok(dump) => {
+                print!("{}", render_cache(&dump));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("kubedisco dump: {url} did not answer like a kubedisco agent: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Output::Table => match serde_json::from_str::<Dump>(&body) {
             Ok(dump) => {
                 print!("{}", render_table(&dump));
@@ -324,6 +389,26 @@ pub fn render_table(dump: &Dump) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_table_shows_remaining_and_stale_ttls() {
+        let dump: CacheDump = serde_json::from_value(serde_json::json!({
+            "entries": 2,
+            "names": [
+                {"name": "api.github.com.", "type": "A", "kind": "positive", "rcode": 0,
+                 "ttl_remaining": 42, "stale_for": 0, "bytes": 180, "dnssec_ok": false},
+                {"name": "gone.example.", "type": "AAAA", "kind": "negative", "rcode": 3,
+                 "ttl_remaining": 0, "stale_for": 7, "bytes": 150, "dnssec_ok": true},
+            ]
+        }))
+        .unwrap();
+        assert_eq!(
+            render_cache(&dump),
+            "NAME             TYPE  KIND          TTL       BYTES\n\
+             api.github.com.  A     positive      42s       180\n\
+             gone.example.    AAAA  negative +do  stale 7s  150\n"
+        );
+    }
 
     #[test]
     fn urls_accept_host_port() {

@@ -20,7 +20,8 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
 use super::answer::Zone;
-use super::forward::{Forwarder, UpstreamError};
+use super::forward::UpstreamError;
+use super::resolve::Resolver;
 use super::server::{Handled, handle_packet};
 use super::wire::{CLASSIC_UDP_PAYLOAD, EDNS_UDP_PAYLOAD, Response};
 use crate::index::Index;
@@ -57,7 +58,8 @@ impl ChaseError {
 pub(crate) struct Chaser<'a> {
     pub(crate) zone: &'a Zone,
     pub(crate) index: &'a Index,
-    pub(crate) forwarder: &'a Forwarder,
+    /// Outside names go through the cache like any forwarded query.
+    pub(crate) resolver: &'a Arc<Resolver>,
 }
 
 impl Chaser<'_> {
@@ -92,7 +94,7 @@ impl Chaser<'_> {
                 ttl,
                 RData::CNAME(CNAME(name.clone())),
             ));
-            let (answer, chained) = self.lookup(&name, &question, over_udp).await?;
+            let (answer, chained) = self.lookup(&name, &question).await?;
             match chained {
                 Some(further) => {
                     owner = name;
@@ -144,7 +146,6 @@ impl Chaser<'_> {
         &self,
         name: &Name,
         question: &Query,
-        over_udp: bool,
     ) -> Result<(Message, Option<Arc<str>>), ChaseError> {
         let mut query = Message::query();
         query.metadata.id = rand::random();
@@ -180,9 +181,12 @@ impl Chaser<'_> {
                 Handled::Drop => return Err(ChaseError::BadQuery),
             }
         }
-        let bytes = self
-            .forwarder
-            .forward(&packet, !over_udp)
+        let query = crate::dns::wire::parse_query(&packet).map_err(|_| ChaseError::BadQuery)?;
+        // Not over UDP: the whole answer; the client's limit is applied to
+        // the composed response.
+        let (bytes, _) = self
+            .resolver
+            .resolve(&query, false)
             .await
             .map_err(ChaseError::Upstream)?;
         let answer = Message::from_vec(&bytes).map_err(|_| ChaseError::BadAnswer)?;
@@ -223,14 +227,20 @@ mod tests {
 
     async fn chase(index: &Index, name: &str, target: &str) -> Result<Message, ChaseError> {
         let zone = Zone::new("cluster.local", 5);
-        let forwarder = Forwarder {
-            upstreams: Vec::new(),
-            timeout: Duration::from_millis(100),
-        };
+        let forwarder =
+            crate::dns::forward::Forwarder::new(Vec::new(), &[], Duration::from_millis(100));
+        let metrics = Arc::new(crate::dns::metrics::DnsMetrics::register(
+            &mut Default::default(),
+        ));
+        let resolver = Arc::new(Resolver::new(
+            &crate::dns::CacheConfig::default(),
+            forwarder,
+            metrics,
+        ));
         let chaser = Chaser {
             zone: &zone,
             index,
-            forwarder: &forwarder,
+            resolver: &resolver,
         };
         let packet = query_packet(name, RecordType::A, Some(1232));
         let bytes = chaser.answer(&packet, target.into(), true).await?;

@@ -1,25 +1,38 @@
-//! Forwarding what the agent does not serve to the upstream resolvers.
+//! Asking the upstream resolvers: which ones (per-domain routes, health,
+//! speed) and the exchange itself.
 //!
-//! The query is relayed as bytes with a fresh ID (so a spoofed answer must
-//! guess it), over UDP first; a truncated upstream answer is relayed as is to
-//! a UDP client (which retries over TCP) and retried over TCP for a TCP
-//! client. Each upstream gets `timeout`; when all fail the client gets
-//! SERVFAIL, never silence.
+//! Each query goes over UDP with its own random ID (a spoofed answer must
+//! guess it, and match the question); a truncated answer is asked again
+//! over TCP of the same upstream, so what gets cached is whole whatever the
+//! client's transport. Upstreams are tried fastest first (smoothed RTT, as
+//! CoreDNS's forward does not and Unbound does); one that failed
+//! [`DOWN_AFTER`] times in a row is left out for a growing pause, and when
+//! every upstream of a name is out the query fails at once (the client gets
+//! SERVFAIL, or a stale answer, promptly rather than after every timeout).
+//! One query in [`EXPLORE_ONE_IN`] tries the second-fastest first, so a
+//! recovered or faster upstream is noticed.
+//!
+//! Owns: upstream choice and health, the wire exchange. May not touch: the
+//! cache (see [`super::resolve`]), the client's sockets.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-/// Why an upstream did not answer.
+/// Why no upstream answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum UpstreamError {
     Timeout,
     Unreachable,
     BadResponse,
     NoUpstream,
+    /// Every upstream for the name failed recently; not asked.
+    AllDown,
 }
 
 impl UpstreamError {
@@ -29,14 +42,84 @@ impl UpstreamError {
             Self::Unreachable => "unreachable",
             Self::BadResponse => "bad_response",
             Self::NoUpstream => "no_upstream",
+            Self::AllDown => "all_down",
         }
     }
 }
 
+/// Consecutive failures after which an upstream is left out for a while.
+const DOWN_AFTER: u32 = 3;
+/// The first pause of an upstream that is down; doubled per further
+/// failure up to [`MAX_PAUSE`]. After it, one query probes it.
+const FIRST_PAUSE: Duration = Duration::from_millis(500);
+const MAX_PAUSE: Duration = Duration::from_secs(10);
+const EXPLORE_ONE_IN: u32 = 20;
+
+/// One upstream server and what the agent has seen of it.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    pub(crate) addr: SocketAddr,
+    /// Smoothed RTT in µs (7/8 old + 1/8 new); 0: never measured, so it
+    /// is tried early and gets measured.
+    srtt_us: AtomicU32,
+    failures: AtomicU32,
+    /// Left out until this many ms after the forwarder's `base`.
+    paused_until_ms: AtomicU64,
+}
+
+impl Upstream {
+    fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            srtt_us: AtomicU32::new(0),
+            failures: AtomicU32::new(0),
+            paused_until_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn succeeded(&self, rtt: Duration) {
+        let sample = u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX).max(1);
+        let old = self.srtt_us.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            ((u64::from(old) * 7 + u64::from(sample)) / 8) as u32
+        };
+        self.srtt_us.store(new, Ordering::Relaxed);
+        self.failures.store(0, Ordering::Relaxed);
+        self.paused_until_ms.store(0, Ordering::Relaxed);
+    }
+
+    fn failed(&self, since_base: Duration) {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= DOWN_AFTER {
+            let doublings = (failures - DOWN_AFTER).min(8);
+            let pause = (FIRST_PAUSE * (1 << doublings)).min(MAX_PAUSE);
+            let until = (since_base + pause).as_millis();
+            self.paused_until_ms
+                .store(u64::try_from(until).unwrap_or(u64::MAX), Ordering::Relaxed);
+        }
+    }
+
+    fn paused(&self, since_base: Duration) -> bool {
+        since_base.as_millis() < u128::from(self.paused_until_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// A domain whose names go to upstreams of their own (`--forward`).
+#[derive(Debug, Clone)]
+struct Route {
+    /// Lower-case, no final dot: "consul", "corp.example".
+    domain: String,
+    upstreams: Vec<Arc<Upstream>>,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Forwarder {
-    pub(crate) upstreams: Vec<SocketAddr>,
+    upstreams: Vec<Arc<Upstream>>,
+    routes: Vec<Route>,
     pub(crate) timeout: Duration,
+    base: Instant,
 }
 
 /// The nameservers of a resolv.conf, on port 53, minus `exclude` (the
@@ -67,41 +150,128 @@ pub(crate) fn parse_upstream(text: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{text:?} is not an address (ip, ip:port or [ipv6]:port)"))
 }
 
+/// Parses a `--forward` entry: `domain=ip[:port]` (repeat the domain for
+/// several upstreams). The domain is lower-cased, its final dot dropped.
+pub(crate) fn parse_route(text: &str) -> Result<(String, SocketAddr), String> {
+    let (domain, upstream) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not domain=ip[:port]"))?;
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    let valid_label = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if domain.is_empty() || domain.len() > 253 || !domain.split('.').all(valid_label) {
+        return Err(format!("{text:?}: {domain:?} is not a domain name"));
+    }
+    Ok((
+        domain,
+        parse_upstream(upstream).map_err(|e| format!("{text:?}: {e}"))?,
+    ))
+}
+
 impl Forwarder {
-    /// Sends `query` upstream and returns the answer with the client's ID.
-    pub(crate) async fn forward(
+    /// `routes` are (domain, upstream) pairs; a domain may repeat.
+    pub(crate) fn new(
+        upstreams: Vec<SocketAddr>,
+        routes: &[(String, SocketAddr)],
+        timeout: Duration,
+    ) -> Self {
+        let mut grouped: Vec<Route> = Vec::new();
+        for (domain, addr) in routes {
+            let upstream = Arc::new(Upstream::new(*addr));
+            match grouped.iter_mut().find(|r| &r.domain == domain) {
+                Some(route) => route.upstreams.push(upstream),
+                None => grouped.push(Route {
+                    domain: domain.clone(),
+                    upstreams: vec![upstream],
+                }),
+            }
+        }
+        // Longest domain first: the most specific route wins.
+        grouped.sort_by_key(|r| std::cmp::Reverse(r.domain.len()));
+        Self {
+            upstreams: upstreams
+                .into_iter()
+                .map(|a| Arc::new(Upstream::new(a)))
+                .collect(),
+            routes: grouped,
+            timeout,
+            base: Instant::now(),
+        }
+    }
+
+    /// The upstreams for `name` (lower-case, final dot allowed): those of
+    /// the longest `--forward` domain it is in, else the default ones.
+    pub(crate) fn upstreams_for(&self, name: &str) -> &[Arc<Upstream>] {
+        let name = name.trim_end_matches('.');
+        for route in &self.routes {
+            let inside = name == route.domain
+                || name
+                    .strip_suffix(route.domain.as_str())
+                    .is_some_and(|rest| rest.ends_with('.'));
+            if inside {
+                return &route.upstreams;
+            }
+        }
+        &self.upstreams
+    }
+
+    /// Sends `packet` (a query with its own ID) to the upstreams of `name`,
+    /// fastest healthy first, until one answers.
+    pub(crate) async fn exchange(
         &self,
-        query: &[u8],
-        over_tcp: bool,
+        name: &str,
+        packet: &[u8],
+        rtt: &prometheus_client::metrics::histogram::Histogram,
     ) -> Result<Vec<u8>, UpstreamError> {
-        if self.upstreams.is_empty() {
+        let all = self.upstreams_for(name);
+        if all.is_empty() {
             return Err(UpstreamError::NoUpstream);
         }
-        let client_id = [query[0], query[1]];
+        let since_base = self.base.elapsed();
+        let mut order: Vec<&Arc<Upstream>> = all.iter().filter(|u| !u.paused(since_base)).collect();
+        if order.is_empty() {
+            return Err(UpstreamError::AllDown);
+        }
+        order.sort_by_key(|u| u.srtt_us.load(Ordering::Relaxed));
+        if order.len() > 1 && rand::rng().random_ratio(1, EXPLORE_ONE_IN) {
+            order.swap(0, 1);
+        }
         let mut last = UpstreamError::Unreachable;
-        for upstream in &self.upstreams {
-            let id: u16 = rand::rng().random();
-            let mut packet = query.to_vec();
-            packet[..2].copy_from_slice(&id.to_be_bytes());
-            let result = if over_tcp {
-                self.over_tcp(*upstream, &packet).await
-            } else {
-                self.over_udp(*upstream, &packet).await
-            };
-            match result {
-                Ok(mut answer) => {
-                    if answer.len() < 12 || answer[..2] != id.to_be_bytes() || answer[2] & 0x80 == 0
-                    {
-                        last = UpstreamError::BadResponse;
-                        continue;
-                    }
-                    answer[..2].copy_from_slice(&client_id);
+        for upstream in order {
+            let started = Instant::now();
+            match self.ask(upstream.addr, packet).await {
+                Ok(answer) => {
+                    let took = started.elapsed();
+                    upstream.succeeded(took);
+                    rtt.observe(took.as_secs_f64());
                     return Ok(answer);
                 }
-                Err(error) => last = error,
+                Err(error) => {
+                    upstream.failed(self.base.elapsed());
+                    last = error;
+                }
             }
         }
         Err(last)
+    }
+
+    /// One upstream: UDP, then TCP when the answer is truncated (the
+    /// truncated one when TCP fails: the client can still retry).
+    async fn ask(&self, upstream: SocketAddr, packet: &[u8]) -> Result<Vec<u8>, UpstreamError> {
+        let answer = self.over_udp(upstream, packet).await?;
+        check(packet, &answer)?;
+        if answer[2] & 0x02 == 0 {
+            return Ok(answer);
+        }
+        match self.over_tcp(upstream, packet).await {
+            Ok(whole) if check(packet, &whole).is_ok() => Ok(whole),
+            _ => Ok(answer),
+        }
     }
 
     async fn over_udp(
@@ -175,9 +345,37 @@ impl Forwarder {
     }
 }
 
+/// An answer to `query`: same ID, QR set, one question that is ours
+/// (letter case aside: some servers change it).
+fn check(query: &[u8], answer: &[u8]) -> Result<(), UpstreamError> {
+    let question = query.get(12..).and_then(|rest| {
+        let name_end = rest.iter().position(|&b| b == 0)?;
+        rest.get(..name_end + 5)
+    });
+    let ok = answer.len() >= 12
+        && answer[..2] == query[..2]
+        && answer[2] & 0x80 != 0
+        && answer[4..6] == [0, 1]
+        && question.is_some_and(|q| {
+            answer
+                .get(12..12 + q.len())
+                .is_some_and(|a| a.eq_ignore_ascii_case(q))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(UpstreamError::BadResponse)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_proto::rr::RecordType;
+
+    fn rtt() -> prometheus_client::metrics::histogram::Histogram {
+        prometheus_client::metrics::histogram::Histogram::new([0.1])
+    }
 
     #[test]
     fn resolv_conf_nameservers_minus_ourselves() {
@@ -201,22 +399,103 @@ mod tests {
         assert!(parse_upstream("dns.example").is_err());
     }
 
+    #[test]
+    fn routes_pick_the_longest_domain() {
+        let route = |t: &str| parse_route(t).unwrap();
+        let routes = [
+            route("Consul.=10.0.0.5:8600"),
+            route("corp.example=10.0.1.1"),
+            route("eu.corp.example=10.0.2.1"),
+            route("corp.example=10.0.1.2"),
+        ];
+        let forwarder = Forwarder::new(
+            vec!["10.9.9.9:53".parse().unwrap()],
+            &routes,
+            Duration::from_secs(1),
+        );
+        let addrs = |name: &str| -> Vec<String> {
+            forwarder
+                .upstreams_for(name)
+                .iter()
+                .map(|u| u.addr.to_string())
+                .collect()
+        };
+        assert_eq!(addrs("web.service.consul."), ["10.0.0.5:8600"]);
+        assert_eq!(addrs("consul."), ["10.0.0.5:8600"]);
+        assert_eq!(addrs("a.corp.example."), ["10.0.1.1:53", "10.0.1.2:53"]);
+        assert_eq!(addrs("x.eu.corp.example."), ["10.0.2.1:53"]);
+        // A suffix that is not a whole label is not inside.
+        assert_eq!(addrs("notconsul."), ["10.9.9.9:53"]);
+        assert_eq!(addrs("example.org."), ["10.9.9.9:53"]);
+        for bad in [
+            "consul",
+            "=10.0.0.1",
+            "bad domain=10.0.0.1",
+            "consul=nowhere",
+        ] {
+            assert!(parse_route(bad).is_err(), "{bad}");
+        }
+    }
+
     #[tokio::test]
-    async fn an_unanswering_upstream_times_out() {
+    async fn a_silent_upstream_times_out_then_is_left_out() {
         // A bound socket that never answers.
         let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let forwarder = Forwarder {
-            upstreams: vec![silent.local_addr().unwrap()],
-            timeout: Duration::from_millis(200),
-        };
-        let query = crate::dns::wire::tests::query_packet(
-            "example.org.",
-            hickory_proto::rr::RecordType::A,
-            None,
+        let forwarder = Forwarder::new(
+            vec![silent.local_addr().unwrap()],
+            &[],
+            Duration::from_millis(50),
         );
+        let query = crate::dns::wire::tests::query_packet("example.org.", RecordType::A, None);
+        for _ in 0..DOWN_AFTER {
+            assert_eq!(
+                forwarder.exchange("example.org.", &query, &rtt()).await,
+                Err(UpstreamError::Timeout)
+            );
+        }
+        // Down now: the next query fails at once, without asking.
         assert_eq!(
-            forwarder.forward(&query, false).await,
-            Err(UpstreamError::Timeout)
+            forwarder.exchange("example.org.", &query, &rtt()).await,
+            Err(UpstreamError::AllDown)
         );
+    }
+
+    #[tokio::test]
+    async fn the_faster_upstream_is_preferred() {
+        // Two responders; the slow one sleeps before answering.
+        async fn responder(delay: Duration) -> (SocketAddr, Arc<AtomicU32>) {
+            let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = socket.local_addr().unwrap();
+            let count = Arc::new(AtomicU32::new(0));
+            let seen = count.clone();
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 512];
+                while let Ok((len, peer)) = socket.recv_from(&mut buffer).await {
+                    seen.fetch_add(1, Ordering::Relaxed);
+                    let mut answer = buffer[..len].to_vec();
+                    answer[2] |= 0x80;
+                    tokio::time::sleep(delay).await;
+                    let _ = socket.send_to(&answer, peer).await;
+                }
+            });
+            (addr, count)
+        }
+        let (slow, slow_count) = responder(Duration::from_millis(30)).await;
+        let (fast, fast_count) = responder(Duration::ZERO).await;
+        let forwarder = Forwarder::new(vec![slow, fast], &[], Duration::from_secs(2));
+        let query = crate::dns::wire::tests::query_packet("example.org.", RecordType::A, None);
+        for _ in 0..60 {
+            forwarder
+                .exchange("example.org.", &query, &rtt())
+                .await
+                .unwrap();
+        }
+        let (slow, fast) = (
+            slow_count.load(Ordering::Relaxed),
+            fast_count.load(Ordering::Relaxed),
+        );
+        // Both measured; then the fast one takes the bulk (the slow one
+        // only gets its share of exploration).
+        assert!(slow >= 1 && fast > 3 * slow, "slow {slow}, fast {fast}");
     }
 }

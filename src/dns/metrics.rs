@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::cache::metrics::CacheMetrics;
 use super::wire::rtype;
 use crate::connlimit::{LimiterMetrics, LimiterNames};
 
@@ -47,6 +48,9 @@ pub struct DnsMetrics {
     pub(crate) truncated: Counter,
     /// The TCP connection cap's series (`dns_tcp_*`).
     pub(crate) tcp: LimiterMetrics,
+    /// The cache of forwarded answers and the upstreams (`dns_cache_*`,
+    /// `dns_upstream_*`).
+    pub(crate) cache: CacheMetrics,
 }
 
 impl DnsMetrics {
@@ -107,7 +111,9 @@ impl DnsMetrics {
                 closed: "dns_tcp_connections_closed",
             },
         );
+        let cache = CacheMetrics::register(registry);
         Self {
+            cache,
             tcp,
             queries,
             duration,

@@ -3,7 +3,10 @@
 //!
 //! - [`wire`]: parsing queries and writing responses (no allocation per query).
 //! - [`answer`]: the zone's records from a snapshot.
-//! - [`forward`]: relaying other names to the upstream resolvers.
+//! - [`resolve`]: other names: the cache in front of the upstreams
+//!   (coalescing, prefetch, serve-stale).
+//! - [`cache`]: the cache of forwarded answers.
+//! - [`forward`]: asking the upstream resolvers (routes, health, speed).
 //! - [`chase`]: an ExternalName's CNAME followed by its target's records.
 //! - [`server`]: sockets, TCP framing, limits, metrics.
 //! - [`metrics`]: query counters and latency.
@@ -17,11 +20,15 @@
 //! [`Response`]: wire::Response
 
 pub mod answer;
+pub mod cache;
 pub(crate) mod chase;
 pub(crate) mod forward;
 pub(crate) mod metrics;
+pub(crate) mod resolve;
 pub(crate) mod server;
 pub mod wire;
 
+pub use cache::{CacheConfig, CachedName};
+pub use server::CacheView;
 pub(crate) use server::{DnsConfig, DnsServer};
 pub use server::{Handled, handle_packet};

@@ -4,7 +4,8 @@
 //!   queries with `?index=&wait=`).
 //! - [`watch`]: `/v1/watch/{ns}/{name}`, NDJSON or SSE.
 //! - [`pick`]: `/v1/pick/{ns}/{name}` (one endpoint).
-//! - [`ops`]: `/healthz`, `/readyz`, `/metrics`, `/debug/endpoints`.
+//! - [`ops`]: `/healthz`, `/readyz`, `/metrics`, `/debug/endpoints`,
+//!   `/debug/cache` (the DNS cache of forwarded names, read-only).
 //! - [`view`]: the JSON shapes, shared by the routes above.
 //! - [`error`]: the one JSON error shape every route uses.
 //! - [`server`]: the accept loop and connection limits (cap with idle
@@ -100,11 +101,14 @@ pub struct HttpContext {
     pub lifecycle: Arc<Lifecycle>,
     /// One permit per open watch stream (`--max-watch-streams`).
     pub watch_slots: Arc<Semaphore>,
+    /// The DNS server's cache of forwarded names, for `/debug/cache`;
+    /// None when this process serves no DNS.
+    pub dns_cache: Option<crate::dns::CacheView>,
 }
 
 /// Every route, in the order of [`router`]; also the `route` label of the
 /// request metrics.
-const ROUTES: [&str; 8] = [
+const ROUTES: [&str; 10] = [
     "/v1/services",
     "/v1/services/{namespace}/{name}",
     "/v1/watch/{namespace}/{name}",
@@ -113,6 +117,8 @@ const ROUTES: [&str; 8] = [
     "/healthz",
     "/readyz",
     "/metrics",
+    "/debug/cache",
+    "/debug/cache/export",
 ];
 
 pub fn router(state: AppState) -> Router {
@@ -125,6 +131,8 @@ pub fn router(state: AppState) -> Router {
         r_healthz,
         r_readyz,
         r_metrics,
+        r_cache,
+        r_cache_export,
     ] = ROUTES;
     Router::new()
         .route(r_list, get(services::list))
@@ -135,6 +143,8 @@ pub fn router(state: AppState) -> Router {
         .route(r_healthz, get(ops::healthz))
         .route(r_readyz, get(ops::readyz))
         .route(r_metrics, get(ops::metrics))
+        .route(r_cache, get(ops::debug_cache))
+        .route(r_cache_export, get(ops::debug_cache_export))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -190,6 +200,8 @@ pub fn route_label(path: &str) -> &'static str {
         [Some("healthz"), None, ..] => ROUTES[5],
         [Some("readyz"), None, ..] => ROUTES[6],
         [Some("metrics"), None, ..] => ROUTES[7],
+        [Some("debug"), Some("cache"), None, ..] => ROUTES[8],
+        [Some("debug"), Some("cache"), Some("export"), None, ..] => ROUTES[9],
         _ => "unmatched",
     }
 }
@@ -280,6 +292,7 @@ mod tests {
             shutdown: CancellationToken::new(),
             lifecycle: Arc::default(),
             watch_slots: Arc::new(Semaphore::new(1)),
+            dns_cache: None,
         })
     }
 

@@ -77,3 +77,41 @@ pub async fn debug_endpoints(
     }))
     .into_response())
 }
+
+fn dns_cache(state: &AppState) -> Result<&crate::dns::CacheView, ApiError> {
+    state.dns_cache.as_ref().ok_or_else(|| {
+        ApiError::new(
+            super::ErrorCode::NotFound,
+            "this process serves no DNS, so it has no DNS cache",
+        )
+    })
+}
+
+/// The DNS cache of forwarded names with each entry's remaining TTL; what
+/// `kubedisco dump --cache` prints. Read-only: listing changes nothing.
+pub async fn debug_cache(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    query::parse(raw.as_deref(), &[])?;
+    let cache = dns_cache(&state)?;
+    let names = cache.list();
+    Ok(Json(serde_json::json!({
+        "entries": names.len(),
+        "names": names,
+    }))
+    .into_response())
+}
+
+/// The DNS cache's entries whole (answer bytes and age), which the next
+/// agent of a rolling update reads before it joins the ports, so that it
+/// starts warm. Read-only.
+pub async fn debug_cache_export(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    query::parse(raw.as_deref(), &[])?;
+    let cache = dns_cache(&state)?;
+    let entries = cache.export();
+    Ok(Json(serde_json::json!({ "entries": entries })).into_response())
+}

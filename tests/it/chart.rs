@@ -1031,8 +1031,13 @@ fn as_test_process(
             (name, value)
         })
         .collect();
-    let args = strings(&container["args"]);
+    let mut args = strings(&container["args"]);
     assert_eq!(args[0], "agent", "{args:?}");
+    // DaemonSet mode forwards to the node's resolver (no --upstream): here,
+    // as everywhere in the tests, only to a loopback port.
+    if !args.iter().any(|a| a.starts_with("--upstream=")) {
+        args.push("--upstream=127.0.0.1:9".into());
+    }
     let args = args[1..]
         .iter()
         .filter(|a| {

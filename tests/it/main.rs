@@ -13,6 +13,7 @@ mod http_api;
 mod layers;
 mod manifest_source;
 mod netif;
+mod node_cache;
 mod outage;
 mod reliability;
 mod resilience;

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Service;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use crate::support::agent::{binary, dig};
+use crate::support::agent::dig;
 use crate::support::cluster::repo_root;
 use crate::support::netns::NetNs;
 use crate::support::upstream::{Dnsmasq, EXAMPLE_ORG};
@@ -461,23 +461,7 @@ async fn a_pods_resolvers_send_only_final_names_upstream() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("shop.yaml"), POD_VIEW).unwrap();
     let upstream = Dnsmasq::start_in(&netns, "127.0.0.2:53".parse().unwrap());
-    let mut agent = netns
-        .exec(binary().to_str().unwrap())
-        .args([
-            "agent",
-            "--source",
-            dir.to_str().unwrap(),
-            "--dns-addr",
-            "127.0.0.1:53",
-            "--http-addr",
-            "127.0.0.1:8053",
-            "--upstream",
-            "127.0.0.2:53",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start kubedisco in the namespace");
+    let mut agent = netns.spawn_agent(dir.to_str().unwrap(), "127.0.0.2:53");
     netns.set_resolv_conf(
         "search shop.svc.cluster.local svc.cluster.local cluster.local\n\
          nameserver 127.0.0.1\n\
@@ -547,7 +531,7 @@ async fn a_pods_resolvers_send_only_final_names_upstream() {
 }
 
 /// Builds tests/go-resolver once and returns the binary.
-fn build_go_resolver() -> std::path::PathBuf {
+pub(crate) fn build_go_resolver() -> std::path::PathBuf {
     let program = repo_root().join("tests/go-resolver");
     let out = std::env::temp_dir()
         .join("kubedisco-it")

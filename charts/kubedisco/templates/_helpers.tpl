@@ -74,10 +74,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 http://{{ include "kubedisco.hostPort" (list (include "kubedisco.listenIP" .) .Values.listen.httpPort) }}
 {{- end }}
 
+{{/*
+Upstreams for names outside the zone. Empty in DaemonSet mode unless set:
+the agent then reads its resolv.conf, which `dnsPolicy: Default` makes the
+node's own, so outside names never touch the cluster DNS (as NodeLocal
+DNSCache does). A sidecar forwards to the cluster DNS.
+*/}}
 {{- define "kubedisco.upstreams" -}}
 {{- if .Values.upstream }}
 {{- join "," .Values.upstream }}
-{{- else }}
+{{- else if ne .Values.mode "daemonset" }}
 {{- include "kubedisco.hostPort" (list .Values.clusterDNS 53) }}
 {{- end }}
 {{- end }}
@@ -112,7 +118,16 @@ comes from the downward API.
 {{- end }}
 - --cluster-domain={{ .Values.clusterDomain }}
 - --ttl={{ .Values.ttl }}
-- --upstream={{ include "kubedisco.upstreams" . }}
+{{- with include "kubedisco.upstreams" . }}
+- --upstream={{ . }}
+{{- end }}
+{{- if .Values.forward }}
+- --forward={{ range $i, $domain := keys .Values.forward | sortAlpha }}{{ range $j, $to := index $.Values.forward $domain }}{{ if or $i $j }},{{ end }}{{ $domain }}={{ $to }}{{ end }}{{ end }}
+{{- end }}
+- --cache-size={{ .Values.cache.size }}
+- --cache-max-ttl={{ .Values.cache.maxTTL }}
+- --cache-max-negative-ttl={{ .Values.cache.maxNegativeTTL }}
+- --serve-stale={{ .Values.cache.serveStale }}
 - --node-name=$(NODE_NAME)
 {{- with .Values.topology.zone }}
 - --zone={{ . }}

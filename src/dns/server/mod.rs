@@ -38,9 +38,12 @@ use tracing::{debug, info, warn};
 mod tcp;
 
 use super::answer::{Outcome, Zone, answer};
+use super::cache::export::ExportedEntry;
+use super::cache::{CacheConfig, CachedName};
 use super::chase::Chaser;
 use super::forward::Forwarder;
 use super::metrics::DnsMetrics;
+use super::resolve::Resolver;
 use super::wire::{self, ParseError, Response, rcode};
 use crate::connlimit::Limiter;
 use crate::handover::detach_peer;
@@ -58,6 +61,7 @@ const UDP_QUIET: Duration = Duration::from_millis(100);
 pub struct DnsConfig {
     pub zone: Zone,
     pub forwarder: Forwarder,
+    pub cache: CacheConfig,
     pub max_tcp_connections: usize,
     /// How long a TCP connection may sit idle between queries.
     pub tcp_idle_timeout: Duration,
@@ -73,6 +77,7 @@ pub struct DnsServer {
     config: DnsConfig,
     index: Arc<Index>,
     metrics: Arc<DnsMetrics>,
+    resolver: Arc<Resolver>,
     addr: SocketAddr,
     /// Empty until [`DnsServer::join`].
     udp: Vec<Arc<UdpSocket>>,
@@ -111,10 +116,16 @@ impl DnsServer {
     ) -> std::io::Result<Self> {
         let tcp = reuseport_socket(addr, Transport::Tcp)?;
         let addr = tcp.local_addr()?.as_socket().unwrap_or(addr);
+        let resolver = Arc::new(Resolver::new(
+            &config.cache,
+            config.forwarder.clone(),
+            metrics.clone(),
+        ));
         let mut server = Self {
             config,
             index,
             metrics,
+            resolver,
             addr,
             udp: Vec::new(),
             tcp,
@@ -157,6 +168,12 @@ impl DnsServer {
         Ok(self.addr)
     }
 
+    /// A read-only view of the cache of forwarded answers (for
+    /// `/debug/cache`).
+    pub fn cache_view(&self) -> CacheView {
+        CacheView(self.resolver.clone())
+    }
+
     /// Serves until `shutdown` fires, then drains (lame duck). Joins the
     /// port group first if that has not happened yet.
     pub async fn run(mut self, shutdown: CancellationToken) {
@@ -171,7 +188,23 @@ impl DnsServer {
                 return;
             }
         };
+        {
+            // Entries past --serve-stale go, so memory and the gauges follow
+            // what can still be served.
+            let resolver = self.resolver.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(SWEEP_EVERY);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => resolver.cache().sweep(Instant::now()),
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            });
+        }
         let shared = Arc::new(Shared {
+            resolver: self.resolver,
             limiter: Limiter::new(self.config.max_tcp_connections, self.metrics.tcp.clone()),
             shutdown: shutdown.clone(),
             config: self.config,
@@ -225,8 +258,33 @@ impl DnsServer {
     }
 }
 
+/// A read-only view of the DNS server's cache.
+#[derive(Clone, Debug)]
+pub struct CacheView(Arc<Resolver>);
+
+impl CacheView {
+    /// Every cached name with its remaining TTL.
+    pub fn list(&self) -> Vec<CachedName> {
+        self.0.cache().list(Instant::now())
+    }
+
+    /// Every servable entry, for the next agent of a rolling update.
+    pub fn export(&self) -> Vec<ExportedEntry> {
+        self.0.cache().export(Instant::now())
+    }
+
+    /// Takes over what the agent before exported; how many were taken.
+    pub fn import(&self, entries: Vec<ExportedEntry>) -> usize {
+        self.0.cache().import(entries, Instant::now())
+    }
+}
+
+/// How often expired entries past `--serve-stale` are dropped.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
 struct Shared {
     config: DnsConfig,
+    resolver: Arc<Resolver>,
     index: Arc<Index>,
     metrics: Arc<DnsMetrics>,
     limiter: Arc<Limiter>,
@@ -334,7 +392,7 @@ impl Shared {
         let chaser = Chaser {
             zone: &self.config.zone,
             index: &self.index,
-            forwarder: &self.config.forwarder,
+            resolver: &self.resolver,
         };
         match chaser.answer(packet, target, !over_tcp).await {
             Ok(answer) => {
@@ -351,34 +409,33 @@ impl Shared {
         }
     }
 
-    /// Forwards and returns the bytes to send back (SERVFAIL when upstream
-    /// fails).
+    /// The answer from the cache or upstream (SERVFAIL when there is
+    /// none).
     async fn forward(&self, packet: &[u8], over_tcp: bool) -> Option<Vec<u8>> {
-        self.metrics.forwarded.inc();
         let query = wire::parse_query(packet).ok()?;
-        match self.config.forwarder.forward(packet, over_tcp).await {
-            Ok(answer) => {
+        match self.resolver.resolve(&query, !over_tcp).await {
+            Ok((answer, _)) => {
                 self.metrics.count(query.qtype, answer[3] & 0x0F);
                 Some(answer)
             }
             Err(error) => {
                 debug!(reason = error.label(), "upstream failed");
-                self.metrics.upstream_error(error.label());
                 Some(self.servfail(&query))
             }
         }
     }
 
+    /// The answer when the cache has it without waiting (no task needed).
+    fn forward_cached(&self, packet: &[u8]) -> Option<Vec<u8>> {
+        let query = wire::parse_query(packet).ok()?;
+        let answer = self.resolver.cached(&query, true)?;
+        self.metrics.count(query.qtype, answer[3] & 0x0F);
+        Some(answer)
+    }
+
     fn servfail(&self, query: &wire::Query<'_>) -> Vec<u8> {
-        let mut response = Response::default();
-        response.start(query, false);
-        response.set_rcode(rcode::SERVFAIL);
-        if query.edns.is_some() {
-            response.opt(0);
-        }
-        response.finish();
         self.metrics.count(query.qtype, rcode::SERVFAIL);
-        response.buf
+        super::resolve::servfail(query)
     }
 }
 
@@ -465,6 +522,14 @@ async fn answer_datagram(
                 .observe(started.elapsed().as_secs_f64());
         }
         Handled::Drop => {}
+        Handled::Forward if let Some(answer) = shared.forward_cached(packet) => {
+            // A cache hit is answered in place, like the zone's names.
+            let _ = socket.send_to(&answer, peer).await;
+            shared
+                .metrics
+                .duration
+                .observe(started.elapsed().as_secs_f64());
+        }
         handled @ (Handled::Forward | Handled::Chase(_)) => {
             // Each forwarded UDP query is a task until upstream answers (or
             // times out): capped, so a flood of names the agent does not

@@ -26,6 +26,9 @@ pub(crate) enum ParseError {
 pub(crate) struct Edns {
     pub(crate) udp_payload: u16,
     pub(crate) version: u8,
+    /// The DO bit (RFC 3225): the client wants DNSSEC records. Part of
+    /// the cache key, as the answer differs.
+    pub(crate) dnssec_ok: bool,
 }
 
 /// A parsed query. Borrows the packet: the question is echoed from it.
@@ -161,6 +164,7 @@ pub(crate) fn parse_query(packet: &[u8]) -> Result<Query<'_>, ParseError> {
         let rr_type = read_u16(packet, after_name).ok_or(ParseError::Malformed)?;
         let class = read_u16(packet, after_name + 2).ok_or(ParseError::Malformed)?;
         let ttl_high = *packet.get(after_name + 5).ok_or(ParseError::Malformed)?;
+        let flags_high = *packet.get(after_name + 6).ok_or(ParseError::Malformed)?;
         let rdlen = read_u16(packet, after_name + 8).ok_or(ParseError::Malformed)? as usize;
         let end = after_name + 10 + rdlen;
         if end > packet.len() {
@@ -174,6 +178,7 @@ pub(crate) fn parse_query(packet: &[u8]) -> Result<Query<'_>, ParseError> {
             query.edns = Some(Edns {
                 udp_payload: class,
                 version: ttl_high,
+                dnssec_ok: flags_high & 0x80 != 0,
             });
         }
         at = end;

@@ -39,6 +39,7 @@ fn state() -> kubedisco::http::AppState {
         shutdown: Default::default(),
         lifecycle: Arc::default(),
         watch_slots: Arc::new(tokio::sync::Semaphore::new(1 << 20)),
+        dns_cache: None,
     })
 }
 

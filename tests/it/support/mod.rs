@@ -9,6 +9,8 @@
 //! - [`netns`]: a network namespace of the test's own, with a pod's
 //!   resolv.conf.
 //! - [`upstream`]: dnsmasq as the upstream resolver, counting what reaches it.
+//! - [`scripted`]: an upstream the test scripts (TTL, delay, outage), counting
+//!   what reaches it.
 //! - [`in_process`]: an agent in the test's own runtime, from a `Config`.
 //! - [`eventually`]: bounded polling instead of sleeps.
 //! - [`tools`]: outside programs (dig, dnsmasq, ...), checked before use.
@@ -20,6 +22,7 @@ pub mod eventually;
 pub mod in_process;
 pub mod kube;
 pub mod netns;
+pub mod scripted;
 pub mod tools;
 pub mod upstream;
 

@@ -87,6 +87,28 @@ impl NetNs {
         std::fs::write(dir.join("resolv.conf"), text).unwrap();
     }
 
+    /// `kubedisco agent` in this namespace, as a pod's node would run it:
+    /// DNS on 127.0.0.1:53, HTTP on 127.0.0.1:8053, `source` and the
+    /// upstream as given.
+    pub fn spawn_agent(&self, source: &str, upstream: &str) -> std::process::Child {
+        self.exec(crate::support::agent::binary().to_str().unwrap())
+            .args([
+                "agent",
+                "--source",
+                source,
+                "--dns-addr",
+                "127.0.0.1:53",
+                "--http-addr",
+                "127.0.0.1:8053",
+                "--upstream",
+                upstream,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start kubedisco in the namespace")
+    }
+
     fn etc_dir(&self) -> std::path::PathBuf {
         std::path::Path::new("/etc/netns").join(&self.name)
     }

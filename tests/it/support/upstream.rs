@@ -34,6 +34,15 @@ impl Dnsmasq {
         Self::spawn(ns.exec("dnsmasq"), addr)
     }
 
+    /// As [`Dnsmasq::start_in`], with more dnsmasq options (e.g.
+    /// `--local-ttl=300`: its own answers have TTL 0 otherwise, which no
+    /// cache keeps).
+    pub fn start_in_with(ns: &NetNs, addr: SocketAddr, options: &[&str]) -> Dnsmasq {
+        let mut command = ns.exec("dnsmasq");
+        command.args(options);
+        Self::spawn(command, addr)
+    }
+
     fn spawn(mut command: Command, addr: SocketAddr) -> Dnsmasq {
         tools::require("dnsmasq");
         static COUNTER: AtomicU32 = AtomicU32::new(0);
