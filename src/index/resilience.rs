@@ -1,5 +1,6 @@
-//! A Service's outlier-ejection and retry settings, from its
-//! `kubedisco.io/outlier-*` and `kubedisco.io/retry-*` annotations.
+//! A Service's outlier-ejection, retry and balancing settings, from its
+//! `kubedisco.io/outlier-*`, `kubedisco.io/retry-*`, `kubedisco.io/lb-policy`
+//! and `kubedisco.io/hash-header` annotations.
 //!
 //! One parsed, validated form on [`super::ServiceObject`], for every reader:
 //! the HTTP API hands it to the Go clients (which apply it over their own
@@ -20,11 +21,67 @@ pub struct Resilience {
     pub outlier: Outlier,
     #[serde(skip_serializing_if = "Retry::is_empty")]
     pub retry: Retry,
+    /// Kept with the other per-Service client settings so that it reaches
+    /// every reader (served view, API, warm start) the same way; only the
+    /// xDS server applies it (kdgrpc balances by the agent's weights).
+    #[serde(skip_serializing_if = "Balancing::is_empty")]
+    pub balancing: Balancing,
 }
 
 impl Resilience {
     pub fn is_empty(&self) -> bool {
-        self.outlier.is_empty() && self.retry.is_empty()
+        self.outlier.is_empty() && self.retry.is_empty() && self.balancing.is_empty()
+    }
+}
+
+/// How an xDS client spreads calls over the endpoints.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Balancing {
+    /// `lb-policy`; None: round robin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<LbPolicy>,
+    /// `hash-header`: the request header ring_hash hashes (lowercase, as
+    /// gRPC metadata keys are). Without it gRPC hashes a random number per
+    /// call: no affinity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash_header: Option<Box<str>>,
+}
+
+impl Balancing {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// `kubedisco.io/lb-policy`, named as Envoy's and gRPC's policies are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum LbPolicy {
+    #[default]
+    RoundRobin,
+    RingHash,
+    LeastRequest,
+}
+
+impl LbPolicy {
+    pub const ALL: [LbPolicy; 3] = [Self::RoundRobin, Self::RingHash, Self::LeastRequest];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round_robin",
+            Self::RingHash => "ring_hash",
+            Self::LeastRequest => "least_request",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == text)
+    }
+}
+
+impl Serialize for LbPolicy {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -166,7 +223,7 @@ mod tests {
                 base_ejection_time: Some(Duration::from_millis(1500)),
                 ..Outlier::default()
             },
-            retry: Retry::default(),
+            ..Resilience::default()
         };
         assert_eq!(
             serde_json::to_value(&resilience).unwrap(),
@@ -182,6 +239,18 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&retry).unwrap(),
             serde_json::json!({"retry": {"maxAttempts": 1, "on": ["unavailable", "resource-exhausted"]}})
+        );
+        let ring = Resilience {
+            balancing: Balancing {
+                policy: Some(LbPolicy::RingHash),
+                hash_header: Some("x-user".into()),
+            },
+            ..Resilience::default()
+        };
+        assert!(!ring.is_empty());
+        assert_eq!(
+            serde_json::to_value(&ring).unwrap(),
+            serde_json::json!({"balancing": {"policy": "ring_hash", "hashHeader": "x-user"}})
         );
     }
 }

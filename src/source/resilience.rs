@@ -1,5 +1,6 @@
-//! The Service annotations that tune clients' outlier ejection and retries
-//! (`kubedisco.io/outlier-*`, `kubedisco.io/retry-*`), read into
+//! The Service annotations that tune clients' outlier ejection, retries and
+//! balancing (`kubedisco.io/outlier-*`, `kubedisco.io/retry-*`,
+//! `kubedisco.io/lb-policy`, `kubedisco.io/hash-header`), read into
 //! [`Resilience`]. Each is validated on its own: an invalid one is ignored
 //! (the client's default applies for that setting), logged and counted in
 //! `kubedisco_invalid_annotations_total`; the valid ones still apply.
@@ -13,7 +14,7 @@ use tracing::warn;
 use super::metrics::InvalidWeights;
 use crate::duration::parse_duration;
 use crate::index::objects::Resilience;
-use crate::index::resilience::RetryCode;
+use crate::index::resilience::{LbPolicy, RetryCode};
 
 pub const OUTLIER_CONSECUTIVE_FAILURES: &str = "kubedisco.io/outlier-consecutive-failures";
 pub const OUTLIER_FAILURE_PERCENTAGE: &str = "kubedisco.io/outlier-failure-percentage";
@@ -23,10 +24,12 @@ pub const OUTLIER_MAX_EJECTION_TIME: &str = "kubedisco.io/outlier-max-ejection-t
 pub const OUTLIER_MAX_EJECTION_PERCENT: &str = "kubedisco.io/outlier-max-ejection-percent";
 pub const RETRY_MAX_ATTEMPTS: &str = "kubedisco.io/retry-max-attempts";
 pub const RETRY_ON: &str = "kubedisco.io/retry-on";
+pub const LB_POLICY: &str = "kubedisco.io/lb-policy";
+pub const HASH_HEADER: &str = "kubedisco.io/hash-header";
 
 /// Every key above: the lean decoder keeps these annotations and no other
 /// of these prefixes (a misspelt key is ignored like any other annotation).
-pub const RESILIENCE_ANNOTATIONS: [&str; 8] = [
+pub const RESILIENCE_ANNOTATIONS: [&str; 10] = [
     OUTLIER_CONSECUTIVE_FAILURES,
     OUTLIER_FAILURE_PERCENTAGE,
     OUTLIER_INTERVAL,
@@ -35,6 +38,8 @@ pub const RESILIENCE_ANNOTATIONS: [&str; 8] = [
     OUTLIER_MAX_EJECTION_PERCENT,
     RETRY_MAX_ATTEMPTS,
     RETRY_ON,
+    LB_POLICY,
+    HASH_HEADER,
 ];
 
 /// gRPC caps retry policies at 5 attempts; a larger value would be cut
@@ -73,6 +78,8 @@ pub(super) fn resilience_annotations(
             }
             RETRY_MAX_ATTEMPTS => attempts(text).map(|n| r.retry.max_attempts = Some(n)),
             RETRY_ON => codes(text).map(|codes| r.retry.on = Some(codes)),
+            LB_POLICY => lb_policy(text).map(|p| r.balancing.policy = Some(p)),
+            HASH_HEADER => header(text).map(|h| r.balancing.hash_header = Some(h)),
             _ => continue,
         };
         if let Err(error) = outcome {
@@ -117,6 +124,27 @@ fn attempts(text: &str) -> Result<u32, String> {
             "{text:?} is not a number of attempts from 1 (no retries) to {MAX_ATTEMPTS}"
         )),
     }
+}
+
+fn lb_policy(text: &str) -> Result<LbPolicy, String> {
+    LbPolicy::parse(text.trim()).ok_or_else(|| {
+        let known: Vec<_> = LbPolicy::ALL.iter().map(|p| p.as_str()).collect();
+        format!("{text:?} is not one of {}", known.join(", "))
+    })
+}
+
+/// A request header name as gRPC metadata has it: lowercase (gRPC lowers
+/// keys, so "X-User" is read as "x-user"), token characters only, and not a
+/// `-bin` header, whose bytes gRPC never hashes (gRFC A42).
+fn header(text: &str) -> Result<Box<str>, String> {
+    let name = text.trim().to_ascii_lowercase();
+    let token = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.is_empty() || !name.chars().all(token) || name.ends_with("-bin") {
+        return Err(format!(
+            "{text:?} is not a request header name (letters, digits, '-', '_', '.'; not -bin)"
+        ));
+    }
+    Ok(name.into())
 }
 
 /// A comma-separated list of gRPC codes, as Envoy's `retry_on` names them.
@@ -164,6 +192,8 @@ mod tests {
             (OUTLIER_MAX_EJECTION_PERCENT, " 30 "),
             (RETRY_MAX_ATTEMPTS, "1"),
             (RETRY_ON, "Unavailable, resource-exhausted,unavailable"),
+            (LB_POLICY, " ring_hash"),
+            (HASH_HEADER, "X-User"),
             ("kubedisco.io/outlier-typo", "3"),
         ]);
         let r = r.unwrap();
@@ -178,7 +208,11 @@ mod tests {
             r.retry.on.as_deref(),
             Some(&[RetryCode::ResourceExhausted, RetryCode::Unavailable][..])
         );
+        assert_eq!(r.balancing.policy, Some(LbPolicy::RingHash));
+        assert_eq!(r.balancing.hash_header.as_deref(), Some("x-user"));
         assert_eq!(invalid.annotation_count(RETRY_ON), 0);
+        let (r, _) = parse(&[(LB_POLICY, "least_request")]);
+        assert_eq!(r.unwrap().balancing.policy, Some(LbPolicy::LeastRequest));
     }
 
     /// Each invalid value is ignored on its own and counted by key; the
@@ -194,6 +228,8 @@ mod tests {
             (OUTLIER_MAX_EJECTION_PERCENT, "half"),
             (RETRY_MAX_ATTEMPTS, "6"),
             (RETRY_ON, "unavailable,5xx"),
+            (LB_POLICY, "maglev"),
+            (HASH_HEADER, "x-user-bin"),
         ];
         // "30" is 30 seconds by the agent's duration rules: valid.
         let (r, invalid) = parse(&bad);
@@ -212,6 +248,16 @@ mod tests {
         for (key, _) in bad {
             let want = u64::from(key != OUTLIER_BASE_EJECTION_TIME);
             assert_eq!(invalid.annotation_count(key), want, "{key}");
+        }
+        for text in ["RING_HASH", "random", ""] {
+            let (r, invalid) = parse(&[(LB_POLICY, text)]);
+            assert!(r.is_none(), "{text:?}");
+            assert_eq!(invalid.annotation_count(LB_POLICY), 1);
+        }
+        for text in ["", "x user", ":path", "x-key-bin"] {
+            let (r, invalid) = parse(&[(HASH_HEADER, text)]);
+            assert!(r.is_none(), "{text:?}");
+            assert_eq!(invalid.annotation_count(HASH_HEADER), 1);
         }
         for text in ["0", "", " , ", "1.5"] {
             let (r, invalid) = parse(&[(RETRY_MAX_ATTEMPTS, text), (RETRY_ON, text)]);

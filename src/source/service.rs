@@ -60,8 +60,8 @@ pub struct LeanService {
 
 /// The annotations a Service is decoded with; every other one is skipped
 /// unread.
-const SERVICE_ANNOTATIONS: [&str; 10] = {
-    let mut keys = [EXPOSE_ANNOTATION; 10];
+const SERVICE_ANNOTATIONS: [&str; 12] = {
+    let mut keys = [EXPOSE_ANNOTATION; 12];
     keys[1] = DEFAULT_WEIGHT_ANNOTATION;
     let mut i = 0;
     while i < RESILIENCE_ANNOTATIONS.len() {
@@ -487,10 +487,15 @@ mod tests {
     /// an invalid one is counted without hiding the valid ones.
     #[test]
     fn resilience_annotations_are_read_from_json_and_protobuf() {
-        use super::super::resilience::{OUTLIER_CONSECUTIVE_FAILURES, RETRY_MAX_ATTEMPTS};
+        use super::super::resilience::{
+            HASH_HEADER, LB_POLICY, OUTLIER_CONSECUTIVE_FAILURES, RETRY_MAX_ATTEMPTS,
+        };
+        use crate::index::resilience::LbPolicy;
         let annotations = [
             (OUTLIER_CONSECUTIVE_FAILURES, "2"),
             (RETRY_MAX_ATTEMPTS, "9"),
+            (LB_POLICY, "ring_hash"),
+            (HASH_HEADER, "x-user key"),
             ("kubedisco.io/expose", "true"),
         ];
         let mut message = Vec::new();
@@ -512,6 +517,9 @@ mod tests {
             assert_eq!(resilience.outlier.consecutive_failures, Some(2));
             assert_eq!(resilience.retry.max_attempts, None, "9 attempts is invalid");
             assert_eq!(invalid.annotation_count(RETRY_MAX_ATTEMPTS), 1);
+            assert_eq!(resilience.balancing.policy, Some(LbPolicy::RingHash));
+            assert_eq!(resilience.balancing.hash_header, None, "a space is invalid");
+            assert_eq!(invalid.annotation_count(HASH_HEADER), 1);
         }
         let plain = decode(serde_json::json!({"metadata": {"name": "p"}}));
         assert!(plain.resilience.is_none());

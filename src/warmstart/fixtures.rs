@@ -30,6 +30,8 @@ pub(crate) fn sample_index() -> Index {
     resilience.outlier.consecutive_failures = Some(2);
     resilience.outlier.base_ejection_time = Some(std::time::Duration::from_millis(1500));
     resilience.retry.on = Some([RetryCode::Unavailable].into());
+    resilience.balancing.policy = Some(crate::index::resilience::LbPolicy::RingHash);
+    resilience.balancing.hash_header = Some("x-user".into());
     svc.resilience = Some(std::sync::Arc::new(resilience));
     let mut terminating = endpoint("10.0.0.2");
     terminating.ready = false;

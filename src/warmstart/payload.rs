@@ -23,7 +23,7 @@ use crate::index::objects::{
     Protocol, Resilience, ServiceKey, ServicePort, ServiceType, SliceEndpoint, SliceKey, SlicePort,
     TargetRef, TopologyHints,
 };
-use crate::index::resilience::{Outlier, Retry, RetryCode};
+use crate::index::resilience::{Balancing, LbPolicy, Outlier, Retry, RetryCode};
 use crate::index::{Contents, ServiceObject, SliceObject};
 
 #[derive(Serialize, Deserialize)]
@@ -110,6 +110,10 @@ struct SnapResilience {
     retry_max_attempts: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     retry_on: Option<Vec<Arc<str>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lb_policy: Option<Arc<str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hash_header: Option<Box<str>>,
 }
 
 fn nanos(duration: Option<Duration>) -> Option<u64> {
@@ -131,6 +135,8 @@ impl From<&Resilience> for SnapResilience {
                 .on
                 .as_ref()
                 .map(|codes| codes.iter().map(|code| code.as_str().into()).collect()),
+            lb_policy: r.balancing.policy.map(|p| p.as_str().into()),
+            hash_header: r.balancing.hash_header.clone(),
         }
     }
 }
@@ -161,6 +167,16 @@ impl SnapResilience {
                             .collect::<Result<_, _>>()
                     })
                     .transpose()?,
+            },
+            balancing: Balancing {
+                policy: self
+                    .lb_policy
+                    .map(|p| {
+                        LbPolicy::parse(&p)
+                            .ok_or_else(|| LoadError::Payload(format!("lb policy {p:?}")))
+                    })
+                    .transpose()?,
+                hash_header: self.hash_header,
             },
         })
     }

@@ -42,6 +42,8 @@ pub(crate) const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cl
 pub(crate) const ENDPOINTS: &str =
     "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 
+pub use crate::index::resilience::{LbPolicy, Outlier};
+
 /// How clients balance one Service, from its annotations.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Policy {
@@ -49,41 +51,38 @@ pub struct Policy {
     /// ring_hash: the request header whose value is hashed; without it,
     /// gRPC hashes a random number per call (no affinity).
     pub hash_header: Option<String>,
+    /// The `kubedisco.io/outlier-*` settings; None: no outlier detection.
     pub outlier: Option<Outlier>,
 }
 
-/// `kubedisco.io/lb-policy`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum LbPolicy {
-    #[default]
-    RoundRobin,
-    RingHash,
-    LeastRequest,
-}
+/// The Go client's defaults (which are A50's) for the two ejection rules
+/// when the Service sets outlier detection but not this rule: ejection is
+/// on there by default, so it is here once the Service asks for it.
+const CONSECUTIVE_FAILURES: u32 = 5;
+const FAILURE_PERCENTAGE: u32 = 85;
 
-/// Outlier detection (gRFC A50): failure-percentage ejection, the one
-/// that works with few endpoints and no success-rate statistics.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Outlier {
-    pub interval: Duration,
-    pub base_ejection_time: Duration,
-    pub max_ejection_percent: u32,
-    /// Eject an endpoint whose failure share in an interval reaches this.
-    pub failure_percentage_threshold: u32,
-    pub minimum_hosts: u32,
-    pub request_volume: u32,
-}
-
-impl Default for Outlier {
-    fn default() -> Self {
-        Self {
-            interval: Duration::from_secs(10),
-            base_ejection_time: Duration::from_secs(30),
-            max_ejection_percent: 10,
-            failure_percentage_threshold: 85,
-            minimum_hosts: 5,
-            request_volume: 50,
-        }
+/// Envoy's OutlierDetection for `o`, as gRFC A50 maps it: the durations
+/// and max_ejection_percent as they are (unset: the client's default),
+/// failure-percentage ejection enforced at the threshold, success-rate
+/// ejection off (Envoy and gRPC turn it on when `enforcing_success_rate`
+/// is unset; kubedisco's clients have no such rule). consecutive_5xx is
+/// for Envoy: gRPC's xDS clients ignore it (A50 implements only the
+/// success-rate and failure-percentage rules).
+fn outlier_detection(o: &Outlier) -> cluster::OutlierDetection {
+    let enforced = |n: u32| uint(if n == 0 { 0 } else { 100 });
+    let consecutive = o.consecutive_failures.unwrap_or(CONSECUTIVE_FAILURES);
+    let percentage = o.failure_percentage.unwrap_or(FAILURE_PERCENTAGE);
+    cluster::OutlierDetection {
+        consecutive_5xx: uint(consecutive),
+        enforcing_consecutive_5xx: enforced(consecutive),
+        interval: o.interval.and_then(duration),
+        base_ejection_time: o.base_ejection_time.and_then(duration),
+        max_ejection_time: o.max_ejection_time.and_then(duration),
+        max_ejection_percent: o.max_ejection_percent.and_then(uint),
+        enforcing_success_rate: uint(0),
+        failure_percentage_threshold: uint(percentage),
+        enforcing_failure_percentage: enforced(percentage),
+        ..Default::default()
     }
 }
 
@@ -201,18 +200,7 @@ pub(crate) fn cluster(
             )),
         ),
     };
-    let outlier_detection = policy.outlier.as_ref().map(|o| cluster::OutlierDetection {
-        interval: duration(o.interval),
-        base_ejection_time: duration(o.base_ejection_time),
-        max_ejection_percent: uint(o.max_ejection_percent),
-        failure_percentage_threshold: uint(o.failure_percentage_threshold),
-        enforcing_failure_percentage: uint(100),
-        failure_percentage_minimum_hosts: uint(o.minimum_hosts),
-        failure_percentage_request_volume: uint(o.request_volume),
-        // Success-rate ejection off: it needs many busy endpoints.
-        enforcing_success_rate: uint(0),
-        ..Default::default()
-    });
+    let outlier_detection = policy.outlier.as_ref().map(outlier_detection);
     Some(pack(&cluster::Cluster {
         name: name.to_owned(),
         cluster_discovery_type: Some(cluster::cluster::ClusterDiscoveryType::Type(
@@ -447,6 +435,76 @@ mod tests {
             decoded.lb_policy,
             cluster::cluster::LbPolicy::RingHash as i32
         );
+    }
+
+    fn decode_cluster(policy: &Policy) -> cluster::Cluster {
+        let any = cluster("web.ns:http", &target("web.ns:http"), &web(), policy).unwrap();
+        cluster::Cluster::decode(&*any.value).unwrap()
+    }
+
+    /// The annotations map onto Envoy's fields one to one (gRFC A50);
+    /// what the Service leaves out is left unset (the client's default)
+    /// except the two rules, which are on as in the Go client.
+    #[test]
+    fn outlier_annotations_map_as_a50_does() {
+        let outlier = Outlier {
+            consecutive_failures: Some(3),
+            failure_percentage: Some(60),
+            interval: Some(Duration::from_millis(500)),
+            base_ejection_time: Some(Duration::from_secs(2)),
+            max_ejection_time: Some(Duration::from_secs(20)),
+            max_ejection_percent: Some(40),
+        };
+        let od = decode_cluster(&Policy {
+            outlier: Some(outlier),
+            ..Policy::default()
+        })
+        .outlier_detection
+        .unwrap();
+        let value = |v: Option<UInt32Value>| v.map(|v| v.value);
+        assert_eq!(value(od.consecutive_5xx), Some(3));
+        assert_eq!(value(od.enforcing_consecutive_5xx), Some(100));
+        assert_eq!(value(od.failure_percentage_threshold), Some(60));
+        assert_eq!(value(od.enforcing_failure_percentage), Some(100));
+        assert_eq!(value(od.enforcing_success_rate), Some(0));
+        assert_eq!(value(od.max_ejection_percent), Some(40));
+        let pb = |d: Option<PbDuration>| d.map(|d| (d.seconds, d.nanos));
+        assert_eq!(pb(od.interval), Some((0, 500_000_000)));
+        assert_eq!(pb(od.base_ejection_time), Some((2, 0)));
+        assert_eq!(pb(od.max_ejection_time), Some((20, 0)));
+        // gRPC's defaults for these (5 hosts, 50 calls) are the Go client's.
+        assert_eq!(od.failure_percentage_minimum_hosts, None);
+        assert_eq!(od.failure_percentage_request_volume, None);
+
+        let off = decode_cluster(&Policy {
+            outlier: Some(Outlier {
+                consecutive_failures: Some(0),
+                failure_percentage: Some(0),
+                ..Outlier::default()
+            }),
+            ..Policy::default()
+        })
+        .outlier_detection
+        .unwrap();
+        assert_eq!(value(off.enforcing_consecutive_5xx), Some(0));
+        assert_eq!(value(off.enforcing_failure_percentage), Some(0));
+        assert_eq!(off.interval, None);
+        assert_eq!(off.max_ejection_percent, None);
+
+        let defaults = decode_cluster(&Policy {
+            outlier: Some(Outlier {
+                base_ejection_time: Some(Duration::from_secs(1)),
+                ..Outlier::default()
+            }),
+            ..Policy::default()
+        })
+        .outlier_detection
+        .unwrap();
+        assert_eq!(value(defaults.consecutive_5xx), Some(5));
+        assert_eq!(value(defaults.failure_percentage_threshold), Some(85));
+        assert_eq!(value(defaults.enforcing_failure_percentage), Some(100));
+
+        assert_eq!(decode_cluster(&Policy::default()).outlier_detection, None);
     }
 
     #[test]

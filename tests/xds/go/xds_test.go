@@ -26,12 +26,18 @@ type backend struct {
 
 func startBackend(t testing.TB, ip string) *backend {
 	t.Helper()
+	return serveHealth(t, ip, health.NewServer())
+}
+
+// serveHealth serves h as the health service on a loopback address.
+func serveHealth(t testing.TB, ip string, h healthpb.HealthServer) *backend {
+	t.Helper()
 	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := grpc.NewServer()
-	healthpb.RegisterHealthServer(s, health.NewServer())
+	healthpb.RegisterHealthServer(s, h)
 	go func() { _ = s.Serve(l) }()
 	t.Cleanup(s.Stop)
 	return &backend{addr: l.Addr().(*net.TCPAddr), server: s}
