@@ -348,10 +348,14 @@ impl Forwarder {
 /// An answer to `query`: same ID, QR set, one question that is ours
 /// (letter case aside: some servers change it).
 fn check(query: &[u8], answer: &[u8]) -> Result<(), UpstreamError> {
-    let question = query.get(12..).and_then(|rest| {
-        let name_end = rest.iter().position(|&b| b == 0)?;
-        rest.get(..name_end + 5)
-    });
+    // Our own query: an uncompressed name, walked label by label.
+    let question = {
+        let mut at = 12;
+        while let Some(&len) = query.get(at).filter(|&&len| len != 0) {
+            at += 1 + len as usize;
+        }
+        query.get(12..at + 5)
+    };
     let ok = answer.len() >= 12
         && answer[..2] == query[..2]
         && answer[2] & 0x80 != 0
@@ -434,6 +438,33 @@ mod tests {
             "consul=nowhere",
         ] {
             assert!(parse_route(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_an_answer_to_our_question_is_taken() {
+        let query = crate::dns::wire::tests::query_packet("www.example.org.", RecordType::A, None);
+        let mut answer = query.clone();
+        answer[2] |= 0x80;
+        assert_eq!(check(&query, &answer), Ok(()));
+        // Letter case changed by the server: still ours.
+        answer[13] = b'W';
+        assert_eq!(check(&query, &answer), Ok(()));
+        let mut other_id = answer.clone();
+        other_id[1] ^= 1;
+        let other_name =
+            crate::dns::wire::tests::query_packet("www.example.net.", RecordType::A, None);
+        let mut other_name = other_name.clone();
+        other_name[2] |= 0x80;
+        let mut not_a_response = answer.clone();
+        not_a_response[2] &= 0x7F;
+        for bad in [
+            &other_id,
+            &other_name,
+            &not_a_response,
+            &answer[..11].to_vec(),
+        ] {
+            assert_eq!(check(&query, bad), Err(UpstreamError::BadResponse));
         }
     }
 
