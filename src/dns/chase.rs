@@ -226,6 +226,15 @@ mod tests {
     }
 
     async fn chase(index: &Index, name: &str, target: &str) -> Result<Message, ChaseError> {
+        chase_type(index, name, target, RecordType::A).await
+    }
+
+    async fn chase_type(
+        index: &Index,
+        name: &str,
+        target: &str,
+        record_type: RecordType,
+    ) -> Result<Message, ChaseError> {
         let zone = Zone::new("cluster.local", 5);
         let forwarder =
             crate::dns::forward::Forwarder::new(Vec::new(), &[], Duration::from_millis(100));
@@ -242,7 +251,7 @@ mod tests {
             index,
             resolver: &resolver,
         };
-        let packet = query_packet(name, RecordType::A, Some(1232));
+        let packet = query_packet(name, record_type, Some(1232));
         let bytes = chaser.answer(&packet, target.into(), true).await?;
         Ok(Message::from_vec(&bytes).unwrap())
     }
@@ -309,7 +318,6 @@ mod tests {
 
     #[tokio::test]
     async fn the_targets_additional_records_come_along() {
-        let zone = Zone::new("cluster.local", 5);
         let index = index(vec![
             ServiceObject {
                 headless: false,
@@ -324,21 +332,14 @@ mod tests {
             },
             external("alias", "web.ns.svc.cluster.local"),
         ]);
-        let forwarder = Forwarder {
-            upstreams: Vec::new(),
-            timeout: Duration::from_millis(100),
-        };
-        let chaser = Chaser {
-            zone: &zone,
-            index: &index,
-            forwarder: &forwarder,
-        };
-        let packet = query_packet("alias.ns.svc.cluster.local.", RecordType::SRV, Some(1232));
-        let bytes = chaser
-            .answer(&packet, "web.ns.svc.cluster.local".into(), true)
-            .await
-            .unwrap();
-        let answer = Message::from_vec(&bytes).unwrap();
+        let answer = chase_type(
+            &index,
+            "alias.ns.svc.cluster.local.",
+            "web.ns.svc.cluster.local",
+            RecordType::SRV,
+        )
+        .await
+        .unwrap();
         assert_eq!(answer.answers.len(), 2, "CNAME and SRV: {answer:?}");
         assert_eq!(
             answer.additionals.len(),
