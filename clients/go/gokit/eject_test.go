@@ -145,3 +145,45 @@ func balancerCall(b lb.Balancer) endpoint.Endpoint {
 		return ep(ctx, req)
 	}
 }
+
+// TestGoKitEjectionEnds: an ejected server that is healthy again gets
+// calls again once its ejection time is over (Ejecting publishes it back).
+func TestGoKitEjectionEnds(t *testing.T) {
+	agent := agenttest.StartAgent(t)
+	a, b := startFailable(t, "127.0.34.5"), startFailable(t, "127.0.34.6")
+	agent.WriteManifest("who.yaml", manifest([]*server{&a.server, &b.server}, ""))
+	agent.WaitService("e2e", "who", 10*time.Second, agenttest.HasIPs(a.ip, b.ip))
+	instancer, err := gokit.NewInstancer(agent.Client, "who.e2e", "http", log.NewNopLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer instancer.Stop()
+	ejecting := gokit.NewEjecting(instancer, &kubedisco.Resilience{ConsecutiveFailures: 3, BaseEjectionTime: 200 * time.Millisecond})
+	defer ejecting.Stop()
+	endpointer := sd.NewEndpointer(ejecting, ejecting.Factory(strictFactory), log.NewNopLogger())
+	defer endpointer.Close()
+	once := balancerCall(lb.NewRoundRobin(endpointer))
+	call := func(n int) map[string]int {
+		counts, _ := agenttest.CountCalls(n, func() (string, error) {
+			resp, err := once(context.Background(), nil)
+			if err != nil {
+				return "", err
+			}
+			return resp.(string), nil
+		})
+		return counts
+	}
+	if !agenttest.Until(10*time.Second, func() bool { n := call(8); return n[a.addr] > 0 && n[b.addr] > 0 }) {
+		t.Fatal("go-kit's balancer did not reach both servers within 10s")
+	}
+	a.failing.Store(true)
+	if !agenttest.Until(10*time.Second, func() bool { before := a.hits.Load(); call(20); return a.hits.Load() == before }) {
+		t.Fatal("the failing server still gets calls 10s after it started failing")
+	}
+	a.failing.Store(false)
+	start := time.Now()
+	if !agenttest.Until(10*time.Second, func() bool { return call(20)[a.addr] > 0 }) {
+		t.Fatal("the server, healthy again, got no successful call within 10s")
+	}
+	t.Logf("the healthy-again server answered calls again %s after it recovered (ejection 200ms, growing per ejection)", time.Since(start).Round(time.Millisecond))
+}

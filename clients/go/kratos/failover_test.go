@@ -69,22 +69,7 @@ func TestKratosFailover(t *testing.T) {
 	agent.WriteManifest("echo.yaml", manifest([]*instance{&a.instance, &b.instance, &c.instance}, []string{"1", "1", "1"}))
 	agent.WaitService("e2e", "echo", 10*time.Second, agenttest.HasIPs(a.ip, b.ip, c.ip))
 
-	ctx := context.Background()
-	conn, err := transgrpc.DialInsecure(ctx, transgrpc.WithEndpoint("discovery:///echo.e2e"), transgrpc.WithDiscovery(kd.New(agent.Client)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	hc := healthpb.NewHealthClient(conn)
-	call := func(n int) (map[string]int, int) {
-		return agenttest.CountCalls(n, func() (string, error) {
-			var p peer.Peer
-			if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Peer(&p)); err != nil {
-				return "", err
-			}
-			return p.Addr.String(), nil
-		})
-	}
+	call := dialEcho(t, agent)
 	if !agenttest.Until(10*time.Second, func() bool {
 		n, _ := call(40)
 		return n[a.grpcAddr()] > 0 && n[b.grpcAddr()] > 0 && n[c.grpcAddr()] > 0
@@ -120,5 +105,56 @@ func TestKratosFailover(t *testing.T) {
 	t.Logf("second server failing too, 600 calls: %d failed, by server %v, %d reached it, %d the ejected one", failed, counts, b.hits.Load()-bBefore, a.hits.Load()-aBefore)
 	if got := b.hits.Load() - bBefore; got < 100 || a.hits.Load() != aBefore || counts[c.grpcAddr()] < 200 {
 		t.Fatalf("second failing server got %d of 600 calls, the ejected one %d, the healthy one %d; want the second kept (bounded share: one of three ejected at most), none to the ejected one", got, a.hits.Load()-aBefore, counts[c.grpcAddr()])
+	}
+}
+
+// TestKratosEjectionEnds: an ejected server that is healthy again gets
+// Kratos calls again once its ejection time is over.
+func TestKratosEjectionEnds(t *testing.T) {
+	selector.SetGlobalSelector(kd.NewSelector(nil, &kubedisco.Resilience{
+		ConsecutiveFailures: 3, BaseEjectionTime: 200 * time.Millisecond,
+	}))
+	t.Cleanup(func() { selector.SetGlobalSelector(wrr.NewBuilder()) })
+	agent := agenttest.StartAgent(t)
+	a, b := startFailable(t, "127.0.33.5"), startFailable(t, "127.0.33.6")
+	agent.WriteManifest("echo.yaml", manifest([]*instance{&a.instance, &b.instance}, []string{"1", "1"}))
+	agent.WaitService("e2e", "echo", 10*time.Second, agenttest.HasIPs(a.ip, b.ip))
+	calls := dialEcho(t, agent)
+	call := func(n int) map[string]int { counts, _ := calls(n); return counts }
+	if !agenttest.Until(10*time.Second, func() bool { n := call(8); return n[a.grpcAddr()] > 0 && n[b.grpcAddr()] > 0 }) {
+		t.Fatal("the Kratos client did not reach both servers within 10s")
+	}
+	a.failing.Store(true)
+	if !agenttest.Until(10*time.Second, func() bool { before := a.hits.Load(); call(20); return a.hits.Load() == before }) {
+		t.Fatal("the failing server still gets calls 10s after it started failing")
+	}
+	a.failing.Store(false)
+	start := time.Now()
+	if !agenttest.Until(10*time.Second, func() bool { return call(20)[a.grpcAddr()] > 0 }) {
+		t.Fatal("the server, healthy again, got no successful call within 10s")
+	}
+	t.Logf("the healthy-again server answered Kratos calls again %s after it recovered (ejection 200ms, growing per ejection)", time.Since(start).Round(time.Millisecond))
+}
+
+// dialEcho dials echo.e2e with Kratos's gRPC client through the agent; the
+// function it returns makes n health checks from 4 goroutines and counts
+// them by the server that answered.
+func dialEcho(t *testing.T, agent *agenttest.Agent) func(n int) (map[string]int, int) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := transgrpc.DialInsecure(ctx, transgrpc.WithEndpoint("discovery:///echo.e2e"), transgrpc.WithDiscovery(kd.New(agent.Client)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	hc := healthpb.NewHealthClient(conn)
+	return func(n int) (map[string]int, int) {
+		return agenttest.CountCalls(n, func() (string, error) {
+			var p peer.Peer
+			if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Peer(&p)); err != nil {
+				return "", err
+			}
+			return p.Addr.String(), nil
+		})
 	}
 }
