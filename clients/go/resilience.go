@@ -224,25 +224,28 @@ func (s *outlierState) ejected(addr string, now time.Time) bool {
 // record counts one attempt's outcome at addr. count returns how many
 // endpoints the Service port has, for the bounded share; it is asked only
 // when an ejection is due.
-func (s *outlierState) record(addr string, failed bool, r *Resilience, count func() int) {
+//
+// It returns when the endpoint's ejection ends if this outcome ejected it,
+// the zero time otherwise.
+func (s *outlierState) record(addr string, failed bool, r *Resilience, count func() int) time.Time {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.byAddr[addr]
 	if e == nil {
 		if !failed {
-			return // nothing to remember of an endpoint that works
+			return time.Time{} // nothing to remember of an endpoint that works
 		}
 		e = &httpEndpoint{}
 		s.byAddr[addr] = e
 	}
 	if !failed {
 		e.consecutive = 0
-		return
+		return time.Time{}
 	}
 	e.consecutive++
 	if e.consecutive < r.ConsecutiveFailures || now.Before(e.ejectedUntil) {
-		return
+		return time.Time{}
 	}
 	ejectedNow := 0
 	for _, other := range s.byAddr {
@@ -261,7 +264,7 @@ func (s *outlierState) record(addr string, failed bool, r *Resilience, count fun
 	}
 	allowed = min(allowed, n-1)
 	if ejectedNow >= allowed {
-		return
+		return time.Time{}
 	}
 	// The multiplier grows per ejection and is forgotten after a stretch
 	// as long as the longest ejection without one.
@@ -271,6 +274,7 @@ func (s *outlierState) record(addr string, failed bool, r *Resilience, count fun
 	e.multiplier++
 	e.ejectedUntil = now.Add(min(time.Duration(e.multiplier)*r.BaseEjectionTime, r.MaxEjectionTime))
 	e.consecutive = 0
+	return e.ejectedUntil
 }
 
 // failedAttempt says whether an attempt's outcome counts against the

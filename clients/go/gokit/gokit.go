@@ -1,7 +1,8 @@
 // Package gokit is a go-kit sd.Instancer on the kubedisco agent's watch
 // stream: the instances are the "ip:port" addresses of one port of a
 // Service's ready endpoints, updated on every change the agent reports.
-// Use it as any go-kit instancer:
+// Use it as any go-kit instancer (wrap it in Ejecting for outlier
+// ejection, see NewEjecting):
 //
 //	instancer := gokit.NewInstancer(nil, "orders.shop", "http", logger)
 //	defer instancer.Stop()
@@ -31,7 +32,11 @@ type Instancer struct {
 	logger log.Logger
 	port   string
 	watch  *kubedisco.Watch
+	hub
+}
 
+// hub holds an instancer's last event and its subscribers.
+type hub struct {
 	mu       sync.Mutex
 	state    sd.Event
 	hasState bool
@@ -98,7 +103,7 @@ func (i *Instancer) onError(err error) {
 	i.publish(sd.Event{Err: err})
 }
 
-func (i *Instancer) publish(e sd.Event) {
+func (i *hub) publish(e sd.Event) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	if i.hasState && e.Err == i.state.Err && slices.Equal(e.Instances, i.state.Instances) {
@@ -116,7 +121,7 @@ func copyEvent(e sd.Event) sd.Event {
 
 // Register implements sd.Instancer: ch gets the current state at once (if
 // there is one) and every change after.
-func (i *Instancer) Register(ch chan<- sd.Event) {
+func (i *hub) Register(ch chan<- sd.Event) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	i.subs = append(i.subs, ch)
@@ -126,7 +131,7 @@ func (i *Instancer) Register(ch chan<- sd.Event) {
 }
 
 // Deregister implements sd.Instancer.
-func (i *Instancer) Deregister(ch chan<- sd.Event) {
+func (i *hub) Deregister(ch chan<- sd.Event) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	i.subs = slices.DeleteFunc(i.subs, func(c chan<- sd.Event) bool { return c == ch })

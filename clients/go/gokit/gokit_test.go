@@ -2,6 +2,7 @@ package gokit_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -51,6 +52,12 @@ func startServer(t *testing.T, ip string) *server {
 
 // factory makes a go-kit HTTP client endpoint for one instance.
 func factory(instance string) (endpoint.Endpoint, io.Closer, error) {
+	return httpFactory(instance, false)
+}
+
+// httpFactory makes a go-kit HTTP client endpoint for one instance; with
+// strict, a 5xx answer is an error.
+func httpFactory(instance string, strict bool) (endpoint.Endpoint, io.Closer, error) {
 	u, err := url.Parse("http://" + instance + "/who")
 	if err != nil {
 		return nil, nil, err
@@ -60,6 +67,9 @@ func factory(instance string) (endpoint.Endpoint, io.Closer, error) {
 		func(_ context.Context, resp *http.Response) (any, error) {
 			defer resp.Body.Close()
 			b, err := io.ReadAll(resp.Body)
+			if err == nil && strict && resp.StatusCode >= 500 {
+				err = errors.New(resp.Status)
+			}
 			return string(b), err
 		})
 	return client.Endpoint(), nil, nil
