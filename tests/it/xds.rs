@@ -75,6 +75,18 @@ fn backend_ips(count: usize) -> (Ipv4Addr, Vec<String>, Vec<String>) {
     (first, pods, loopback)
 }
 
+/// `count` Pods `web-<i>` marked Ready at addresses of the test's own
+/// ([`backend_ips`]), once the controller's slices hold them all: the Pod
+/// names, their IPs, and their servers' loopback addresses.
+async fn ready_pods(ns: &TestNamespace, count: usize) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let pods = ns.create_pods("web", count).await;
+    let (first, pod_ips, ips) = backend_ips(count);
+    ns.mark_ready(&pods, first).await;
+    ns.wait_for_ready_addresses("web", &pod_ips.iter().cloned().collect())
+        .await;
+    (pods, pod_ips, ips)
+}
+
 /// The probe's `-map`: Pod IP prefix → loopback prefix.
 const MAP: &str = "10.133.=127.33.";
 
@@ -180,11 +192,7 @@ async fn grpc_go_follows_ready_pods_through_the_agent() {
     let ns = TestNamespace::new("xds-follow").await;
     let (_agent, xds) = xds_agent(&ns, &[]).await;
     ns.create_service("web", json!({})).await;
-    let pods = ns.create_pods("web", 3).await;
-    let (first, pod_ips, ips) = backend_ips(3);
-    ns.mark_ready(&pods, first).await;
-    ns.wait_for_ready_addresses("web", &pod_ips.iter().cloned().collect())
-        .await;
+    let (pods, pod_ips, ips) = ready_pods(&ns, 3).await;
     let ip = |i: usize| ips[i].as_str();
     let pod_ip = |i: usize| -> Ipv4Addr { pod_ips[i].parse().unwrap() };
 
@@ -228,13 +236,9 @@ async fn grpc_go_honours_pod_label_weights_through_the_agent() {
     let ns = TestNamespace::new("xds-weights").await;
     let (agent, xds) = xds_agent(&ns, &["--pod-weights"]).await;
     ns.create_service("web", json!({})).await;
-    let pods = ns.create_pods("web", 2).await;
+    let (pods, pod_ips, ips) = ready_pods(&ns, 2).await;
     set_weight_label(&ns, &pods[0], "1").await;
     set_weight_label(&ns, &pods[1], "3").await;
-    let (first, pod_ips, ips) = backend_ips(2);
-    ns.mark_ready(&pods, first).await;
-    ns.wait_for_ready_addresses("web", &pod_ips.iter().cloned().collect())
-        .await;
     eventually("weights 1 and 3 in the agent", || async {
         let body = agent.service(&ns.name, "web").await?;
         let weight = |ip: &str| -> Option<u64> {
@@ -263,6 +267,42 @@ async fn grpc_go_honours_pod_label_weights_through_the_agent() {
     assert!(
         (0.23..=0.27).contains(&light) && (0.73..=0.77).contains(&heavy),
         "shares {light:.4} / {heavy:.4}, want 0.25 / 0.75 within 0.02"
+    );
+    ns.delete().await;
+}
+
+/// `trafficDistribution: PreferSameZone` on the Service, the agent in
+/// zone-a: grpc-go's priority policy serves only zone-a's Pods (priority 0
+/// from the agent's tiers), and the other zones once zone-a's Pods are all
+/// unready.
+#[tokio::test]
+async fn grpc_go_prefers_this_zone_and_spills_over_through_the_agent() {
+    let ns = TestNamespace::new("xds-zone").await;
+    let (_agent, xds) = xds_agent(&ns, &["--zone", "zone-a", "--node-name", "node-a"]).await;
+    ns.create_service("web", json!({"trafficDistribution": "PreferSameZone"}))
+        .await;
+    // Spread over node-a/zone-a, node-b/zone-b, node-c/zone-c: web-0 and
+    // web-3 are in zone-a.
+    let (pods, pod_ips, ips) = ready_pods(&ns, 6).await;
+    let ip = |i: usize| ips[i].as_str();
+
+    let mut probe = Probe::start(xds, &ips, &format!("web.{}:http", ns.name));
+    probe.until(&[ip(0), ip(3)], "zone-a only");
+    let (counts, failed) = probe.spread(1000);
+    assert_eq!((counts.len(), failed), (2, 0), "{counts:?}");
+
+    let started = Instant::now();
+    for i in [0, 3] {
+        ns.set_pod_status(&pods[i], pod_ips[i].parse().unwrap(), false)
+            .await;
+    }
+    probe.until(
+        &[ip(1), ip(2), ip(4), ip(5)],
+        "spilled over to zones b and c",
+    );
+    println!(
+        "xds zone: zone-a's Pods unready → other zones serving after {:?}",
+        started.elapsed()
     );
     ns.delete().await;
 }
