@@ -19,4 +19,5 @@ mod reliability;
 mod resilience;
 mod watch_slices;
 mod weights;
+mod xds;
 mod zone;
