@@ -1041,7 +1041,7 @@ fn as_test_process(
     let args = args[1..]
         .iter()
         .filter(|a| {
-            !["--link-local-", "--dns-addr=", "--http-addr="]
+            !["--link-local-", "--dns-addr=", "--http-addr=", "--xds-addr="]
                 .iter()
                 .any(|flag| a.starts_with(flag))
         })
