@@ -1041,9 +1041,14 @@ fn as_test_process(
     let args = args[1..]
         .iter()
         .filter(|a| {
-            !["--link-local-", "--dns-addr=", "--http-addr=", "--xds-addr="]
-                .iter()
-                .any(|flag| a.starts_with(flag))
+            ![
+                "--link-local-",
+                "--dns-addr=",
+                "--http-addr=",
+                "--xds-addr=",
+            ]
+            .iter()
+            .any(|flag| a.starts_with(flag))
         })
         .map(|a| {
             let mut a = a.replace(
