@@ -138,6 +138,16 @@ endpoints:
 - addresses: [192.0.2.1]
 "#;
 
+/// Replaces `file`'s content in one step, as editors and ConfigMap volumes
+/// do: a plain `fs::write` truncates first, and a poll between the
+/// truncation and the write reads an empty file — zero objects, a valid
+/// manifest — which once removed the Service this test then asked for.
+fn replace_file(file: &std::path::Path, text: &str) {
+    let temporary = file.with_extension("tmp-edit");
+    std::fs::write(&temporary, text).unwrap();
+    std::fs::rename(&temporary, file).unwrap();
+}
+
 #[tokio::test]
 async fn edits_are_picked_up_and_a_broken_file_keeps_its_last_good_state() {
     let dir = scratch("edits");
@@ -156,7 +166,7 @@ async fn edits_are_picked_up_and_a_broken_file_keeps_its_last_good_state() {
     );
 
     let two = format!("{ONE_ENDPOINT}- addresses: [192.0.2.2]\n");
-    std::fs::write(&file, &two).unwrap();
+    replace_file(&file, &two);
     eventually("the edit", || async {
         let ips = agent.endpoint_ips("dev", "live").await?;
         if ips.len() == 2 {
@@ -168,11 +178,10 @@ async fn edits_are_picked_up_and_a_broken_file_keeps_its_last_good_state() {
     .await;
 
     // Broken YAML: reported with the file's name, the last good state stays.
-    std::fs::write(
+    replace_file(
         &file,
         "apiVersion: v1\nkind: Service\nmetadata: {name: [oops\n",
-    )
-    .unwrap();
+    );
     eventually("the error to be reported", || async {
         let (_, ready) = agent.get("/readyz").await?;
         if ready["failures"].to_string().contains("live.yaml") {
@@ -196,7 +205,7 @@ async fn edits_are_picked_up_and_a_broken_file_keeps_its_last_good_state() {
     assert_eq!(agent.get("/readyz").await.unwrap().0, 200);
 
     // Fixed: the new content is served and the failure clears.
-    std::fs::write(&file, ONE_ENDPOINT).unwrap();
+    replace_file(&file, ONE_ENDPOINT);
     eventually("the fix", || async {
         let ips = agent.endpoint_ips("dev", "live").await?;
         let (_, ready) = agent.get("/readyz").await?;
