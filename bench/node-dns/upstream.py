@@ -2,10 +2,12 @@
 """A local upstream resolver for bench/node-dns: answers every A/AAAA
 question after a fixed delay (a few ms, as a real upstream a network hop
 away), with a TTL of 30-300 s that depends on the name only, and counts the
-queries that reach it (written to COUNT_FILE every 200 ms and at exit).
+queries that reach it: COUNT_FILE holds "ALL IN_ZONE", the number of
+queries and of those for names in ZONE (which a node's DNS should never
+send upstream), rewritten every 200 ms and at exit.
 Names starting with "nx-" get NXDOMAIN with an SOA (MINIMUM 60).
 
-usage: upstream.py PORT DELAY_MS COUNT_FILE
+usage: upstream.py PORT DELAY_MS COUNT_FILE ZONE
 """
 import asyncio
 import signal
@@ -14,24 +16,29 @@ import sys
 import zlib
 
 port, delay_ms, count_file = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+zone = sys.argv[4].lower().strip(".").encode()
 count = 0
+in_zone = 0
 
 
-def answer(query):
-    if len(query) < 12:
-        return None
+def question_name(query):
     at = 12
     labels = []
     while at < len(query) and query[at] != 0:
         n = query[at]
         labels.append(query[at + 1 : at + 1 + n])
         at += 1 + n
-    at += 1
+    return b".".join(labels).lower(), at + 1
+
+
+def answer(query):
+    if len(query) < 12:
+        return None
+    name, at = question_name(query)
     if at + 4 > len(query):
         return None
     qtype, qclass = struct.unpack("!HH", query[at : at + 4])
     question = query[12 : at + 4]
-    name = b".".join(labels).lower()
     ttl = 30 + zlib.crc32(name) % 271
     flags = 0x8180 | (query[2] & 0x01) << 8  # QR, RD copied, RA
     header_id = query[:2]
@@ -55,8 +62,11 @@ class Server(asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data, addr):
-        global count
+        global count, in_zone
         count += 1
+        name, _ = question_name(data)
+        if name == zone or name.endswith(b"." + zone):
+            in_zone += 1
         reply = answer(data)
         if reply is not None:
             loop.call_later(delay_ms / 1000, self.transport.sendto, reply, addr)
@@ -64,7 +74,7 @@ class Server(asyncio.DatagramProtocol):
 
 def save():
     with open(count_file + ".tmp", "w") as f:
-        f.write(f"{count}\n")
+        f.write(f"{count} {in_zone}\n")
     import os
     os.replace(count_file + ".tmp", count_file)
 
