@@ -15,16 +15,19 @@ import (
 	"github.com/kubedisco/kubedisco/clients/go/internal/agenttest"
 )
 
-// flakyWeb is an HTTP server that can be told to answer 503 to everything,
-// and be killed (its connections closed under requests in flight).
+// flakyWeb is an HTTP server that can be told to answer 503 to everything
+// (fail) or to 9 of every 10 requests (mostly), and be killed (its
+// connections closed under requests in flight).
 type flakyWeb struct {
-	addr  string
-	ip    string
-	port  int
-	fail  atomic.Bool
-	hits  atomic.Int64
-	delay time.Duration
-	srv   *http.Server
+	addr   string
+	ip     string
+	port   int
+	zone   string
+	fail   atomic.Bool
+	mostly atomic.Bool
+	hits   atomic.Int64
+	delay  time.Duration
+	srv    *http.Server
 }
 
 func startFlakyWeb(t *testing.T, ip string, delay time.Duration) *flakyWeb {
@@ -35,10 +38,10 @@ func startFlakyWeb(t *testing.T, ip string, delay time.Duration) *flakyWeb {
 	}
 	b := &flakyWeb{addr: lis.Addr().String(), ip: ip, port: lis.Addr().(*net.TCPAddr).Port, delay: delay}
 	b.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b.hits.Add(1)
+		n := b.hits.Add(1)
 		body, _ := io.ReadAll(r.Body)
 		time.Sleep(b.delay)
-		if b.fail.Load() {
+		if b.fail.Load() || (b.mostly.Load() && n%10 != 0) {
 			http.Error(w, "failing on purpose", http.StatusServiceUnavailable)
 			return
 		}
@@ -59,14 +62,20 @@ func webService(t *testing.T, r *kubedisco.Resilience, bs ...*flakyWeb) *http.Cl
 // annotatedWebService is webService with annotations on the Service.
 func annotatedWebService(t *testing.T, r *kubedisco.Resilience, annotations map[string]string, bs ...*flakyWeb) *http.Client {
 	t.Helper()
-	agent := agenttest.StartAgent(t)
+	return webServiceOn(t, agenttest.StartAgent(t), r, annotations, bs...)
+}
+
+// webServiceOn is annotatedWebService on a given agent; each backend's
+// zone is its endpoint's.
+func webServiceOn(t *testing.T, agent *agenttest.Agent, r *kubedisco.Resilience, annotations map[string]string, bs ...*flakyWeb) *http.Client {
+	t.Helper()
 	var slices []agenttest.Slice
 	var ips []string
 	for i, b := range bs {
 		slices = append(slices, agenttest.Slice{
 			Name:      fmt.Sprintf("web-%d", i),
 			Ports:     map[string]int{"http": b.port},
-			Endpoints: []agenttest.SliceEndpoint{{IP: b.ip}},
+			Endpoints: []agenttest.SliceEndpoint{{IP: b.ip, Zone: b.zone}},
 		})
 		ips = append(ips, b.ip)
 	}
