@@ -200,37 +200,19 @@ func TestTransportRetriesIdempotentRequestsAcrossAKill(t *testing.T) {
 	}
 	client := webService(t, nil, bs...) // the defaults
 	victim := bs[0]
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var failures []string
-	var done atomic.Int64
-	stop := make(chan struct{})
-	for range 8 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				code, err := getStatus(client)
-				done.Add(1)
-				if code != http.StatusOK {
-					mu.Lock()
-					failures = append(failures, fmt.Sprintf("status %d, error %v", code, err))
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	halt := sync.OnceFunc(func() { close(stop); wg.Wait() })
-	defer halt()
+	load := agenttest.StartLoad(8, func() error {
+		if code, err := getStatus(client); code != http.StatusOK {
+			return fmt.Errorf("status %d, error %v", code, err)
+		}
+		return nil
+	})
+	defer load.Stop()
 	poll(t, 10*time.Second, "requests in flight on the victim", func() bool { return victim.hits.Load() >= 8 })
-	killedAt := done.Load()
+	killedAt := load.Done()
 	victim.srv.Close() // closes its connections under the requests in flight
-	poll(t, 20*time.Second, "1000 GETs after the kill", func() bool { return done.Load() >= killedAt+1000 })
-	halt()
-	t.Logf("killed after %d GETs; %d GETs in all, %d failed", killedAt, done.Load(), len(failures))
+	poll(t, 20*time.Second, "1000 GETs after the kill", func() bool { return load.Done() >= killedAt+1000 })
+	failures := load.Stop()
+	t.Logf("killed after %d GETs; %d GETs in all, %d failed", killedAt, load.Done(), len(failures))
 	if len(failures) != 0 {
 		t.Fatalf("%d GETs failed across the kill, first: %s", len(failures), failures[0])
 	}
