@@ -53,6 +53,11 @@ func (t *Transport) pickLocal(ctx context.Context, client *Client, host string, 
 	if err != nil {
 		return "", err
 	}
+	return choose(svc, port, s, tried)
+}
+
+// choose is pickLocal's choice over the Service's state svc.
+func choose(svc *Service, port string, s *outlierState, tried []string) (string, error) {
 	var addrs []string
 	var cands []wrr.Candidate
 	for i := range svc.Endpoints {
