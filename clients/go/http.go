@@ -22,13 +22,16 @@ import (
 // connection is to an address; or use Dialer with an http.Transport.
 //
 // Failing endpoints are avoided (see Resilience, on by default): connection
-// errors and 502/503/504 answers count against an endpoint, 5 in a row
-// eject it for 30s (longer each time, at most half of the Service's
-// endpoints at once), and idempotent requests are retried on another
-// endpoint, up to 3 tries, within a budget of 20% extra requests. Ejection
-// sits on top of the agent's pick: the Transport skips ejected endpoints
-// in the agent's weighted sequence. A Transport must not be copied after
-// first use.
+// errors and 502/503/504 answers count against an endpoint; 5 in a row, or
+// more than 85% of at least 20 requests in a 10s interval, eject it for 30s
+// (longer each time, at most half of the Service's endpoints at once), and
+// idempotent requests are retried on another endpoint, up to 3 tries,
+// within a budget of 20% extra requests. While nothing is ejected a
+// request goes where the agent's weighted pick says; while something is,
+// and for retries, the Transport shares the traffic out itself by the
+// gRPC balancer's tier rule, ejected and tried endpoints counting as not
+// ready, so that a zone whose endpoints are all ejected hands its traffic
+// to the next tier. A Transport must not be copied after first use.
 type Transport struct {
 	// Base sends the requests; http.DefaultTransport when nil.
 	Base http.RoundTripper

@@ -15,16 +15,19 @@ import (
 	"github.com/kubedisco/kubedisco/clients/go/internal/agenttest"
 )
 
-// flakyWeb is an HTTP server that can be told to answer 503 to everything,
-// and be killed (its connections closed under requests in flight).
+// flakyWeb is an HTTP server that can be told to answer 503 to everything
+// (fail) or to 9 of every 10 requests (mostly), and be killed (its
+// connections closed under requests in flight).
 type flakyWeb struct {
-	addr  string
-	ip    string
-	port  int
-	fail  atomic.Bool
-	hits  atomic.Int64
-	delay time.Duration
-	srv   *http.Server
+	addr   string
+	ip     string
+	port   int
+	zone   string
+	fail   atomic.Bool
+	mostly atomic.Bool
+	hits   atomic.Int64
+	delay  time.Duration
+	srv    *http.Server
 }
 
 func startFlakyWeb(t *testing.T, ip string, delay time.Duration) *flakyWeb {
@@ -35,10 +38,10 @@ func startFlakyWeb(t *testing.T, ip string, delay time.Duration) *flakyWeb {
 	}
 	b := &flakyWeb{addr: lis.Addr().String(), ip: ip, port: lis.Addr().(*net.TCPAddr).Port, delay: delay}
 	b.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b.hits.Add(1)
+		n := b.hits.Add(1)
 		body, _ := io.ReadAll(r.Body)
 		time.Sleep(b.delay)
-		if b.fail.Load() {
+		if b.fail.Load() || (b.mostly.Load() && n%10 != 0) {
 			http.Error(w, "failing on purpose", http.StatusServiceUnavailable)
 			return
 		}
@@ -59,14 +62,20 @@ func webService(t *testing.T, r *kubedisco.Resilience, bs ...*flakyWeb) *http.Cl
 // annotatedWebService is webService with annotations on the Service.
 func annotatedWebService(t *testing.T, r *kubedisco.Resilience, annotations map[string]string, bs ...*flakyWeb) *http.Client {
 	t.Helper()
-	agent := agenttest.StartAgent(t)
+	return webServiceOn(t, agenttest.StartAgent(t), r, annotations, bs...)
+}
+
+// webServiceOn is annotatedWebService on a given agent; each backend's
+// zone is its endpoint's.
+func webServiceOn(t *testing.T, agent *agenttest.Agent, r *kubedisco.Resilience, annotations map[string]string, bs ...*flakyWeb) *http.Client {
+	t.Helper()
 	var slices []agenttest.Slice
 	var ips []string
 	for i, b := range bs {
 		slices = append(slices, agenttest.Slice{
 			Name:      fmt.Sprintf("web-%d", i),
 			Ports:     map[string]int{"http": b.port},
-			Endpoints: []agenttest.SliceEndpoint{{IP: b.ip}},
+			Endpoints: []agenttest.SliceEndpoint{{IP: b.ip, Zone: b.zone}},
 		})
 		ips = append(ips, b.ip)
 	}
@@ -191,37 +200,19 @@ func TestTransportRetriesIdempotentRequestsAcrossAKill(t *testing.T) {
 	}
 	client := webService(t, nil, bs...) // the defaults
 	victim := bs[0]
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var failures []string
-	var done atomic.Int64
-	stop := make(chan struct{})
-	for range 8 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				code, err := getStatus(client)
-				done.Add(1)
-				if code != http.StatusOK {
-					mu.Lock()
-					failures = append(failures, fmt.Sprintf("status %d, error %v", code, err))
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	halt := sync.OnceFunc(func() { close(stop); wg.Wait() })
-	defer halt()
+	load := agenttest.StartLoad(8, func() error {
+		if code, err := getStatus(client); code != http.StatusOK {
+			return fmt.Errorf("status %d, error %v", code, err)
+		}
+		return nil
+	})
+	defer load.Stop()
 	poll(t, 10*time.Second, "requests in flight on the victim", func() bool { return victim.hits.Load() >= 8 })
-	killedAt := done.Load()
+	killedAt := load.Done()
 	victim.srv.Close() // closes its connections under the requests in flight
-	poll(t, 20*time.Second, "1000 GETs after the kill", func() bool { return done.Load() >= killedAt+1000 })
-	halt()
-	t.Logf("killed after %d GETs; %d GETs in all, %d failed", killedAt, done.Load(), len(failures))
+	poll(t, 20*time.Second, "1000 GETs after the kill", func() bool { return load.Done() >= killedAt+1000 })
+	failures := load.Stop()
+	t.Logf("killed after %d GETs; %d GETs in all, %d failed", killedAt, load.Done(), len(failures))
 	if len(failures) != 0 {
 		t.Fatalf("%d GETs failed across the kill, first: %s", len(failures), failures[0])
 	}

@@ -37,8 +37,9 @@ type Service struct {
 	Stale bool `json:"stale"`
 	// Resilience holds the Service's outlier-ejection and retry overrides
 	// (its kubedisco.io/outlier-* and kubedisco.io/retry-* annotations,
-	// validated by the agent); nil when it has none. kdgrpc's resolver
-	// and Transport apply them over the client's own settings.
+	// validated by the agent); nil when it has none. kdgrpc's resolver,
+	// Transport and the go-kit adapter apply them over the client's own
+	// settings (Resilience.WithOverrides).
 	Resilience *ServiceResilience `json:"resilience,omitempty"`
 }
 
@@ -54,10 +55,9 @@ type ServiceResilience struct {
 type OutlierOverrides struct {
 	// ConsecutiveFailures: outlier-consecutive-failures (0: rule off).
 	ConsecutiveFailures *uint32 `json:"consecutiveFailures,omitempty"`
-	// FailurePercentage: outlier-failure-percentage, 0-100 (0: rule off;
-	// gRPC only).
+	// FailurePercentage: outlier-failure-percentage, 0-100 (0: rule off).
 	FailurePercentage *uint32 `json:"failurePercentage,omitempty"`
-	// Interval: outlier-interval (gRPC only).
+	// Interval: outlier-interval, the failure-percentage rule's.
 	Interval string `json:"interval,omitempty"`
 	// BaseEjectionTime: outlier-base-ejection-time.
 	BaseEjectionTime string `json:"baseEjectionTime,omitempty"`

@@ -20,24 +20,33 @@ import (
 )
 
 // failable is an HTTP server that counts the requests it gets and answers
-// 503 to every one while failing is set.
+// 503 to every one while failing is set; each takes delay.
 type failable struct {
 	server
 	failing atomic.Bool
 	hits    atomic.Int64
+	delay   time.Duration
 }
 
 func startFailable(t *testing.T, ip string) *failable {
+	t.Helper()
+	return startSlow(t, ip, 0)
+}
+
+// startSlow starts a failable server whose answers take delay, so that a
+// kill finds calls in flight.
+func startSlow(t *testing.T, ip string, delay time.Duration) *failable {
 	t.Helper()
 	lis, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &failable{}
+	f := &failable{delay: delay}
 	addr := lis.Addr().String()
 	f.server = server{ip: ip, port: lis.Addr().(*net.TCPAddr).Port, addr: addr}
 	f.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		f.hits.Add(1)
+		time.Sleep(f.delay)
 		if f.failing.Load() {
 			http.Error(w, "failing on purpose", http.StatusServiceUnavailable)
 			return

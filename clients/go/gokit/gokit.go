@@ -2,13 +2,14 @@
 // stream: the instances are the "ip:port" addresses of one port of a
 // Service's ready endpoints, updated on every change the agent reports.
 // Use it as any go-kit instancer (wrap it in Ejecting for outlier
-// ejection, see NewEjecting):
+// ejection, see NewEjecting), with Retry in place of lb.Retry so that a
+// retry goes to another instance:
 //
 //	instancer := gokit.NewInstancer(nil, "orders.shop", "http", logger)
 //	defer instancer.Stop()
-//	endpointer := sd.NewEndpointer(instancer, factory, logger)
+//	endpointer := sd.NewEndpointer(instancer, gokit.Track(factory), logger)
 //	balancer := lb.NewRoundRobin(endpointer)
-//	call := lb.Retry(3, time.Second, balancer)
+//	call := instancer.Retry(3, time.Second, balancer)
 //
 // go-kit's balancers do not weigh instances, so kubedisco weights are not
 // applied here (priority tiers are: the agent lists the preferred tier's
@@ -20,8 +21,12 @@ package gokit
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
+	"time"
 
+	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/kit/sd"
+	"github.com/go-kit/kit/sd/lb"
 	"github.com/go-kit/log"
 
 	kubedisco "github.com/kubedisco/kubedisco/clients/go"
@@ -33,6 +38,8 @@ type Instancer struct {
 	port   string
 	watch  *kubedisco.Watch
 	hub
+
+	overrides atomic.Pointer[kubedisco.ServiceResilience]
 }
 
 // hub holds an instancer's last event and its subscribers.
@@ -85,6 +92,7 @@ func Instances(svc *kubedisco.Service, port string) ([]string, error) {
 }
 
 func (i *Instancer) onState(svc *kubedisco.Service) {
+	i.overrides.Store(svc.Resilience)
 	addrs, err := Instances(svc, i.port)
 	i.publish(sd.Event{Instances: addrs, Err: err})
 }
@@ -135,6 +143,17 @@ func (i *hub) Deregister(ch chan<- sd.Event) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	i.subs = slices.DeleteFunc(i.subs, func(c chan<- sd.Event) bool { return c == ch })
+}
+
+// Overrides returns the Service's resilience annotations
+// (kubedisco.io/outlier-*, kubedisco.io/retry-*) as the agent last served
+// them; nil when it has none.
+func (i *Instancer) Overrides() *kubedisco.ServiceResilience { return i.overrides.Load() }
+
+// Retry is the package's Retry with max replaced by the Service's
+// kubedisco.io/retry-max-attempts annotation when it has one.
+func (i *Instancer) Retry(max int, timeout time.Duration, b lb.Balancer) endpoint.Endpoint {
+	return retryFor(i, max, timeout, b)
 }
 
 // Stop ends the watch.

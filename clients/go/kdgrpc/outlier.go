@@ -10,6 +10,8 @@ import (
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/kubedisco/kubedisco/clients/go/internal/outlier"
 )
 
 // Outlier ejection lives inside kubedisco_weighted rather than in gRPC's
@@ -287,7 +289,7 @@ func (e *ejector) eject(s *endpointStats, cfg *outlierSettings) bool {
 	}
 	s.ejected = true
 	s.multiplier++
-	d := min(time.Duration(s.multiplier)*cfg.base, cfg.maxTime)
+	d := outlier.EjectionTime(s.multiplier, cfg.base, cfg.maxTime)
 	s.timer = time.AfterFunc(d, func() {
 		e.mu.Lock()
 		if e.byKey[s.key] != s || !s.ejected {
@@ -301,21 +303,15 @@ func (e *ejector) eject(s *endpointStats, cfg *outlierSettings) bool {
 	return true
 }
 
-// mayEjectLocked applies the bounded share: at most maxPercent of the
-// endpoints, at least one when there are two or more, never all of them.
+// mayEjectLocked applies the bounded share (outlier.MaxEjected).
 func (e *ejector) mayEjectLocked(cfg *outlierSettings) bool {
-	n, ejected := len(e.byKey), 0
+	ejected := 0
 	for _, s := range e.byKey {
 		if s.ejected {
 			ejected++
 		}
 	}
-	allowed := n * int(cfg.maxPercent) / 100
-	if allowed < 1 && n >= 2 && cfg.maxPercent > 0 {
-		allowed = 1
-	}
-	allowed = min(allowed, n-1)
-	return ejected < allowed
+	return ejected < outlier.MaxEjected(len(e.byKey), int(cfg.maxPercent))
 }
 
 // tick runs A50's interval work: failure-percentage ejection, and decay of
@@ -338,27 +334,26 @@ func (e *ejector) tick(interval time.Duration, stop chan struct{}) {
 func (e *ejector) evaluate() bool {
 	e.mu.Lock()
 	cfg := e.cfg
-	type sample struct {
-		s         *endpointStats
-		ok, fails int64
-	}
-	var samples []sample
+	var judged []*endpointStats
+	var counts []outlier.Counts
 	for _, s := range e.byKey {
 		ok, fails := s.successes.Swap(0), s.failures.Swap(0)
 		if !s.ejected && s.multiplier > 0 {
 			s.multiplier--
 		}
-		if cfg != nil && !s.ejected && ok+fails >= cfg.fpVolume {
-			samples = append(samples, sample{s, ok, fails})
+		if !s.ejected {
+			judged = append(judged, s)
+			counts = append(counts, outlier.Counts{Successes: ok, Failures: fails})
 		}
 	}
 	e.mu.Unlock()
-	if cfg == nil || cfg.fpThreshold == 0 || int64(len(samples)) < cfg.fpMinHosts {
+	if cfg == nil {
 		return false
 	}
+	rule := outlier.FailurePercentage{Threshold: int(cfg.fpThreshold), MinimumHosts: int(cfg.fpMinHosts), RequestVolume: cfg.fpVolume}
 	changed := false
-	for _, x := range samples {
-		if 100*x.fails > int64(cfg.fpThreshold)*(x.ok+x.fails) && e.eject(x.s, cfg) {
+	for _, i := range rule.Outliers(counts) {
+		if e.eject(judged[i], cfg) {
 			changed = true
 		}
 	}
