@@ -61,15 +61,21 @@ func startInstance(t *testing.T, ip string) *instance {
 }
 
 func manifest(ins []*instance, weights []string) string {
+	return serviceManifest("echo", ins, weights)
+}
+
+// serviceManifest is a headless Service name.e2e with one slice per
+// instance, its grpc and http ports.
+func serviceManifest(name string, ins []*instance, weights []string) string {
 	var slices []agenttest.Slice
 	for i, in := range ins {
 		slices = append(slices, agenttest.Slice{
-			Name: fmt.Sprintf("echo-%d", i), Weight: weights[i],
+			Name: fmt.Sprintf("%s-%d", name, i), Weight: weights[i],
 			Ports:     map[string]int{"grpc": in.grpcPort, "http": in.httpPort},
 			Endpoints: []agenttest.SliceEndpoint{{IP: in.ip}},
 		})
 	}
-	return agenttest.ServiceYAML("e2e", "echo", []string{"grpc", "http"}, slices...)
+	return agenttest.ServiceYAML("e2e", name, []string{"grpc", "http"}, slices...)
 }
 
 // TestKratosClientsThroughTheAgent: Kratos's own gRPC and HTTP clients,
@@ -90,13 +96,7 @@ func TestKratosClientsThroughTheAgent(t *testing.T) {
 	defer conn.Close()
 	hc := healthpb.NewHealthClient(conn)
 	callGRPC := func(n int) (map[string]int, int) {
-		return agenttest.CountCalls(n, func() (string, error) {
-			var p peer.Peer
-			if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Peer(&p)); err != nil {
-				return "", err
-			}
-			return p.Addr.String(), nil
-		})
+		return agenttest.CountCalls(n, func() (string, error) { return checkAddr(ctx, hc) })
 	}
 	if !agenttest.Until(10*time.Second, func() bool { c, _ := callGRPC(40); return c[light.grpcAddr()] > 0 && c[heavy.grpcAddr()] > 0 }) {
 		t.Fatal("the Kratos gRPC client did not reach both instances within 10s")
@@ -151,6 +151,15 @@ func TestKratosClientsThroughTheAgent(t *testing.T) {
 		t.Fatal("the unready instance still gets Kratos gRPC calls 10s after the agent dropped it")
 	}
 	t.Logf("readiness: the unready instance stopped getting Kratos gRPC calls within %s of the agent's API dropping it", time.Since(shown).Round(time.Millisecond))
+}
+
+// checkAddr makes one health check and returns the address that answered.
+func checkAddr(ctx context.Context, hc healthpb.HealthClient) (string, error) {
+	var p peer.Peer
+	if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Peer(&p)); err != nil {
+		return "", err
+	}
+	return p.Addr.String(), nil
 }
 
 // unreadyFirst marks ip not ready in a manifest.
