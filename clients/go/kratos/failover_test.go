@@ -140,6 +140,14 @@ func useSelector(t *testing.T, b selector.Builder) {
 	t.Cleanup(func() { selector.SetGlobalSelector(wrr.NewBuilder()) })
 }
 
+// startWithSelector starts an agent and makes kd.NewSelector, with the
+// defaults and the annotations the agent serves, the global selector.
+func startWithSelector(t *testing.T) *agenttest.Agent {
+	agent := agenttest.StartAgent(t)
+	useSelector(t, kd.NewSelector(nil, nil, kd.WithClient(agent.Client)))
+	return agent
+}
+
 // dialService dials name.e2e with Kratos's gRPC client through the agent,
 // with middleware mw.
 func dialService(t *testing.T, agent *agenttest.Agent, name string, mw ...middleware.Middleware) healthpb.HealthClient {

@@ -88,8 +88,7 @@ func TestKratosKilledInstance(t *testing.T) {
 }
 
 func killedInstance(t *testing.T, kind string, retry bool) {
-	agent := agenttest.StartAgent(t)
-	useSelector(t, kd.NewSelector(nil, nil, kd.WithClient(agent.Client)))
+	agent := startWithSelector(t)
 	base := map[string]byte{"grpc": 40, "http": 41}[kind]
 	if !retry {
 		base += 2

@@ -19,8 +19,7 @@ import (
 // failures reach the app (no retries); on the plain one it takes 5 calls,
 // all retried on another instance.
 func TestKratosAnnotationsTuneTheClient(t *testing.T) {
-	agent := agenttest.StartAgent(t)
-	useSelector(t, kd.NewSelector(nil, nil, kd.WithClient(agent.Client)))
+	agent := startWithSelector(t)
 	serve := func(name string, annotations map[string]string, ip3 byte) []*failable {
 		var fs []*failable
 		var ins []*instance

@@ -19,8 +19,7 @@ import (
 // defaults, a POST is sent once; GETs are retried, but retries add at most
 // the budget's 20% of the calls plus its burst of 10.
 func TestKratosRetryOnlyIdempotentWithinBudget(t *testing.T) {
-	agent := agenttest.StartAgent(t)
-	useSelector(t, kd.NewSelector(nil, nil, kd.WithClient(agent.Client)))
+	agent := startWithSelector(t)
 	var hits atomic.Int64
 	var ins []*instance
 	for _, ip := range []string{"127.0.46.2", "127.0.46.3"} {
