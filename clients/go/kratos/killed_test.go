@@ -159,12 +159,7 @@ func kratosCaller(t *testing.T, agent *agenttest.Agent, kind string, mw []middle
 		hc := dialService(t, agent, "echo", mw...)
 		return func() (string, error) { return checkAddr(ctx, hc) }
 	}
-	hcl, err := transhttp.NewClient(ctx, transhttp.WithEndpoint("discovery:///echo.e2e"),
-		transhttp.WithDiscovery(kd.New(agent.Client)), transhttp.WithBlock(), transhttp.WithMiddleware(mw...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { hcl.Close() })
+	hcl := dialHTTP(t, agent, mw...)
 	return func() (string, error) {
 		var reply struct{ Addr string }
 		err := hcl.Invoke(ctx, "GET", "/who", nil, &reply)

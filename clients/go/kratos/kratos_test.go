@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-kratos/kratos/v2/middleware"
 	"github.com/go-kratos/kratos/v2/registry"
 	transgrpc "github.com/go-kratos/kratos/v2/transport/grpc"
 	transhttp "github.com/go-kratos/kratos/v2/transport/http"
@@ -110,11 +111,7 @@ func TestKratosClientsThroughTheAgent(t *testing.T) {
 	}
 
 	// Kratos's HTTP client, on the same Discovery.
-	hcl, err := transhttp.NewClient(ctx, transhttp.WithEndpoint("discovery:///echo.e2e"), transhttp.WithDiscovery(dis), transhttp.WithBlock())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hcl.Close()
+	hcl := dialHTTP(t, agent)
 	who := func() (string, error) {
 		var reply struct{ Addr string }
 		err := hcl.Invoke(ctx, "GET", "/who", nil, &reply)
@@ -151,6 +148,24 @@ func TestKratosClientsThroughTheAgent(t *testing.T) {
 		t.Fatal("the unready instance still gets Kratos gRPC calls 10s after the agent dropped it")
 	}
 	t.Logf("readiness: the unready instance stopped getting Kratos gRPC calls within %s of the agent's API dropping it", time.Since(shown).Round(time.Millisecond))
+}
+
+// dialHTTP makes Kratos's HTTP client of echo.e2e through the agent, with
+// middleware mw.
+func dialHTTP(t *testing.T, agent *agenttest.Agent, mw ...middleware.Middleware) *transhttp.Client {
+	t.Helper()
+	// A transport of its own, whose connections the test closes: a
+	// connection dialled for a call that another one then served stays
+	// new to the server, and http.Server.Shutdown waits 5s for those.
+	tr := &stdhttp.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	hcl, err := transhttp.NewClient(context.Background(), transhttp.WithEndpoint("discovery:///echo.e2e"), transhttp.WithTransport(tr),
+		transhttp.WithDiscovery(kd.New(agent.Client)), transhttp.WithBlock(), transhttp.WithMiddleware(mw...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hcl.Close() })
+	return hcl
 }
 
 // checkAddr makes one health check and returns the address that answered.

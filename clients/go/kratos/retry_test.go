@@ -41,12 +41,7 @@ func TestKratosRetryOnlyIdempotentWithinBudget(t *testing.T) {
 	agent.WaitService("e2e", "echo", 10*time.Second, agenttest.HasIPs(ins[0].ip, ins[1].ip))
 
 	ctx := context.Background()
-	hcl, err := transhttp.NewClient(ctx, transhttp.WithEndpoint("discovery:///echo.e2e"), transhttp.WithDiscovery(kd.New(agent.Client)),
-		transhttp.WithBlock(), transhttp.WithMiddleware(kd.Retry(nil, kd.WithClient(agent.Client))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { hcl.Close() })
+	hcl := dialHTTP(t, agent, kd.Retry(nil, kd.WithClient(agent.Client)))
 
 	const n = 200
 	sent := func(method string) (tries int64) {
