@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,9 +29,11 @@ import (
 type echo struct {
 	healthpb.UnimplementedHealthServer
 	fail atomic.Bool
+	hold *agenttest.Hold
 }
 
 func (e *echo) Check(context.Context, *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	e.hold.Enter()
 	if e.fail.Load() {
 		return nil, status.Error(codes.Unavailable, "failing on purpose")
 	}
@@ -41,18 +45,30 @@ type server struct {
 	port int
 	addr string
 	svc  *echo
+	grpc chan *grpc.Server // the zrpc server's, once it is made
+}
+
+// kill closes the server's listener and connections without waiting for
+// the calls in flight, as when its process dies.
+func (s *server) kill() {
+	g := <-s.grpc
+	g.Stop()
 }
 
 // startServer runs a go-zero zrpc server on ip.
 func startServer(t *testing.T, ip string) *server {
 	t.Helper()
 	port := agenttest.FreePort(t, ip)
-	s := &server{ip: ip, port: port, addr: net.JoinHostPort(ip, fmt.Sprint(port)), svc: &echo{}}
+	s := &server{ip: ip, port: port, addr: net.JoinHostPort(ip, fmt.Sprint(port)), svc: &echo{hold: agenttest.NewHold()}, grpc: make(chan *grpc.Server, 1)}
+	t.Cleanup(s.svc.hold.Free)
 	conf := zrpc.RpcServerConf{
 		ServiceConf: service.ServiceConf{Name: "echo", Log: logx.LogConf{Mode: "console", Level: "error"}},
 		ListenOn:    s.addr,
 	}
-	srv, err := zrpc.NewServer(conf, func(g *grpc.Server) { healthpb.RegisterHealthServer(g, s.svc) })
+	srv, err := zrpc.NewServer(conf, func(g *grpc.Server) {
+		healthpb.RegisterHealthServer(g, s.svc)
+		s.grpc <- g
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,28 +78,51 @@ func startServer(t *testing.T, ip string) *server {
 }
 
 func manifest(servers []*server, weights []string) string {
-	var slices []agenttest.Slice
+	return manifestUnready(servers, weights)
+}
+
+// manifestUnready is manifest with the servers in notReady marked not
+// ready.
+func manifestUnready(servers []*server, weights []string, notReady ...*server) string {
+	var eps []agenttest.Slice
 	for i, s := range servers {
-		slices = append(slices, agenttest.Slice{
+		eps = append(eps, agenttest.Slice{
 			Name: fmt.Sprintf("echo-%d", i), Weight: weights[i],
 			Ports:     map[string]int{"grpc": s.port},
-			Endpoints: []agenttest.SliceEndpoint{{IP: s.ip}},
+			Endpoints: []agenttest.SliceEndpoint{{IP: s.ip, NotReady: slices.Contains(notReady, s)}},
 		})
 	}
-	return agenttest.ServiceYAML("e2e", "echo", []string{"grpc"}, slices...)
+	return agenttest.ServiceYAML("e2e", "echo", []string{"grpc"}, eps...)
+}
+
+// dialZrpc makes a zrpc client of echo.e2e's grpc port with opts. The
+// target names the test's agent (kubedisco://<agent>/...): the default
+// one, KUBEDISCO_ADDR, is read once per process.
+func dialZrpc(t *testing.T, agent *agenttest.Agent, opts []zrpc.ClientOption) healthpb.HealthClient {
+	t.Helper()
+	target := strings.Replace(gozero.Target("echo.e2e", "grpc"), ":///", "://"+agent.HTTPAddr+"/", 1)
+	client, err := zrpc.NewClient(zrpc.RpcClientConf{Target: target, NonBlock: true}, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Conn().Close() })
+	return healthpb.NewHealthClient(client.Conn())
 }
 
 // calls makes n calls and counts them by server.
 func calls(hc healthpb.HealthClient, n int) (map[string]int, int) {
-	return agenttest.CountCalls(n, func() (string, error) {
-		var p peer.Peer
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Peer(&p)); err != nil {
-			return "", err
-		}
-		return p.Addr.String(), nil
-	})
+	return agenttest.CountCalls(n, func() (string, error) { return call(hc) })
+}
+
+// call makes one call and returns the server that answered.
+func call(hc healthpb.HealthClient) (string, error) {
+	var p peer.Peer
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Peer(&p)); err != nil {
+		return "", err
+	}
+	return p.Addr.String(), nil
 }
 
 // TestZrpcThroughTheAgent: a zrpc client calls zrpc servers through
@@ -92,16 +131,11 @@ func calls(hc healthpb.HealthClient, n int) (map[string]int, int) {
 // every call is ejected.
 func TestZrpcThroughTheAgent(t *testing.T) {
 	agent := agenttest.StartAgent(t)
-	t.Setenv("KUBEDISCO_ADDR", "http://"+agent.HTTPAddr)
 	light, heavy := startServer(t, "127.0.30.2"), startServer(t, "127.0.30.3")
 	agent.WriteManifest("echo.yaml", manifest([]*server{light, heavy}, []string{"1", "3"}))
 	agent.WaitService("e2e", "echo", 10*time.Second, agenttest.HasIPs(light.ip, heavy.ip))
 
-	client, err := zrpc.NewClient(zrpc.RpcClientConf{Target: gozero.Target("echo.e2e", "grpc"), NonBlock: true}, gozero.ClientOptions()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc := healthpb.NewHealthClient(client.Conn())
+	hc := dialZrpc(t, agent, gozero.ClientOptions())
 	if !agenttest.Until(10*time.Second, func() bool { c, _ := calls(hc, 40); return c[light.addr] > 0 && c[heavy.addr] > 0 }) {
 		t.Fatal("the zrpc client did not reach both servers within 10s")
 	}

@@ -7,13 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-kratos/kratos/v2/middleware"
 	"github.com/go-kratos/kratos/v2/selector"
 	"github.com/go-kratos/kratos/v2/selector/wrr"
 	transgrpc "github.com/go-kratos/kratos/v2/transport/grpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	kubedisco "github.com/kubedisco/kubedisco/clients/go"
@@ -59,12 +59,10 @@ func startFailable(t *testing.T, ip string) *failable {
 // ejected while the first is (at most 50% of three, i.e. one, at once):
 // it keeps getting calls.
 func TestKratosFailover(t *testing.T) {
-	selector.SetGlobalSelector(kd.NewSelector(wrr.NewBuilder(), &kubedisco.Resilience{
-		ConsecutiveFailures: 5, BaseEjectionTime: 5 * time.Minute,
-	}))
-	t.Cleanup(func() { selector.SetGlobalSelector(wrr.NewBuilder()) })
-
 	agent := agenttest.StartAgent(t)
+	useSelector(t, kd.NewSelector(wrr.NewBuilder(), &kubedisco.Resilience{
+		ConsecutiveFailures: 5, BaseEjectionTime: 5 * time.Minute,
+	}, kd.WithClient(agent.Client)))
 	a, b, c := startFailable(t, "127.0.33.2"), startFailable(t, "127.0.33.3"), startFailable(t, "127.0.33.4")
 	agent.WriteManifest("echo.yaml", manifest([]*instance{&a.instance, &b.instance, &c.instance}, []string{"1", "1", "1"}))
 	agent.WaitService("e2e", "echo", 10*time.Second, agenttest.HasIPs(a.ip, b.ip, c.ip))
@@ -111,11 +109,10 @@ func TestKratosFailover(t *testing.T) {
 // TestKratosEjectionEnds: an ejected server that is healthy again gets
 // Kratos calls again once its ejection time is over.
 func TestKratosEjectionEnds(t *testing.T) {
-	selector.SetGlobalSelector(kd.NewSelector(nil, &kubedisco.Resilience{
-		ConsecutiveFailures: 3, BaseEjectionTime: 200 * time.Millisecond,
-	}))
-	t.Cleanup(func() { selector.SetGlobalSelector(wrr.NewBuilder()) })
 	agent := agenttest.StartAgent(t)
+	useSelector(t, kd.NewSelector(nil, &kubedisco.Resilience{
+		ConsecutiveFailures: 3, BaseEjectionTime: 200 * time.Millisecond,
+	}, kd.WithClient(agent.Client)))
 	a, b := startFailable(t, "127.0.33.5"), startFailable(t, "127.0.33.6")
 	agent.WriteManifest("echo.yaml", manifest([]*instance{&a.instance, &b.instance}, []string{"1", "1"}))
 	agent.WaitService("e2e", "echo", 10*time.Second, agenttest.HasIPs(a.ip, b.ip))
@@ -136,25 +133,42 @@ func TestKratosEjectionEnds(t *testing.T) {
 	t.Logf("the healthy-again server answered Kratos calls again %s after it recovered (ejection 200ms, growing per ejection)", time.Since(start).Round(time.Millisecond))
 }
 
+// useSelector makes b Kratos's global selector for the test: the clients
+// made after it take it.
+func useSelector(t *testing.T, b selector.Builder) {
+	selector.SetGlobalSelector(b)
+	t.Cleanup(func() { selector.SetGlobalSelector(wrr.NewBuilder()) })
+}
+
+// startWithSelector starts an agent and makes kd.NewSelector, with the
+// defaults and the annotations the agent serves, the global selector.
+func startWithSelector(t *testing.T) *agenttest.Agent {
+	agent := agenttest.StartAgent(t)
+	useSelector(t, kd.NewSelector(nil, nil, kd.WithClient(agent.Client)))
+	return agent
+}
+
+// dialService dials name.e2e with Kratos's gRPC client through the agent,
+// with middleware mw.
+func dialService(t *testing.T, agent *agenttest.Agent, name string, mw ...middleware.Middleware) healthpb.HealthClient {
+	t.Helper()
+	conn, err := transgrpc.DialInsecure(context.Background(), transgrpc.WithEndpoint("discovery:///"+name+".e2e"),
+		transgrpc.WithDiscovery(kd.New(agent.Client)), transgrpc.WithMiddleware(mw...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return healthpb.NewHealthClient(conn)
+}
+
 // dialEcho dials echo.e2e with Kratos's gRPC client through the agent; the
 // function it returns makes n health checks from 4 goroutines and counts
 // them by the server that answered.
 func dialEcho(t *testing.T, agent *agenttest.Agent) func(n int) (map[string]int, int) {
 	t.Helper()
 	ctx := context.Background()
-	conn, err := transgrpc.DialInsecure(ctx, transgrpc.WithEndpoint("discovery:///echo.e2e"), transgrpc.WithDiscovery(kd.New(agent.Client)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	hc := healthpb.NewHealthClient(conn)
+	hc := dialService(t, agent, "echo")
 	return func(n int) (map[string]int, int) {
-		return agenttest.CountCalls(n, func() (string, error) {
-			var p peer.Peer
-			if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Peer(&p)); err != nil {
-				return "", err
-			}
-			return p.Addr.String(), nil
-		})
+		return agenttest.CountCalls(n, func() (string, error) { return checkAddr(ctx, hc) })
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-kratos/kratos/v2/middleware"
 	"github.com/go-kratos/kratos/v2/registry"
 	transgrpc "github.com/go-kratos/kratos/v2/transport/grpc"
 	transhttp "github.com/go-kratos/kratos/v2/transport/http"
@@ -61,15 +62,21 @@ func startInstance(t *testing.T, ip string) *instance {
 }
 
 func manifest(ins []*instance, weights []string) string {
+	return serviceManifest("echo", ins, weights)
+}
+
+// serviceManifest is a headless Service name.e2e with one slice per
+// instance, its grpc and http ports.
+func serviceManifest(name string, ins []*instance, weights []string) string {
 	var slices []agenttest.Slice
 	for i, in := range ins {
 		slices = append(slices, agenttest.Slice{
-			Name: fmt.Sprintf("echo-%d", i), Weight: weights[i],
+			Name: fmt.Sprintf("%s-%d", name, i), Weight: weights[i],
 			Ports:     map[string]int{"grpc": in.grpcPort, "http": in.httpPort},
 			Endpoints: []agenttest.SliceEndpoint{{IP: in.ip}},
 		})
 	}
-	return agenttest.ServiceYAML("e2e", "echo", []string{"grpc", "http"}, slices...)
+	return agenttest.ServiceYAML("e2e", name, []string{"grpc", "http"}, slices...)
 }
 
 // TestKratosClientsThroughTheAgent: Kratos's own gRPC and HTTP clients,
@@ -90,13 +97,7 @@ func TestKratosClientsThroughTheAgent(t *testing.T) {
 	defer conn.Close()
 	hc := healthpb.NewHealthClient(conn)
 	callGRPC := func(n int) (map[string]int, int) {
-		return agenttest.CountCalls(n, func() (string, error) {
-			var p peer.Peer
-			if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Peer(&p)); err != nil {
-				return "", err
-			}
-			return p.Addr.String(), nil
-		})
+		return agenttest.CountCalls(n, func() (string, error) { return checkAddr(ctx, hc) })
 	}
 	if !agenttest.Until(10*time.Second, func() bool { c, _ := callGRPC(40); return c[light.grpcAddr()] > 0 && c[heavy.grpcAddr()] > 0 }) {
 		t.Fatal("the Kratos gRPC client did not reach both instances within 10s")
@@ -110,11 +111,7 @@ func TestKratosClientsThroughTheAgent(t *testing.T) {
 	}
 
 	// Kratos's HTTP client, on the same Discovery.
-	hcl, err := transhttp.NewClient(ctx, transhttp.WithEndpoint("discovery:///echo.e2e"), transhttp.WithDiscovery(dis), transhttp.WithBlock())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hcl.Close()
+	hcl := dialHTTP(t, agent)
 	who := func() (string, error) {
 		var reply struct{ Addr string }
 		err := hcl.Invoke(ctx, "GET", "/who", nil, &reply)
@@ -151,6 +148,33 @@ func TestKratosClientsThroughTheAgent(t *testing.T) {
 		t.Fatal("the unready instance still gets Kratos gRPC calls 10s after the agent dropped it")
 	}
 	t.Logf("readiness: the unready instance stopped getting Kratos gRPC calls within %s of the agent's API dropping it", time.Since(shown).Round(time.Millisecond))
+}
+
+// dialHTTP makes Kratos's HTTP client of echo.e2e through the agent, with
+// middleware mw.
+func dialHTTP(t *testing.T, agent *agenttest.Agent, mw ...middleware.Middleware) *transhttp.Client {
+	t.Helper()
+	// A transport of its own, whose connections the test closes: a
+	// connection dialled for a call that another one then served stays
+	// new to the server, and http.Server.Shutdown waits 5s for those.
+	tr := &stdhttp.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	hcl, err := transhttp.NewClient(context.Background(), transhttp.WithEndpoint("discovery:///echo.e2e"), transhttp.WithTransport(tr),
+		transhttp.WithDiscovery(kd.New(agent.Client)), transhttp.WithBlock(), transhttp.WithMiddleware(mw...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hcl.Close() })
+	return hcl
+}
+
+// checkAddr makes one health check and returns the address that answered.
+func checkAddr(ctx context.Context, hc healthpb.HealthClient) (string, error) {
+	var p peer.Peer
+	if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Peer(&p)); err != nil {
+		return "", err
+	}
+	return p.Addr.String(), nil
 }
 
 // unreadyFirst marks ip not ready in a manifest.

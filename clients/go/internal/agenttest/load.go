@@ -5,18 +5,20 @@ import (
 	"sync/atomic"
 )
 
-// Load calls a function from several goroutines until stopped, as an
-// app under steady traffic, so that a test can kill a server under it.
+// Load calls a function from several goroutines until stopped, as an app
+// under steady traffic, so that a test can change something (kill a
+// server, say) under it and count what the app saw.
 type Load struct {
-	done     atomic.Int64
+	ok, failed atomic.Int64
+	stop       chan struct{}
+	wg         sync.WaitGroup
+	halt       func()
+
 	mu       sync.Mutex
-	failures []string
-	stop     chan struct{}
-	wg       sync.WaitGroup
-	halt     func()
+	failures []error
 }
 
-// StartLoad calls call from workers goroutines until Stop; a call's
+// StartLoad calls call from workers goroutines until Stop or End; a call's
 // error is a failure.
 func StartLoad(workers int, call func() error) *Load {
 	l := &Load{stop: make(chan struct{})}
@@ -28,12 +30,13 @@ func StartLoad(workers int, call func() error) *Load {
 					return
 				default:
 				}
-				err := call()
-				l.done.Add(1)
-				if err != nil {
+				if err := call(); err != nil {
+					l.failed.Add(1)
 					l.mu.Lock()
-					l.failures = append(l.failures, err.Error())
+					l.failures = append(l.failures, err)
 					l.mu.Unlock()
+				} else {
+					l.ok.Add(1)
 				}
 			}
 		})
@@ -43,13 +46,30 @@ func StartLoad(workers int, call func() error) *Load {
 }
 
 // Done returns how many calls have ended.
-func (l *Load) Done() int64 { return l.done.Load() }
+func (l *Load) Done() int64 { return l.ok.Load() + l.failed.Load() }
 
-// Stop stops the calls, waits for those in flight, and returns the
-// failures. It may be called again (deferred, say).
+// Calls returns how many calls have succeeded and failed so far.
+func (l *Load) Calls() (ok, failed int64) { return l.ok.Load(), l.failed.Load() }
+
+// FirstErrors returns the first few errors the calls returned.
+func (l *Load) FirstErrors() []error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]error(nil), l.failures[:min(len(l.failures), 5)]...)
+}
+
+// Stop stops the calls, waits for those in flight, and returns every
+// failure's message. It may be called again (deferred, say).
 func (l *Load) Stop() []string {
 	l.halt()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.failures
+	out := make([]string, len(l.failures))
+	for i, err := range l.failures {
+		out[i] = err.Error()
+	}
+	return out
 }
+
+// End stops the calls and waits for the ones under way.
+func (l *Load) End() { l.halt() }

@@ -1,0 +1,77 @@
+package gozero_test
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/zeromicro/go-zero/zrpc"
+	"google.golang.org/grpc"
+
+	"github.com/kubedisco/kubedisco/clients/go/gozero"
+	"github.com/kubedisco/kubedisco/clients/go/internal/agenttest"
+	"github.com/kubedisco/kubedisco/clients/go/kdgrpc"
+)
+
+// TestZrpcKilledInstance: a zrpc client with gozero.ClientOptions calls
+// three zrpc servers through kubedisco:///echo.e2e:grpc from 4
+// goroutines; one server is killed while 2 calls are in flight on it. The
+// app sees no failed call: kdgrpc's retry policy sends the calls in flight
+// and the ones that reach the dead server before the balancer leaves it
+// out to another server. The control, with kubedisco_weighted alone (no
+// retries, no ejection), shows that the kill does fail calls.
+func TestZrpcKilledInstance(t *testing.T) {
+	t.Run("ClientOptions", func(t *testing.T) { zrpcKilledInstance(t, 50, gozero.ClientOptions()) })
+	t.Run("weighted-only", func(t *testing.T) {
+		zrpcKilledInstance(t, 51, []zrpc.ClientOption{zrpc.WithDialOption(grpc.WithDefaultServiceConfig(kdgrpc.WeightedOnlyServiceConfig))})
+	})
+}
+
+func zrpcKilledInstance(t *testing.T, ip3 byte, opts []zrpc.ClientOption) {
+	retries := len(opts) > 1
+	agent := agenttest.StartAgent(t)
+	var servers []*server
+	var ips []string
+	for i := range 3 {
+		ip := net.IPv4(127, 0, ip3, byte(2+i)).String()
+		servers, ips = append(servers, startServer(t, ip)), append(ips, ip)
+	}
+	agent.WriteManifest("echo.yaml", manifest(servers, []string{"1", "1", "1"}))
+	agent.WaitService("e2e", "echo", 10*time.Second, agenttest.HasIPs(ips...))
+
+	hc := dialZrpc(t, agent, opts)
+	if !agenttest.Until(10*time.Second, func() bool {
+		c, _ := calls(hc, 40)
+		return c[servers[0].addr] > 0 && c[servers[1].addr] > 0 && c[servers[2].addr] > 0
+	}) {
+		t.Fatal("the zrpc client did not reach all three servers within 10s")
+	}
+
+	victim := servers[0]
+	victim.svc.hold.Arm(2)
+	l := agenttest.StartLoad(4, func() error { _, err := call(hc); return err })
+	if !agenttest.Until(10*time.Second, func() bool { return victim.svc.hold.Held() == 2 }) {
+		l.End()
+		t.Fatalf("%d calls in flight on the server to kill after 10s; want 2", victim.svc.hold.Held())
+	}
+	victim.kill()
+	ok, failed := l.Calls()
+	killedAt := ok + failed
+	victim.svc.hold.Free()
+	// Enough calls after the kill that the dead server had its share of
+	// picks until the balancer left it out.
+	if !agenttest.Until(10*time.Second, func() bool { ok, failed := l.Calls(); return ok+failed >= killedAt+300 }) {
+		l.End()
+		t.Fatal("the zrpc client made fewer than 300 calls within 10s of the kill")
+	}
+	l.End()
+	ok, failed = l.Calls()
+	t.Logf("zrpc, retries %t: server killed with 2 calls in flight; %d calls succeeded, %d failed (%d made after the kill); first errors: %v",
+		retries, ok, failed, ok+failed-killedAt, l.FirstErrors())
+	if retries && failed != 0 {
+		t.Fatalf("%d of %d calls failed; want none with gozero.ClientOptions", failed, ok+failed)
+	}
+	if !retries && failed < 2 {
+		t.Fatalf("without retries %d calls failed; want at least the 2 in flight on the killed server", failed)
+	}
+}
