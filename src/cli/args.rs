@@ -241,6 +241,15 @@ pub struct AgentArgs {
     #[arg(long, env = "KUBEDISCO_SERVE_STALE", default_value = "1h", value_parser = checked(parse_duration))]
     pub(crate) serve_stale: Checked<Duration>,
 
+    /// How long a client asking for an expired name waits for its refresh
+    /// before it gets the stale answer (RFC 8767's client response timer;
+    /// 1.8 s is below the stub resolvers' first retry). 0 answers stale at
+    /// once and refreshes in the background (optimistic caching): no client
+    /// waits for a name it asked before, but one may get an answer up to
+    /// --serve-stale old once.
+    #[arg(long, env = "KUBEDISCO_STALE_CLIENT_TIMEOUT", default_value = "1800ms", value_parser = checked(parse_duration))]
+    pub(crate) stale_client_timeout: Checked<Duration>,
+
     /// Most concurrent TCP connections to the DNS port. At the cap a new
     /// connection waits (up to 2 s) while the longest-idle one is closed to
     /// make room; one that gets no slot has its queries answered REFUSED.
@@ -399,6 +408,7 @@ impl AgentArgs {
             &self.cache_max_ttl,
             &self.cache_max_negative_ttl,
             &self.serve_stale,
+            &self.stale_client_timeout,
             &self.dns_max_tcp_connections,
             &self.dns_tcp_idle_timeout,
             &self.dns_tcp_query_timeout,
@@ -476,6 +486,7 @@ impl AgentArgs {
                 max_ttl: self.cache_max_ttl.value()?,
                 max_negative_ttl: self.cache_max_negative_ttl.value()?,
                 serve_stale: self.serve_stale.value()?,
+                stale_client_timeout: self.stale_client_timeout.value()?,
             },
             dns_max_tcp_connections: self.dns_max_tcp_connections.value()?,
             dns_tcp_idle_timeout: self.dns_tcp_idle_timeout.value()?,

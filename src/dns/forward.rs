@@ -220,6 +220,16 @@ impl Forwarder {
         &self.upstreams
     }
 
+    /// Whether the last exchange with every upstream of `name` failed. The
+    /// resolver then serves that name's stale entry at once instead of
+    /// making its client wait out `--stale-client-timeout` for
+    /// an upstream that has just stopped answering; the refresh it starts
+    /// is the probe that ends this state.
+    pub(crate) fn failing(&self, name: &str) -> bool {
+        let all = self.upstreams_for(name);
+        !all.is_empty() && all.iter().all(|u| u.failures.load(Ordering::Relaxed) > 0)
+    }
+
     /// Sends `packet` (a query with its own ID) to the upstreams of `name`,
     /// fastest healthy first, until one answers.
     pub(crate) async fn exchange(

@@ -12,10 +12,16 @@
 //!   count within a fixed period and still lets entries lapse).
 //! - Serve-stale (RFC 8767): an expired entry within `--serve-stale` is
 //!   refreshed first; when upstream fails, or does not answer within
-//!   [`CLIENT_PATIENCE`] (RFC 8767's client response timer), the stale
+//!   `--stale-client-timeout` (RFC 8767's client response timer), the stale
 //!   answer goes out with TTL 30, and for [`FAILURE_RECHECK`] after a
-//!   failure stale answers go out at once. A name never seen gets SERVFAIL,
-//!   at once when every upstream is known down ([`super::forward`]).
+//!   failure stale answers go out at once. While the last exchange with
+//!   every upstream of a name failed, its stale entries also go out at
+//!   once, with a refresh in the background: in an outage only the queries
+//!   in flight when it starts wait for the client timer, not each entry as
+//!   it expires. With the timer at zero every stale entry goes out at once
+//!   with a refresh behind it (optimistic caching). A name never seen gets
+//!   SERVFAIL, at once when every upstream is known down
+//!   ([`super::forward`]).
 //!
 //! Owns: when to ask upstream and what a client gets back. May not touch:
 //! sockets (the server sends), storage details ([`super::cache`]).
@@ -32,10 +38,6 @@ use super::forward::{Forwarder, UpstreamError};
 use super::metrics::DnsMetrics;
 use super::wire::{Query, Response, rcode};
 
-/// How long a client whose name is cached but expired waits for the
-/// refresh before getting the stale answer (RFC 8767 §5 suggests 1.8 s:
-/// below the common stub resolvers' first retry).
-pub(crate) const CLIENT_PATIENCE: Duration = Duration::from_millis(1800);
 /// After a failed refresh, stale answers go out without asking upstream
 /// again for this long (RFC 8767 §5's failure recheck timer).
 pub(crate) const FAILURE_RECHECK: Duration = Duration::from_secs(30);
@@ -51,6 +53,9 @@ pub(crate) struct Resolver {
     forwarder: Forwarder,
     metrics: Arc<DnsMetrics>,
     inflight: Mutex<HashMap<Key, Flight>>,
+    /// `--stale-client-timeout`: how long a client whose name is cached but
+    /// expired waits for the refresh (zero: not at all).
+    stale_client_timeout: Duration,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -81,6 +86,7 @@ impl Resolver {
             forwarder,
             metrics,
             inflight: Mutex::new(HashMap::new()),
+            stale_client_timeout: config.stale_client_timeout,
         }
     }
 
@@ -99,7 +105,7 @@ impl Resolver {
                 self.maybe_prefetch(&entry, key.as_ref(), now);
                 respond(&entry, query, now, false, over_udp)
             }
-            Lookup::Stale(entry) if entry.recently_failed(now) => {
+            Lookup::Stale(entry) if self.stale_at_once(&entry, key.as_ref(), now) => {
                 self.metrics.cache.stale.inc();
                 respond(&entry, query, now, true, over_udp)
             }
@@ -122,7 +128,7 @@ impl Resolver {
                 self.maybe_prefetch(&entry, key.as_ref(), now);
                 return answer(&entry, query, now, false, over_udp, Source::Fresh);
             }
-            Lookup::Stale(entry) if entry.recently_failed(now) => {
+            Lookup::Stale(entry) if self.stale_at_once(&entry, key.as_ref(), now) => {
                 self.metrics.cache.stale.inc();
                 return answer(&entry, query, now, true, over_udp, Source::Stale);
             }
@@ -132,7 +138,7 @@ impl Resolver {
         self.metrics.cache.misses.inc();
         let flight = self.flight(key.as_ref().to_owned());
         let fetched = match &stale {
-            Some(_) => tokio::time::timeout(CLIENT_PATIENCE, flight)
+            Some(_) => tokio::time::timeout(self.stale_client_timeout, flight)
                 .await
                 .unwrap_or(Err(UpstreamError::Timeout)),
             None => flight.await,
@@ -150,6 +156,25 @@ impl Resolver {
             }
             (Err(error), None) => Err(error),
         }
+    }
+
+    /// Whether an expired entry goes out now, without waiting for upstream:
+    /// its last refresh failed within [`FAILURE_RECHECK`], the client timer
+    /// is zero, or every upstream of its name failed its last exchange. In
+    /// the last two cases one refresh starts in the background (the entry's
+    /// claim keeps it to one).
+    fn stale_at_once(self: &Arc<Self>, entry: &Arc<Entry>, key: KeyRef<'_>, now: Instant) -> bool {
+        if entry.recently_failed(now) {
+            return true;
+        }
+        let key = key.to_owned();
+        if !self.stale_client_timeout.is_zero() && !self.forwarder.failing(&key.name()) {
+            return false;
+        }
+        if entry.claim_refresh() {
+            drop(self.flight(key));
+        }
+        true
     }
 
     fn maybe_prefetch(self: &Arc<Self>, entry: &Arc<Entry>, key: KeyRef<'_>, now: Instant) {
@@ -406,6 +431,81 @@ mod tests {
         );
         // A new name: no answer to give.
         assert!(ask(&resolver, "new.example.org.").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn once_upstream_has_failed_expired_entries_are_answered_without_waiting() {
+        let upstream = scripted(1, Duration::ZERO).await;
+        let resolver = resolver(upstream.addr, CacheConfig::default());
+        for name in ["first.example.org.", "second.example.org."] {
+            let (_, source) = ask(&resolver, name).await.unwrap();
+            assert_eq!(source, Source::Upstream);
+        }
+        upstream.silent.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        // The first expired entry waits for its refresh to fail (the
+        // forwarder's 200 ms timeout here) and goes out stale.
+        let (_, source) = ask(&resolver, "first.example.org.").await.unwrap();
+        assert_eq!(source, Source::Stale);
+        let asked = upstream.count.load(Ordering::SeqCst);
+        // The second was never refreshed, but upstream has just failed:
+        // its stale answer comes from the non-waiting path, and one
+        // refresh goes out in the background.
+        let packet = query_packet("second.example.org.", RecordType::A, Some(1232));
+        assert!(
+            resolver
+                .cached(&parse_query(&packet).unwrap(), true)
+                .is_some()
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while upstream.count.load(Ordering::SeqCst) == asked && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(upstream.count.load(Ordering::SeqCst), asked + 1);
+        // Upstream back: the background refresh of an expired entry ends
+        // the failing state, and names are asked upstream again.
+        upstream.silent.store(false, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // (A new name gets SERVFAIL while the upstream is left out.)
+        let source = loop {
+            let source = ask(&resolver, "third.example.org.")
+                .await
+                .map(|(_, source)| source);
+            if source == Ok(Source::Upstream) || Instant::now() > deadline {
+                break source;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(source, Ok(Source::Upstream));
+    }
+
+    #[tokio::test]
+    async fn with_a_zero_client_timer_expired_entries_go_out_at_once_and_are_refreshed() {
+        let upstream = scripted(1, Duration::from_millis(100)).await;
+        let config = CacheConfig {
+            stale_client_timeout: Duration::ZERO,
+            ..CacheConfig::default()
+        };
+        let resolver = resolver(upstream.addr, config);
+        let (_, source) = ask(&resolver, "rare.example.org.").await.unwrap();
+        assert_eq!(source, Source::Upstream);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        // Expired, upstream healthy but slow: stale now, TTL 30, one
+        // refresh behind it.
+        let (message, source) = ask(&resolver, "rare.example.org.").await.unwrap();
+        assert_eq!((source, message.answers[0].ttl), (Source::Stale, 30));
+        let (_, source) = ask(&resolver, "rare.example.org.").await.unwrap();
+        assert_eq!(source, Source::Stale);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let source = loop {
+            let (_, source) = ask(&resolver, "rare.example.org.").await.unwrap();
+            if source == Source::Fresh || Instant::now() > deadline {
+                break source;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(source, Source::Fresh);
+        assert_eq!(upstream.count.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

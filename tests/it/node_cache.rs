@@ -237,6 +237,44 @@ async fn names_seen_before_survive_an_upstream_outage_and_new_ones_fail_promptly
 }
 
 #[tokio::test]
+async fn optimistic_caching_answers_an_expired_name_at_once_and_refreshes_it() {
+    // An upstream slower than the default client timer's refresh wait
+    // would need to be noticed (1.5 s < 1.8 s): with the default, the
+    // first answer after expiry would be the refreshed one (TTL 1).
+    let upstream = Scripted::start(1);
+    // The upstream timeout above that delay: the refresh succeeds.
+    let agent = agent_waiting(&upstream, "3s", &["--stale-client-timeout", "0"]).await;
+    let name = "rarely-asked.example.";
+    assert_eq!(a(agent.dns, name).answers[0].ttl, 1);
+    upstream.set_delay(Duration::from_millis(1500));
+    eventually(
+        "the expired entry to be answered stale (TTL 30)",
+        || async {
+            let answer = a(agent.dns, name);
+            match answer.answers.first().map(|record| record.ttl) {
+                Some(30) => Ok(()),
+                other => Err(format!("TTL {other:?}")),
+            }
+        },
+    )
+    .await;
+    // The refresh went out behind the stale answer (or was the prefetch
+    // already under way) and lands in the cache.
+    eventually("the refreshed answer", || async {
+        let answer = a(agent.dns, name);
+        match (
+            upstream.count("rarely-asked.example"),
+            answer.answers.first().map(|r| r.ttl),
+        ) {
+            (asked, Some(ttl)) if asked >= 2 && ttl <= 1 => Ok(()),
+            other => Err(format!("(upstream queries, TTL) = {other:?}")),
+        }
+    })
+    .await;
+    assert!(agent.metric("kubedisco_dns_cache_stale_served_total").await >= Some(1.0));
+}
+
+#[tokio::test]
 async fn per_domain_forwarding_sends_a_domain_to_its_own_upstream() {
     let default = Scripted::start(30);
     let corp = Scripted::start(30);

@@ -128,6 +128,7 @@ comes from the downward API.
 - --cache-max-ttl={{ .Values.cache.maxTTL }}
 - --cache-max-negative-ttl={{ .Values.cache.maxNegativeTTL }}
 - --serve-stale={{ .Values.cache.serveStale }}
+- --stale-client-timeout={{ .Values.cache.staleClientTimeout }}
 - --node-name=$(NODE_NAME)
 {{- with .Values.topology.zone }}
 - --zone={{ . }}

@@ -49,6 +49,11 @@ pub struct CacheConfig {
     /// How long past its expiry an entry may still be served when upstream
     /// fails; zero: never.
     pub serve_stale: Duration,
+    /// How long a client asking for an expired entry waits for its refresh
+    /// before getting the stale answer (RFC 8767's client response timer).
+    /// Zero answers stale at once and refreshes in the background
+    /// (optimistic caching: no client waits for an expired name).
+    pub stale_client_timeout: Duration,
 }
 
 impl Default for CacheConfig {
@@ -59,6 +64,7 @@ impl Default for CacheConfig {
             max_ttl: Duration::from_secs(3600),
             max_negative_ttl: Duration::from_secs(300),
             serve_stale: Duration::from_secs(3600),
+            stale_client_timeout: Duration::from_millis(1800),
         }
     }
 }
