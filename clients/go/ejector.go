@@ -35,6 +35,15 @@ func (e *Ejector) SetOverrides(o *ServiceResilience) {
 	e.r.Store(&r)
 }
 
+// Use replaces the Ejector's settings with r (nil: the defaults), keeping
+// its ejections and counts: for an adapter that merges a Service's
+// annotations itself (kratos.NewSelector), so that a change of them does
+// not bring back endpoints ejected a moment ago.
+func (e *Ejector) Use(r *Resilience) {
+	settings := r.withDefaults()
+	e.r.Store(&settings)
+}
+
 // Ejected reports whether the endpoint at addr is ejected now.
 func (e *Ejector) Ejected(addr string) bool {
 	return !e.r.Load().Off && e.s.ejected(addr, time.Now())

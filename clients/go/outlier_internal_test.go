@@ -141,3 +141,21 @@ func TestEjectorSetOverrides(t *testing.T) {
 		t.Fatal("ejected after 4 failures with the overrides gone (default 5)")
 	}
 }
+
+func TestEjectorUseKeepsEjections(t *testing.T) {
+	e := NewEjector(nil)
+	for range 5 {
+		e.Record("a", true, 4)
+	}
+	if !e.Ejected("a") {
+		t.Fatal("not ejected after 5 failures in a row")
+	}
+	e.Use(&Resilience{ConsecutiveFailures: 2})
+	if !e.Ejected("a") {
+		t.Fatal("new settings brought back an ejected endpoint")
+	}
+	e.Record("b", true, 4)
+	if e.Record("b", true, 4).IsZero() || !e.Ejected("b") {
+		t.Fatal("not ejected after 2 failures in a row under the new settings")
+	}
+}

@@ -21,8 +21,8 @@ import (
 // instances at once. The settings are r's (nil: the defaults, see
 // kubedisco.Resilience) with each Service's kubedisco.io/outlier-*
 // annotations over them, read from the agent (see WithClient) and
-// refreshed every few seconds; a change of settings starts the Service's
-// ejections afresh.
+// refreshed every few seconds; a change of settings applies from then on,
+// and the ejections so far stand.
 // A call fails when its error is a server error (Kratos code 500 and up:
 // gRPC UNAVAILABLE, INTERNAL, UNKNOWN, DEADLINE_EXCEEDED, HTTP 5xx) and the
 // caller's context has not ended.
@@ -70,8 +70,13 @@ func (b *selectorBuilder) ejector(ctx context.Context, service string) *kubedisc
 	cfg := s.policy.Current(ctx)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ej == nil || cfg != s.cfg {
+	switch {
+	case s.ej == nil:
 		s.cfg, s.ej = cfg, kubedisco.NewEjector(&cfg)
+	case cfg != s.cfg:
+		// New annotations: new rules from now on, the ejections so far kept.
+		s.cfg = cfg
+		s.ej.Use(&cfg)
 	}
 	return s.ej
 }
