@@ -55,9 +55,9 @@ func factory(instance string) (endpoint.Endpoint, io.Closer, error) {
 	return httpFactory(instance, false)
 }
 
-// httpFactory makes a go-kit HTTP client endpoint for one instance; with
-// strict, a 5xx answer is an error.
-func httpFactory(instance string, strict bool) (endpoint.Endpoint, io.Closer, error) {
+// httpFactory makes a go-kit HTTP client endpoint for one instance, with
+// opts; with strict, a 5xx answer is an error.
+func httpFactory(instance string, strict bool, opts ...httptransport.ClientOption) (endpoint.Endpoint, io.Closer, error) {
 	u, err := url.Parse("http://" + instance + "/who")
 	if err != nil {
 		return nil, nil, err
@@ -71,7 +71,7 @@ func httpFactory(instance string, strict bool) (endpoint.Endpoint, io.Closer, er
 				err = errors.New(resp.Status)
 			}
 			return string(b), err
-		})
+		}, opts...)
 	return client.Endpoint(), nil, nil
 }
 

@@ -329,6 +329,22 @@ func HasIPs(ips ...string) func(*kubedisco.Service) bool {
 	}
 }
 
+// HasWeights reports whether the Service's endpoints are exactly the
+// addresses weights has, each with its weight.
+func HasWeights(weights map[string]uint32) func(*kubedisco.Service) bool {
+	return func(svc *kubedisco.Service) bool {
+		if len(svc.Endpoints) != len(weights) {
+			return false
+		}
+		for _, e := range svc.Endpoints {
+			if w, ok := weights[e.IP.String()]; !ok || e.Weight != w {
+				return false
+			}
+		}
+		return true
+	}
+}
+
 // Slice is one EndpointSlice for ServiceYAML.
 type Slice struct {
 	// Name of the slice (unique in the Service).
