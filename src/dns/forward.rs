@@ -9,6 +9,8 @@
 //! [`DOWN_AFTER`] times in a row is left out for a growing pause, and when
 //! every upstream of a name is out the query fails at once (the client gets
 //! SERVFAIL, or a stale answer, promptly rather than after every timeout).
+//! One that has answered nothing for [`SILENT_AFTER`] with a query waiting
+//! counts as failing for serve-stale before its first timeout.
 //! One query in [`EXPLORE_ONE_IN`] tries the second-fastest first, so a
 //! recovered or faster upstream is noticed.
 //!
@@ -54,6 +56,11 @@ const DOWN_AFTER: u32 = 3;
 const FIRST_PAUSE: Duration = Duration::from_millis(500);
 const MAX_PAUSE: Duration = Duration::from_secs(10);
 const EXPLORE_ONE_IN: u32 = 20;
+/// An upstream that has answered nothing for this long (or 8 smoothed RTTs,
+/// if longer) while a query to it waits counts as failing: its names' stale
+/// entries go out without waiting for the client timer. A silent upstream
+/// is noticed this soon instead of at its first timeout.
+const SILENT_AFTER: Duration = Duration::from_millis(250);
 
 /// One upstream server and what the agent has seen of it.
 #[derive(Debug)]
@@ -65,6 +72,9 @@ pub(crate) struct Upstream {
     failures: AtomicU32,
     /// Left out until this many ms after the forwarder's `base`.
     paused_until_ms: AtomicU64,
+    /// When (ms after `base`, at least 1) the oldest query sent since its
+    /// last answer went out; 0: every query so far was answered.
+    unanswered_since_ms: AtomicU64,
 }
 
 impl Upstream {
@@ -74,7 +84,30 @@ impl Upstream {
             srtt_us: AtomicU32::new(0),
             failures: AtomicU32::new(0),
             paused_until_ms: AtomicU64::new(0),
+            unanswered_since_ms: AtomicU64::new(0),
         }
+    }
+
+    fn sending(&self, since_base: Duration) {
+        let ms = u64::try_from(since_base.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        // Only the first unanswered query sets it.
+        let _ =
+            self.unanswered_since_ms
+                .compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Whether its last exchange failed, or it has been silent (see
+    /// [`SILENT_AFTER`]) with a query waiting.
+    fn failing(&self, since_base: Duration) -> bool {
+        if self.failures.load(Ordering::Relaxed) > 0 {
+            return true;
+        }
+        let since = self.unanswered_since_ms.load(Ordering::Relaxed);
+        let srtt = Duration::from_micros(self.srtt_us.load(Ordering::Relaxed).into());
+        since != 0
+            && since_base.saturating_sub(Duration::from_millis(since)) > SILENT_AFTER.max(srtt * 8)
     }
 
     fn succeeded(&self, rtt: Duration) {
@@ -88,6 +121,7 @@ impl Upstream {
         self.srtt_us.store(new, Ordering::Relaxed);
         self.failures.store(0, Ordering::Relaxed);
         self.paused_until_ms.store(0, Ordering::Relaxed);
+        self.unanswered_since_ms.store(0, Ordering::Relaxed);
     }
 
     fn failed(&self, since_base: Duration) {
@@ -220,14 +254,16 @@ impl Forwarder {
         &self.upstreams
     }
 
-    /// Whether the last exchange with every upstream of `name` failed. The
+    /// Whether the last exchange with every upstream of `name` failed, or
+    /// each has been silent for a while with a query waiting. The
     /// resolver then serves that name's stale entry at once instead of
     /// making its client wait out `--stale-client-timeout` for
     /// an upstream that has just stopped answering; the refresh it starts
     /// is the probe that ends this state.
     pub(crate) fn failing(&self, name: &str) -> bool {
         let all = self.upstreams_for(name);
-        !all.is_empty() && all.iter().all(|u| u.failures.load(Ordering::Relaxed) > 0)
+        let since_base = self.base.elapsed();
+        !all.is_empty() && all.iter().all(|u| u.failing(since_base))
     }
 
     /// Sends `packet` (a query with its own ID) to the upstreams of `name`,
@@ -254,6 +290,7 @@ impl Forwarder {
         let mut last = UpstreamError::Unreachable;
         for upstream in order {
             let started = Instant::now();
+            upstream.sending(self.base.elapsed());
             match self.ask(upstream.addr, packet).await {
                 Ok(answer) => {
                     let took = started.elapsed();
@@ -499,6 +536,30 @@ mod tests {
             forwarder.exchange("example.org.", &query, &rtt()).await,
             Err(UpstreamError::AllDown)
         );
+    }
+
+    #[tokio::test]
+    async fn a_silent_upstream_counts_as_failing_before_its_timeout() {
+        let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let forwarder = Forwarder::new(
+            vec![silent.local_addr().unwrap()],
+            &[],
+            Duration::from_secs(5),
+        );
+        assert!(!forwarder.failing("example.org."));
+        let query = crate::dns::wire::tests::query_packet("example.org.", RecordType::A, None);
+        let waiting = {
+            let forwarder = forwarder.clone();
+            tokio::spawn(async move { forwarder.exchange("example.org.", &query, &rtt()).await })
+        };
+        // Well before the 5 s timeout, the query still waiting.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !forwarder.failing("example.org.") && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(forwarder.failing("example.org."));
+        assert!(!waiting.is_finished());
+        waiting.abort();
     }
 
     #[tokio::test]

@@ -14,11 +14,11 @@
 //!   refreshed first; when upstream fails, or does not answer within
 //!   `--stale-client-timeout` (RFC 8767's client response timer), the stale
 //!   answer goes out with TTL 30, and for [`FAILURE_RECHECK`] after a
-//!   failure stale answers go out at once. While the last exchange with
-//!   every upstream of a name failed, its stale entries also go out at
-//!   once, with a refresh in the background: in an outage only the queries
-//!   in flight when it starts wait for the client timer, not each entry as
-//!   it expires. With the timer at zero every stale entry goes out at once
+//!   failure stale answers go out at once. While every upstream of a name
+//!   failed its last exchange or has gone silent ([`super::forward`]), its
+//!   stale entries also go out at once, with a refresh in the background:
+//!   in an outage only the queries in flight when it starts wait for the
+//!   client timer, not each entry as it expires. With the timer at zero every stale entry goes out at once
 //!   with a refresh behind it (optimistic caching). A name never seen gets
 //!   SERVFAIL, at once when every upstream is known down
 //!   ([`super::forward`]).
