@@ -50,16 +50,19 @@ func clusterWeb(t *testing.T, c *agenttest.Cluster, agent *agenttest.Agent, dela
 	return bs, pods, get
 }
 
-// TestTransportClusterWeightsAndReadiness: two Pods labelled with weights
-// 1 and 3 (--pod-weights) get 25% / 75% of 20 000 GETs by the agent's
-// weighted pick; the light one marked not Ready gets no more GETs, and
-// Ready again gets them back.
-func TestTransportClusterWeightsAndReadiness(t *testing.T) {
+// TestTransportClusterWeightsReadinessAndScale: two Pods labelled with
+// weights 1 and 3 (--pod-weights) get 25% / 75% of 20 000 GETs by the
+// agent's weighted pick; the light one marked not Ready gets no more
+// GETs, and Ready again gets them back; a third Pod created gets GETs,
+// and deleted gets none, with no GET failing.
+func TestTransportClusterWeightsReadinessAndScale(t *testing.T) {
 	c := agenttest.NewCluster(t, "transport-weights")
 	agent := c.StartAgent("--pod-weights")
 	bs, pods, get := clusterWeb(t, c, agent, 0, []uint32{1, 3})
 	agenttest.CheckWeights(t, "Transport", 20000, get, bs[0].addr, bs[1].addr)
 	c.CheckReadiness(t, "Transport", pods[0], bs[0].addr, get)
+	third := startFlakyWeb(t, c.Loopback(2), 0)
+	c.CheckScale(t, "Transport", "web", 2, agenttest.PodSpec{Ports: map[string]int{"http": third.port}, Weight: "1"}, third.addr, get)
 }
 
 // TestTransportClusterKilledPod: three Ready Pods, GETs from 8 goroutines;

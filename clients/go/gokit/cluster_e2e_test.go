@@ -72,10 +72,11 @@ func callAddr(call endpoint.Endpoint) func() (string, error) {
 	}
 }
 
-// TestGoKitClusterReadiness: go-kit's round robin splits 2000 calls
-// evenly over two Ready Pods; one marked not Ready gets no more calls,
-// and Ready again gets them back.
-func TestGoKitClusterReadiness(t *testing.T) {
+// TestGoKitClusterReadinessAndScale: go-kit's round robin splits 2000
+// calls evenly over two Ready Pods; one marked not Ready gets no more
+// calls, and Ready again gets them back; a third Pod created gets calls,
+// and deleted gets none, with no call failing.
+func TestGoKitClusterReadinessAndScale(t *testing.T) {
 	c := agenttest.NewCluster(t, "gokit-ready")
 	agent := c.StartAgent()
 	fs, pods, call := clusterGoKit(t, c, agent, 0, 2)
@@ -86,6 +87,8 @@ func TestGoKitClusterReadiness(t *testing.T) {
 		t.Fatalf("counts %v, %d failed; want 1000 each", counts, failed)
 	}
 	c.CheckReadiness(t, "go-kit", pods[0], fs[0].addr, who)
+	third := startSlow(t, c.Loopback(2), 0)
+	c.CheckScale(t, "go-kit", "who", 2, agenttest.PodSpec{Ports: map[string]int{"http": third.port}}, third.addr, who)
 }
 
 // TestGoKitClusterKilledPod: three Ready Pods, calls from 8 goroutines;

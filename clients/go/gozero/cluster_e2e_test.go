@@ -46,16 +46,20 @@ func clusterZrpc(t *testing.T, c *agenttest.Cluster, agent *agenttest.Agent, wei
 	return servers, pods, healthpb.NewHealthClient(client.Conn())
 }
 
-// TestZrpcClusterWeightsAndReadiness: two Pods labelled with weights 1
-// and 3 (--pod-weights) get 25% / 75% of 20 000 zrpc calls; the light
-// one marked not Ready gets no more calls, and Ready again gets them back.
-func TestZrpcClusterWeightsAndReadiness(t *testing.T) {
+// TestZrpcClusterWeightsReadinessAndScale: two Pods labelled with
+// weights 1 and 3 (--pod-weights) get 25% / 75% of 20 000 zrpc calls;
+// the light one marked not Ready gets no more calls, and Ready again gets
+// them back; a third Pod created gets calls, and deleted gets none, with
+// no call failing.
+func TestZrpcClusterWeightsReadinessAndScale(t *testing.T) {
 	c := agenttest.NewCluster(t, "gozero-weights")
 	agent := c.StartAgent("--pod-weights")
 	servers, pods, hc := clusterZrpc(t, c, agent, []uint32{1, 3})
 	callAddr := func() (string, error) { return call(hc) }
 	agenttest.CheckWeights(t, "zrpc", 20000, callAddr, servers[0].addr, servers[1].addr)
 	c.CheckReadiness(t, "zrpc", pods[0], servers[0].addr, callAddr)
+	third := startServer(t, c.Loopback(2))
+	c.CheckScale(t, "zrpc", "echo", 2, agenttest.PodSpec{Ports: map[string]int{"grpc": third.port}, Weight: "1"}, third.addr, callAddr)
 }
 
 // TestZrpcClusterKilledPod: three Ready Pods, zrpc calls from 4

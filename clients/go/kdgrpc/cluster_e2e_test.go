@@ -49,10 +49,12 @@ func dialCluster(t *testing.T, c *agenttest.Cluster, agent *agenttest.Agent) hea
 	return healthpb.NewHealthClient(conn)
 }
 
-// TestClusterWeightsAndReadiness: two Pods labelled with weights 1 and 3
-// (--pod-weights) get 25% / 75% of 20 000 calls; the light one marked not
-// Ready gets no more calls, and Ready again gets them back.
-func TestClusterWeightsAndReadiness(t *testing.T) {
+// TestClusterWeightsReadinessAndScale: two Pods labelled with weights 1
+// and 3 (--pod-weights) get 25% / 75% of 20 000 calls; the light one
+// marked not Ready gets no more calls, and Ready again gets them back; a
+// third Pod created gets calls, and deleted gets none, with no call
+// failing.
+func TestClusterWeightsReadinessAndScale(t *testing.T) {
 	c := agenttest.NewCluster(t, "kdgrpc-weights")
 	agent := c.StartAgent("--pod-weights")
 	fs, pods := clusterEcho(t, c, agent, 0, []uint32{1, 3})
@@ -60,6 +62,8 @@ func TestClusterWeightsAndReadiness(t *testing.T) {
 	callAddr := func() (string, error) { return call(context.Background(), hc) }
 	agenttest.CheckWeights(t, "kdgrpc", 20000, callAddr, fs[0].Addr, fs[1].Addr)
 	c.CheckReadiness(t, "kdgrpc", pods[0], fs[0].Addr, callAddr)
+	third := startFlaky(t, c.Loopback(2), 0)
+	c.CheckScale(t, "kdgrpc", "echo", 2, agenttest.PodSpec{Ports: map[string]int{"grpc": third.Port()}, Weight: "1"}, third.Addr, callAddr)
 }
 
 // TestClusterKilledPod: three Ready Pods, calls from 8 goroutines; one

@@ -159,10 +159,5 @@ func kratosCaller(t *testing.T, agent *agenttest.Agent, kind string, mw []middle
 		hc := dialService(t, agent, "echo", mw...)
 		return func() (string, error) { return checkAddr(ctx, hc) }
 	}
-	hcl := dialHTTP(t, agent, mw...)
-	return func() (string, error) {
-		var reply struct{ Addr string }
-		err := hcl.Invoke(ctx, "GET", "/who", nil, &reply)
-		return reply.Addr, err
-	}
+	return whoCaller(dialHTTP(t, agent, mw...))
 }

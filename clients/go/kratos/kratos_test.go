@@ -33,6 +33,9 @@ type instance struct {
 
 func (i *instance) grpcAddr() string { return net.JoinHostPort(i.ip, fmt.Sprint(i.grpcPort)) }
 
+// httpAddr is the address its HTTP server answers /who with.
+func (i *instance) httpAddr() string { return net.JoinHostPort(i.ip, fmt.Sprint(i.httpPort)) }
+
 func startInstance(t *testing.T, ip string) *instance {
 	t.Helper()
 	ctx := context.Background()
@@ -111,13 +114,7 @@ func TestKratosClientsThroughTheAgent(t *testing.T) {
 	}
 
 	// Kratos's HTTP client, on the same Discovery.
-	hcl := dialHTTP(t, agent)
-	who := func() (string, error) {
-		var reply struct{ Addr string }
-		err := hcl.Invoke(ctx, "GET", "/who", nil, &reply)
-		return reply.Addr, err
-	}
-	httpAddr := func(i *instance) string { return net.JoinHostPort(i.ip, fmt.Sprint(i.httpPort)) }
+	who := whoCaller(dialHTTP(t, agent))
 	seen := map[string]bool{}
 	for range 40 {
 		addr, err := who()
@@ -126,7 +123,7 @@ func TestKratosClientsThroughTheAgent(t *testing.T) {
 		}
 		seen[addr] = true
 	}
-	if !seen[httpAddr(light)] || !seen[httpAddr(heavy)] {
+	if !seen[light.httpAddr()] || !seen[heavy.httpAddr()] {
 		t.Fatalf("Kratos HTTP client reached %v; want both instances", seen)
 	}
 
@@ -159,13 +156,31 @@ func dialHTTP(t *testing.T, agent *agenttest.Agent, mw ...middleware.Middleware)
 	// new to the server, and http.Server.Shutdown waits 5s for those.
 	tr := &stdhttp.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
-	hcl, err := transhttp.NewClient(context.Background(), transhttp.WithEndpoint("discovery:///echo.e2e"), transhttp.WithTransport(tr),
+	return newHTTPClient(t, agent, "echo.e2e", tr, mw...)
+}
+
+// newHTTPClient makes Kratos's HTTP client of discovery:///<service>
+// through the agent, over tr, with middleware mw; it blocks until the
+// agent has given it the instances.
+func newHTTPClient(t *testing.T, agent *agenttest.Agent, service string, tr stdhttp.RoundTripper, mw ...middleware.Middleware) *transhttp.Client {
+	t.Helper()
+	hcl, err := transhttp.NewClient(context.Background(), transhttp.WithEndpoint("discovery:///"+service), transhttp.WithTransport(tr),
 		transhttp.WithDiscovery(kd.New(agent.Client)), transhttp.WithBlock(), transhttp.WithMiddleware(mw...))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { hcl.Close() })
 	return hcl
+}
+
+// whoCaller makes GET /who calls with hcl, which return the address of
+// the HTTP server that answered.
+func whoCaller(hcl *transhttp.Client) func() (string, error) {
+	return func() (string, error) {
+		var reply struct{ Addr string }
+		err := hcl.Invoke(context.Background(), "GET", "/who", nil, &reply)
+		return reply.Addr, err
+	}
 }
 
 // checkAddr makes one health check and returns the address that answered.

@@ -198,22 +198,41 @@ func (c *Cluster) ServePods(app string, ports []string, specs ...PodSpec) []Pod 
 	}
 	pods := make([]Pod, len(specs))
 	for i, s := range specs {
-		pods[i] = Pod{Name: fmt.Sprintf("%s-%d", app, i), IP: c.PodIP(i), Loopback: c.Loopback(i)}
-		labels := "app: " + app
-		if s.Weight != "" {
-			labels += fmt.Sprintf(", kubedisco.io/weight: %q", s.Weight)
-		}
-		fmt.Fprintf(&b, "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: %s\n  labels: {%s}\nspec:\n  nodeName: %s\n  containers:\n  - name: app\n    image: example.invalid/app:1\n    ports:\n",
-			pods[i].Name, labels, clusterNodes[i%len(clusterNodes)][0])
-		for _, name := range slices.Sorted(maps.Keys(s.Ports)) {
-			fmt.Fprintf(&b, "    - {name: %s, containerPort: %d}\n", name, s.Ports[name])
-		}
+		pods[i] = c.writePod(&b, app, i, s)
 	}
 	c.run(b.String(), "apply", "-n", c.Namespace, "-f", "-")
 	for _, p := range pods {
 		c.SetReady(p, true)
 	}
 	return pods
+}
+
+// AddPod creates one more Pod app-<i> of app (a scale-up: i past the
+// Pods ServePods made) and marks it Ready at PodIP(i).
+func (c *Cluster) AddPod(app string, i int, spec PodSpec) Pod {
+	c.t.Helper()
+	var b strings.Builder
+	p := c.writePod(&b, app, i, spec)
+	c.run(b.String(), "apply", "-n", c.Namespace, "-f", "-")
+	c.SetReady(p, true)
+	return p
+}
+
+// writePod writes the manifest of Pod app-<i> (after a "---") to b: label
+// app=<app>, spec's weight label and container ports, on the i-th shared
+// Node in turn.
+func (c *Cluster) writePod(b *strings.Builder, app string, i int, s PodSpec) Pod {
+	p := Pod{Name: fmt.Sprintf("%s-%d", app, i), IP: c.PodIP(i), Loopback: c.Loopback(i)}
+	labels := "app: " + app
+	if s.Weight != "" {
+		labels += fmt.Sprintf(", kubedisco.io/weight: %q", s.Weight)
+	}
+	fmt.Fprintf(b, "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: %s\n  labels: {%s}\nspec:\n  nodeName: %s\n  containers:\n  - name: app\n    image: example.invalid/app:1\n    ports:\n",
+		p.Name, labels, clusterNodes[i%len(clusterNodes)][0])
+	for _, name := range slices.Sorted(maps.Keys(s.Ports)) {
+		fmt.Fprintf(b, "    - {name: %s, containerPort: %d}\n", name, s.Ports[name])
+	}
+	return p
 }
 
 // ServeWeighted starts a server per weight with start, which gets the
