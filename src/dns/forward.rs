@@ -6,10 +6,11 @@
 //! over TCP of the same upstream, so what gets cached is whole whatever the
 //! client's transport. Upstreams are tried fastest first (smoothed RTT, as
 //! CoreDNS's forward does not and Unbound does); one that failed
-//! [`DOWN_AFTER`] times in a row is left out for a growing pause, and when
+//! [`DOWN_AFTER`](super::upstream::DOWN_AFTER) times in a row is left out for a growing pause, and when
 //! every upstream of a name is out the query fails at once (the client gets
 //! SERVFAIL, or a stale answer, promptly rather than after every timeout).
-//! One that has answered nothing for [`SILENT_AFTER`] with a query waiting
+//! One that has answered nothing for
+//! [`SILENT_AFTER`](super::upstream::SILENT_AFTER) with a query waiting
 //! counts as failing for serve-stale before its first timeout.
 //! One query in [`EXPLORE_ONE_IN`] tries the second-fastest first, so a
 //! recovered or faster upstream is noticed.
@@ -19,12 +20,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+
+use super::upstream::Upstream;
 
 /// Why no upstream answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,96 +51,8 @@ impl UpstreamError {
     }
 }
 
-/// Consecutive failures after which an upstream is left out for a while.
-const DOWN_AFTER: u32 = 3;
-/// The first pause of an upstream that is down; doubled per further
-/// failure up to [`MAX_PAUSE`]. After it, one query probes it.
-const FIRST_PAUSE: Duration = Duration::from_millis(500);
-const MAX_PAUSE: Duration = Duration::from_secs(10);
+/// One query in this many tries the second-fastest upstream first.
 const EXPLORE_ONE_IN: u32 = 20;
-/// An upstream that has answered nothing for this long (or 8 smoothed RTTs,
-/// if longer) while a query to it waits counts as failing: its names' stale
-/// entries go out without waiting for the client timer. A silent upstream
-/// is noticed this soon instead of at its first timeout.
-const SILENT_AFTER: Duration = Duration::from_millis(250);
-
-/// One upstream server and what the agent has seen of it.
-#[derive(Debug)]
-pub(crate) struct Upstream {
-    pub(crate) addr: SocketAddr,
-    /// Smoothed RTT in µs (7/8 old + 1/8 new); 0: never measured, so it
-    /// is tried early and gets measured.
-    srtt_us: AtomicU32,
-    failures: AtomicU32,
-    /// Left out until this many ms after the forwarder's `base`.
-    paused_until_ms: AtomicU64,
-    /// When (ms after `base`, at least 1) the oldest query sent since its
-    /// last answer went out; 0: every query so far was answered.
-    unanswered_since_ms: AtomicU64,
-}
-
-impl Upstream {
-    fn new(addr: SocketAddr) -> Self {
-        Self {
-            addr,
-            srtt_us: AtomicU32::new(0),
-            failures: AtomicU32::new(0),
-            paused_until_ms: AtomicU64::new(0),
-            unanswered_since_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn sending(&self, since_base: Duration) {
-        let ms = u64::try_from(since_base.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        // Only the first unanswered query sets it.
-        let _ =
-            self.unanswered_since_ms
-                .compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed);
-    }
-
-    /// Whether its last exchange failed, or it has been silent (see
-    /// [`SILENT_AFTER`]) with a query waiting.
-    fn failing(&self, since_base: Duration) -> bool {
-        if self.failures.load(Ordering::Relaxed) > 0 {
-            return true;
-        }
-        let since = self.unanswered_since_ms.load(Ordering::Relaxed);
-        let srtt = Duration::from_micros(self.srtt_us.load(Ordering::Relaxed).into());
-        since != 0
-            && since_base.saturating_sub(Duration::from_millis(since)) > SILENT_AFTER.max(srtt * 8)
-    }
-
-    fn succeeded(&self, rtt: Duration) {
-        let sample = u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX).max(1);
-        let old = self.srtt_us.load(Ordering::Relaxed);
-        let new = if old == 0 {
-            sample
-        } else {
-            ((u64::from(old) * 7 + u64::from(sample)) / 8) as u32
-        };
-        self.srtt_us.store(new, Ordering::Relaxed);
-        self.failures.store(0, Ordering::Relaxed);
-        self.paused_until_ms.store(0, Ordering::Relaxed);
-        self.unanswered_since_ms.store(0, Ordering::Relaxed);
-    }
-
-    fn failed(&self, since_base: Duration) {
-        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if failures >= DOWN_AFTER {
-            let doublings = (failures - DOWN_AFTER).min(8);
-            let pause = (FIRST_PAUSE * (1 << doublings)).min(MAX_PAUSE);
-            let until = (since_base + pause).as_millis();
-            self.paused_until_ms
-                .store(u64::try_from(until).unwrap_or(u64::MAX), Ordering::Relaxed);
-        }
-    }
-
-    fn paused(&self, since_base: Duration) -> bool {
-        since_base.as_millis() < u128::from(self.paused_until_ms.load(Ordering::Relaxed))
-    }
-}
 
 /// A domain whose names go to upstreams of their own (`--forward`).
 #[derive(Debug, Clone)]
@@ -283,7 +197,7 @@ impl Forwarder {
         if order.is_empty() {
             return Err(UpstreamError::AllDown);
         }
-        order.sort_by_key(|u| u.srtt_us.load(Ordering::Relaxed));
+        order.sort_by_key(|u| u.srtt_us());
         if order.len() > 1 && rand::rng().random_ratio(1, EXPLORE_ONE_IN) {
             order.swap(0, 1);
         }
@@ -421,7 +335,10 @@ fn check(query: &[u8], answer: &[u8]) -> Result<(), UpstreamError> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
     use super::*;
+    use crate::dns::upstream::DOWN_AFTER;
     use hickory_proto::rr::RecordType;
 
     fn rtt() -> prometheus_client::metrics::histogram::Histogram {

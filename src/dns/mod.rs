@@ -26,6 +26,7 @@ pub(crate) mod forward;
 pub(crate) mod metrics;
 pub(crate) mod resolve;
 pub(crate) mod server;
+pub(crate) mod upstream;
 pub mod wire;
 
 pub use cache::{CacheConfig, CachedName};
