@@ -13,7 +13,11 @@ type ServicePolicy struct {
 	client *Client // nil: no overrides are read
 	host   string
 	base   Resilience
-	s      outlierState
+
+	// The Transport's own pieces, not its whole outlierState: an adapter
+	// balances and ejects on its own, so only these are shared.
+	budget    retryBudget
+	overrides serviceOverrides
 }
 
 // NewServicePolicy returns the policy of service ("orders.shop") with r as
@@ -22,7 +26,7 @@ type ServicePolicy struct {
 // override it; a nil client reads none.
 func NewServicePolicy(client *Client, service string, r *Resilience) *ServicePolicy {
 	p := &ServicePolicy{client: client, host: service, base: r.withDefaults()}
-	p.s.budget.balance = p.base.RetryBurst // a new Service starts with a full burst
+	p.budget.balance = p.base.RetryBurst // a new Service starts with a full burst
 	return p
 }
 
@@ -33,14 +37,14 @@ func (p *ServicePolicy) Current(ctx context.Context) Resilience {
 	if p.client == nil || p.base.Off {
 		return p.base
 	}
-	return *p.s.overrides.forService(ctx, p.client, p.host, &p.base)
+	return *p.overrides.forService(ctx, p.client, p.host, &p.base)
 }
 
 // Deposit adds one request's share (r.RetryRatio) to the retry budget.
-func (p *ServicePolicy) Deposit(r *Resilience) { p.s.budget.deposit(r) }
+func (p *ServicePolicy) Deposit(r *Resilience) { p.budget.deposit(r) }
 
 // Withdraw takes one retry from the budget; false when it is spent.
-func (p *ServicePolicy) Withdraw() bool { return p.s.budget.withdraw() }
+func (p *ServicePolicy) Withdraw() bool { return p.budget.withdraw() }
 
 // IdempotentRequest reports whether the Transport would retry req: GET,
 // HEAD, OPTIONS or TRACE, or an Idempotency-Key header, and a body that
