@@ -200,22 +200,14 @@ func TestTransportRetriesIdempotentRequestsAcrossAKill(t *testing.T) {
 	}
 	client := webService(t, nil, bs...) // the defaults
 	victim := bs[0]
-	load := agenttest.StartLoad(8, func() error {
+	get := func() error {
 		if code, err := getStatus(client); code != http.StatusOK {
 			return fmt.Errorf("status %d, error %v", code, err)
 		}
 		return nil
-	})
-	defer load.Stop()
-	poll(t, 10*time.Second, "requests in flight on the victim", func() bool { return victim.hits.Load() >= 8 })
-	killedAt := load.Done()
-	victim.srv.Close() // closes its connections under the requests in flight
-	poll(t, 20*time.Second, "1000 GETs after the kill", func() bool { return load.Done() >= killedAt+1000 })
-	failures := load.Stop()
-	t.Logf("killed after %d GETs; %d GETs in all, %d failed", killedAt, load.Done(), len(failures))
-	if len(failures) != 0 {
-		t.Fatalf("%d GETs failed across the kill, first: %s", len(failures), failures[0])
 	}
+	// Close closes its connections under the requests in flight.
+	agenttest.KillUnderLoad(t, "Transport GETs", 8, get, func() bool { return victim.hits.Load() >= 8 }, func() { victim.srv.Close() })
 
 	// Not idempotent: a POST is sent once, and its 503 is the answer.
 	bs[1].fail.Store(true)

@@ -109,23 +109,10 @@ func TestGoKitRetryAcrossAKill(t *testing.T) {
 	}
 	call := throughGoKit(t, agent, nil, fs...)
 	victim := fs[0]
-	load := agenttest.StartLoad(8, func() error {
-		_, err := call(context.Background(), nil)
-		return err
-	})
-	defer load.Stop()
 	hitsAtStart := victim.hits.Load()
-	if !agenttest.Until(10*time.Second, func() bool { return victim.hits.Load() >= hitsAtStart+8 }) {
-		t.Fatal("the victim got no calls within 10s")
-	}
-	killedAt := load.Done()
-	victim.srv.Close() // closes its connections under the calls in flight
-	if !agenttest.Until(20*time.Second, func() bool { return load.Done() >= killedAt+1000 }) {
-		t.Fatalf("1000 calls after the kill: not within 20s (%d)", load.Done()-killedAt)
-	}
-	failures := load.Stop()
-	t.Logf("killed after %d calls; %d calls in all, %d failed", killedAt, load.Done(), len(failures))
-	if len(failures) != 0 {
-		t.Fatalf("%d calls failed across the kill, first: %s", len(failures), failures[0])
-	}
+	// Close closes its connections under the calls in flight.
+	agenttest.KillUnderLoad(t, "go-kit Retry", 8,
+		func() error { _, err := call(context.Background(), nil); return err },
+		func() bool { return victim.hits.Load() >= hitsAtStart+8 },
+		func() { victim.srv.Close() })
 }

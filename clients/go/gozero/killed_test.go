@@ -1,6 +1,7 @@
 package gozero_test
 
 import (
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -48,26 +49,8 @@ func zrpcKilledInstance(t *testing.T, ip3 byte, opts []zrpc.ClientOption) {
 	}
 
 	victim := servers[0]
-	victim.svc.hold.Arm(2)
-	l := agenttest.StartLoad(4, func() error { _, err := call(hc); return err })
-	if !agenttest.Until(10*time.Second, func() bool { return victim.svc.hold.Held() == 2 }) {
-		l.End()
-		t.Fatalf("%d calls in flight on the server to kill after 10s; want 2", victim.svc.hold.Held())
-	}
-	victim.kill()
-	ok, failed := l.Calls()
-	killedAt := ok + failed
-	victim.svc.hold.Free()
-	// Enough calls after the kill that the dead server had its share of
-	// picks until the balancer left it out.
-	if !agenttest.Until(10*time.Second, func() bool { ok, failed := l.Calls(); return ok+failed >= killedAt+300 }) {
-		l.End()
-		t.Fatal("the zrpc client made fewer than 300 calls within 10s of the kill")
-	}
-	l.End()
-	ok, failed = l.Calls()
-	t.Logf("zrpc, retries %t: server killed with 2 calls in flight; %d calls succeeded, %d failed (%d made after the kill); first errors: %v",
-		retries, ok, failed, ok+failed-killedAt, l.FirstErrors())
+	ok, failed := agenttest.KillWithCallsHeld(t, fmt.Sprintf("zrpc, retries %t", retries), victim.svc.hold,
+		func() error { _, err := call(hc); return err }, victim.kill)
 	if retries && failed != 0 {
 		t.Fatalf("%d of %d calls failed; want none with gozero.ClientOptions", failed, ok+failed)
 	}

@@ -3,6 +3,7 @@ package kratos_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	stdhttp "net/http"
 	"testing"
@@ -121,26 +122,8 @@ func killedInstance(t *testing.T, kind string, retry bool) {
 	}
 
 	victim := ks[0]
-	victim.hold.Arm(2)
-	l := agenttest.StartLoad(4, func() error { _, err := call(); return err })
-	if !agenttest.Until(10*time.Second, func() bool { return victim.hold.Held() == 2 }) {
-		l.End()
-		t.Fatalf("%d calls in flight on the app to kill after 10s; want 2", victim.hold.Held())
-	}
-	victim.kill()
-	ok, failed := l.Calls()
-	killedAt := ok + failed
-	victim.hold.Free()
-	// Enough calls after the kill that the dead instance had its share
-	// of picks until the client left it out.
-	if !agenttest.Until(10*time.Second, func() bool { ok, failed := l.Calls(); return ok+failed >= killedAt+300 }) {
-		l.End()
-		t.Fatalf("the Kratos %s client made fewer than 300 calls within 10s of the kill", kind)
-	}
-	l.End()
-	ok, failed = l.Calls()
-	t.Logf("Kratos %s, retry %t: app killed with 2 calls in flight; %d calls succeeded, %d failed (%d made after the kill); first errors: %v",
-		kind, retry, ok, failed, ok+failed-killedAt, l.FirstErrors())
+	ok, failed := agenttest.KillWithCallsHeld(t, fmt.Sprintf("Kratos %s, retry %t", kind, retry), victim.hold,
+		func() error { _, err := call(); return err }, victim.kill)
 	if retry && failed != 0 {
 		t.Fatalf("%d of %d calls failed; want none with kd.Retry", failed, ok+failed)
 	}

@@ -18,8 +18,8 @@ type Load struct {
 	failures []error
 }
 
-// StartLoad calls call from workers goroutines until Stop or End; a call's
-// error is a failure.
+// StartLoad calls call from workers goroutines until Stop; a call's error
+// is a failure.
 func StartLoad(workers int, call func() error) *Load {
 	l := &Load{stop: make(chan struct{})}
 	for range workers {
@@ -70,6 +70,3 @@ func (l *Load) Stop() []string {
 	}
 	return out
 }
-
-// End stops the calls and waits for the ones under way.
-func (l *Load) End() { l.halt() }
