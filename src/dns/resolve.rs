@@ -18,10 +18,10 @@
 //!   failed its last exchange or has gone silent ([`super::forward`]), its
 //!   stale entries also go out at once, with a refresh in the background:
 //!   in an outage only the queries in flight when it starts wait for the
-//!   client timer, not each entry as it expires. With the timer at zero every stale entry goes out at once
-//!   with a refresh behind it (optimistic caching). A name never seen gets
-//!   SERVFAIL, at once when every upstream is known down
-//!   ([`super::forward`]).
+//!   client timer, not each entry as it expires. With the timer at zero
+//!   every stale entry goes out at once with a refresh behind it
+//!   (optimistic caching). A name never seen gets SERVFAIL, at once when
+//!   every upstream is known down ([`super::forward`]).
 //!
 //! Owns: when to ask upstream and what a client gets back. May not touch:
 //! sockets (the server sends), storage details ([`super::cache`]).
@@ -167,12 +167,11 @@ impl Resolver {
         if entry.recently_failed(now) {
             return true;
         }
-        let key = key.to_owned();
         if !self.stale_client_timeout.is_zero() && !self.forwarder.failing(&key.name()) {
             return false;
         }
         if entry.claim_refresh() {
-            drop(self.flight(key));
+            drop(self.flight(key.to_owned()));
         }
         true
     }

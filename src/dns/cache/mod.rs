@@ -172,28 +172,8 @@ impl KeyBuf {
 }
 
 impl KeyRef<'_> {
-    pub(crate) fn to_owned(self) -> Key {
-        Key {
-            name: self.name.into(),
-            qtype: self.qtype,
-            qclass: self.qclass,
-            flags: self.flags,
-        }
-    }
-}
-
-impl Key {
-    pub(crate) fn as_ref(&self) -> KeyRef<'_> {
-        KeyRef {
-            name: &self.name,
-            qtype: self.qtype,
-            qclass: self.qclass,
-            flags: self.flags,
-        }
-    }
-
     /// The name in text, lower-cased, with the final dot.
-    pub(crate) fn name(&self) -> String {
+    pub(crate) fn name(self) -> String {
         let mut text = String::new();
         let mut at = 0;
         while let Some(&len) = self.name.get(at) {
@@ -218,6 +198,31 @@ impl Key {
             text.push('.');
         }
         text
+    }
+
+    pub(crate) fn to_owned(self) -> Key {
+        Key {
+            name: self.name.into(),
+            qtype: self.qtype,
+            qclass: self.qclass,
+            flags: self.flags,
+        }
+    }
+}
+
+impl Key {
+    pub(crate) fn as_ref(&self) -> KeyRef<'_> {
+        KeyRef {
+            name: &self.name,
+            qtype: self.qtype,
+            qclass: self.qclass,
+            flags: self.flags,
+        }
+    }
+
+    /// The name in text, lower-cased, with the final dot.
+    pub(crate) fn name(&self) -> String {
+        self.as_ref().name()
     }
 
     /// The query the agent sends upstream for this key: RD set, EDNS
