@@ -1,5 +1,28 @@
 # Shell helpers the benchmark scripts share (sourced, not run). The caller
-# defines log and die, and sets cache_root for build_coredns.
+# defines log and die, sets cache_root for build_coredns, and repo, work,
+# pids and cluster_up for bench_cleanup.
+
+# On exit: stop every process in pids (resumed first, should the run have
+# stopped one), stop the run's private control plane when cluster_up is 1,
+# and remove work when the run succeeded (kept, and named, when it failed).
+bench_cleanup() {
+	local status=$? pid
+	trap - EXIT INT TERM
+	for pid in "${pids[@]}"; do kill -CONT "$pid" 2>/dev/null || true; kill "$pid" 2>/dev/null || true; done
+	for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+	if [[ $cluster_up == 1 ]]; then
+		"$repo/scripts/testcluster" down >/dev/null 2>&1 || log "warning: testcluster down failed (state in $KUBEDISCO_TESTCLUSTER_DIR)"
+	fi
+	if [[ $status == 0 ]]; then rm -rf "$work"; else log "failed; logs and state kept in $work"; fi
+	exit "$status"
+}
+
+# bench_traps: bench_cleanup at exit, also after Ctrl-C or a TERM.
+bench_traps() {
+	trap bench_cleanup EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+}
 
 # Ports of every socket on the machine (hex), from /proc/net.
 used_ports() {
